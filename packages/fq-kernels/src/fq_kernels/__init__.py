@@ -1,0 +1,5 @@
+"""fq-kernels."""
+
+from importlib.metadata import version
+
+__version__ = version("fq-kernels")
