@@ -1,0 +1,23 @@
+"""The flat (fake-quantised) model that calibration trains and evaluation runs.
+
+    from fq_core.flat import FlatConfig, quantize_
+    quantize_(model, FlatConfig(method="rtn"))     # W4A4 RTN, in place
+"""
+
+from fq_core.flat.attention import FlatAttention
+from fq_core.flat.config import METHODS, FlatConfig
+from fq_core.flat.linear import FlatLinear
+from fq_core.flat.mlp import FlatMLP
+from fq_core.flat.model import flat_modules, freeze_layer, quantize_, set_fp
+
+__all__ = [
+    "METHODS",
+    "FlatAttention",
+    "FlatConfig",
+    "FlatLinear",
+    "FlatMLP",
+    "flat_modules",
+    "freeze_layer",
+    "quantize_",
+    "set_fp",
+]

@@ -1,0 +1,135 @@
+"""Invertible matrix factors: learnable (SVD/Cayley or direct) and fixed.
+
+Every factor answers `matrix()` and `inverse()`. FlatQuant needs the inverse of each learned
+matrix to keep the layer's output exact in full precision, so the default parameterisation makes
+it free and stable: M = U diag(s) V^T with U, V orthogonal, hence M^-1 = V diag(1/s) U^T.
+U and V are a fixed random orthogonal base times the Cayley map of a learned skew matrix that
+starts at zero, so training starts exactly at the random orthogonal init and stays orthogonal.
+The "direct" option learns M itself and inverts it in float64.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import nn
+
+from fq_core.transforms.orthogonal import random_orthogonal
+
+Parametrization = Literal["svd", "direct"]
+
+
+def cayley(skew: torch.Tensor) -> torch.Tensor:
+    """Orthogonal (I - S)^-1 (I + S) for skew-symmetric S."""
+    eye = torch.eye(skew.shape[0], dtype=skew.dtype, device=skew.device)
+    return torch.linalg.solve(eye - skew, eye + skew)
+
+
+class OrthogonalFactor(nn.Module):
+    """base @ cayley(A - A^T): orthogonal for any A; equals `base` while A is zero."""
+
+    def __init__(self, base: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("base", base.to(torch.float32))
+        self.skew = nn.Parameter(torch.zeros_like(self.base))
+
+    def forward(self) -> torch.Tensor:
+        upper = self.skew.triu(1)
+        return self.base @ cayley(upper - upper.T)
+
+
+class SVDMatrix(nn.Module):
+    """M = U diag(s) V^T with orthogonal U, V and positive-by-init singular values s."""
+
+    def __init__(self, n: int, generator: torch.Generator | None = None) -> None:
+        super().__init__()
+        self.u = OrthogonalFactor(random_orthogonal(n, generator))
+        self.v = OrthogonalFactor(random_orthogonal(n, generator))
+        self.singular = nn.Parameter(torch.ones(n))
+
+    @property
+    def size(self) -> int:
+        return self.singular.shape[0]
+
+    def matrix(self) -> torch.Tensor:
+        return (self.u() * self.singular) @ self.v().T
+
+    def inverse(self) -> torch.Tensor:
+        return (self.v() / self.singular) @ self.u().T
+
+    def exact(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(matrix, inverse) built in float64 from the learned parts, for merging into weights."""
+        u, v, s = self.u().double(), self.v().double(), self.singular.double()
+        return (u * s) @ v.T, (v / s) @ u.T
+
+
+class DirectMatrix(nn.Module):
+    """M learned as a plain matrix (random orthogonal init); its inverse is taken in float64."""
+
+    def __init__(self, n: int, generator: torch.Generator | None = None) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(random_orthogonal(n, generator).to(torch.float32))
+
+    @property
+    def size(self) -> int:
+        return self.weight.shape[0]
+
+    def matrix(self) -> torch.Tensor:
+        return self.weight
+
+    def inverse(self) -> torch.Tensor:
+        return torch.linalg.inv(self.weight.double()).to(self.weight.dtype)
+
+    def exact(self) -> tuple[torch.Tensor, torch.Tensor]:
+        m = self.weight.double()
+        return m, torch.linalg.inv(m)
+
+
+class FixedMatrix(nn.Module):
+    """A frozen factor: the materialised result of calibration, a Hadamard matrix, or a loaded one.
+
+    Holds float32 copies for online use and float64 copies for merging into weights.
+    """
+
+    def __init__(self, matrix: torch.Tensor, inverse: torch.Tensor | None = None) -> None:
+        super().__init__()
+        m64 = matrix.detach().double()
+        inv64 = torch.linalg.inv(m64) if inverse is None else inverse.detach().double()
+        self.register_buffer("_matrix", m64.float())
+        self.register_buffer("_inverse", inv64.float())
+        self._exact = (m64, inv64)
+
+    @property
+    def size(self) -> int:
+        return self._matrix.shape[0]
+
+    def matrix(self) -> torch.Tensor:
+        return self._matrix
+
+    def inverse(self) -> torch.Tensor:
+        return self._inverse
+
+    def exact(self) -> tuple[torch.Tensor, torch.Tensor]:
+        m64, inv64 = self._exact
+        return m64.to(self._matrix.device), inv64.to(self._matrix.device)
+
+
+Factor = SVDMatrix | DirectMatrix | FixedMatrix
+
+
+def learnable_factor(n: int, parametrization: Parametrization, generator: torch.Generator | None = None) -> Factor:
+    if parametrization == "svd":
+        return SVDMatrix(n, generator)
+    if parametrization == "direct":
+        return DirectMatrix(n, generator)
+    raise ValueError(f"unknown parametrization {parametrization!r}: use 'svd' or 'direct'")
+
+
+def frozen(factor: Factor) -> FixedMatrix:
+    """Materialise a factor (exact float64 inverse) so it no longer trains."""
+    if isinstance(factor, FixedMatrix):
+        return factor
+    with torch.no_grad():
+        matrix, inverse = factor.exact()
+    return FixedMatrix(matrix, inverse)
