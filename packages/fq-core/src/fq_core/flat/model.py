@@ -23,9 +23,11 @@ def quantize_(model: nn.Module, config: FlatConfig) -> nn.Module:
 
     rtn and hadamard models are frozen at once (ready to evaluate). flatquant models start with
     random orthogonal transforms to be trained by calibration (fq-calib), then `freeze_layer`d.
+    Afterwards the only trainable parameters are the transforms' and clipping factors'.
     """
     adapter = get_adapter(model)
     names = adapter.names
+    model.requires_grad_(False)  # the base model stays fixed; only transforms and clipping train
     generator = torch.Generator().manual_seed(config.seed)
     for layer in adapter.decoder_layers(model):
         attention = getattr(layer, names.attention)

@@ -31,12 +31,13 @@ class OrthogonalFactor(nn.Module):
 
     def __init__(self, base: torch.Tensor) -> None:
         super().__init__()
-        self.register_buffer("base", base.to(torch.float32))
-        self.skew = nn.Parameter(torch.zeros_like(self.base))
+        self.register_buffer("base", base.to(torch.float64))
+        self.skew = nn.Parameter(torch.zeros(base.shape, dtype=torch.float32))
 
-    def forward(self) -> torch.Tensor:
-        upper = self.skew.triu(1)
-        return self.base @ cayley(upper - upper.T)
+    def forward(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """The orthogonal matrix, computed in `dtype` (float64 for exact merging)."""
+        upper = self.skew.to(dtype).triu(1)
+        return self.base.to(dtype) @ cayley(upper - upper.T)
 
 
 class SVDMatrix(nn.Module):
@@ -60,7 +61,7 @@ class SVDMatrix(nn.Module):
 
     def exact(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(matrix, inverse) built in float64 from the learned parts, for merging into weights."""
-        u, v, s = self.u().double(), self.v().double(), self.singular.double()
+        u, v, s = self.u(torch.float64), self.v(torch.float64), self.singular.double()
         return (u * s) @ v.T, (v / s) @ u.T
 
 
