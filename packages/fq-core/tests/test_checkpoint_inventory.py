@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import json
+import re
+from pathlib import Path
+
+import pytest
 import torch
 
-from fq_core.checkpoint import FLOAT_DTYPES, TensorSpec, expected_tensors
+from fq_core.checkpoint import FLOAT_DTYPES, CheckpointConfig, TensorSpec, expected_tensors
 from fq_core.checkpoint.testing import random_tensors, tiny_config, tiny_model
-from fq_core.quant import NO_QUANT, QuantSpec, unpack_int4
+from fq_core.quant import NO_QUANT, QuantSpec, pack_int4, unpack_int4
 
 F = FLOAT_DTYPES
 F32 = (torch.float32,)
@@ -174,3 +179,29 @@ def test_random_tensors_match_inventory_and_hold_real_int4() -> None:
     assert values.shape == (16, 32)
     assert values.min() >= -8 and values.max() <= 7
     assert len(values.unique()) > 8  # both nibbles used, not a constant
+
+
+def test_documented_packing_example() -> None:
+    assert pack_int4(torch.tensor([[1, -2, 7, -8]])).tolist() == [[0xE1, 0x87]]
+
+
+def test_documented_example_config_is_valid() -> None:
+    """docs/checkpoint-schema.md's example (layers expanded to 30) parses, and the shapes it lists hold."""
+    doc = Path(__file__).resolve().parents[3] / "docs" / "checkpoint-schema.md"
+    if not doc.is_file():
+        pytest.skip("docs/ is not part of this checkout")
+    match = re.search(r"## Example.*?```json\n(.*?)```", doc.read_text(), re.S)
+    assert match is not None
+    data = json.loads(match.group(1))
+    data["layers"] = data["layers"] * 30
+    specs = expected_tensors(CheckpointConfig.from_dict(data))
+    u8 = (torch.uint8,)
+    assert specs["layers.0.self_attn.q_proj.qweight"] == TensorSpec((576, 288), u8)
+    assert specs["layers.0.self_attn.q_proj.scale"].shape == (576, 1)
+    assert specs["layers.0.self_attn.k_proj.qweight"] == TensorSpec((192, 288), u8)
+    assert specs["layers.0.mlp.down_proj.qweight"] == TensorSpec((576, 768), u8)
+    assert specs["layers.0.down_in.left"].shape == (32, 32)
+    assert specs["layers.0.down_in.right"].shape == (48, 48)
+    assert specs["layers.0.o_in.heads"].shape == (9, 9)
+    assert specs["layers.0.v_out.matrix"].shape == specs["layers.0.k_cache.matrix"].shape == (64, 64)
+    assert "lm_head.weight" not in specs
