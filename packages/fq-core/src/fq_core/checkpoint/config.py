@@ -8,6 +8,7 @@ else (or by hand) and is refused with a message naming the field, instead of bei
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -159,7 +160,7 @@ class ModelGeometry:
             tie_word_embeddings=_bool(d, "tie_word_embeddings", where),
             qkv_bias=_bool(d, "qkv_bias", where),
             qk_norm=_bool(d, "qk_norm", where),
-            hf_config=_dict(d, "hf_config", where),
+            hf_config=copy.deepcopy(_dict(d, "hf_config", where)),
         )
 
 
@@ -316,7 +317,7 @@ class CheckpointConfig:
             format=fmt,
             method=method,
             quant=QuantConfig.from_dict(d["quant"]),
-            options=_dict(d, "options", "config"),
+            options=copy.deepcopy(_dict(d, "options", "config")),
             model=ModelGeometry.from_dict(d["model"]),
             layers=layers,
             producers=producers,
