@@ -31,8 +31,16 @@ def test_adapter_geometry(family):
     model = tiny_model(family)
     geometry = get_adapter(model).geometry(model.config)
     assert geometry["family"] == family
-    assert (geometry["hidden_size"], geometry["num_layers"], geometry["num_heads"], geometry["num_kv_heads"]) == (
-        48, 2, 4, 2,
+    assert (
+        geometry["hidden_size"],
+        geometry["num_layers"],
+        geometry["num_heads"],
+        geometry["num_kv_heads"],
+    ) == (
+        48,
+        2,
+        4,
+        2,
     )
     assert geometry["head_dim"] == (16 if family == "qwen3" else 12)
     assert geometry["qkv_bias"] is (family == "qwen2")
@@ -49,7 +57,10 @@ def test_fp_mode_reproduces_original_logits_exactly(family):
     expected = model(ids).logits
     flat = quantize_(copy.deepcopy(model), FlatConfig())
     set_fp(flat, True)
-    assert all(isinstance(layer.self_attn, FlatAttention) and isinstance(layer.mlp, FlatMLP) for layer in flat.model.layers)
+    assert all(
+        isinstance(layer.self_attn, FlatAttention) and isinstance(layer.mlp, FlatMLP)
+        for layer in flat.model.layers
+    )
     assert torch.equal(flat(ids).logits, expected)
 
 
@@ -65,7 +76,9 @@ def test_16bit_transformed_model_matches_original_before_and_after_merging(famil
         freeze_layer(layer, flat)
     torch.testing.assert_close(flat(ids).logits, expected, rtol=1e-4, atol=1e-4)
     # the merge really happened: norms absorbed the channel scales, weights changed
-    assert not torch.equal(flat.model.layers[0].input_layernorm.weight, model.model.layers[0].input_layernorm.weight)
+    assert not torch.equal(
+        flat.model.layers[0].input_layernorm.weight, model.model.layers[0].input_layernorm.weight
+    )
 
 
 @pytest.mark.parametrize("family", sorted(FAMILIES))

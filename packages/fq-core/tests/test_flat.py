@@ -55,7 +55,11 @@ def test_every_learnable_parameter_gets_a_gradient_from_the_layer_loss():
     out = out[0] if isinstance(out, tuple) else out
     out.pow(2).mean().backward()
     names = [name for name, p in layer.named_parameters() if p.requires_grad]
-    missing = [name for name, p in layer.named_parameters() if p.requires_grad and (p.grad is None or not p.grad.any())]
+    missing = [
+        name
+        for name, p in layer.named_parameters()
+        if p.requires_grad and (p.grad is None or not p.grad.any())
+    ]
     # original weights are buffers, not parameters: only transforms and clipping factors train
     assert names and all(any(k in n for k in ("skew", "singular", "scale", "clip")) for n in names)
     assert not missing, missing

@@ -37,7 +37,7 @@ def test_every_signed_pair_round_trips():
 def test_bad_inputs_are_rejected():
     with pytest.raises(ValueError, match="even"):
         pack_int4(torch.zeros(3))
-    with pytest.raises(ValueError, match="range|lie in"):
+    with pytest.raises(ValueError, match="lie in"):
         pack_int4(torch.tensor([16, 0]))
     with pytest.raises(ValueError, match="uint8"):
         unpack_int4(torch.zeros(2, dtype=torch.int8))

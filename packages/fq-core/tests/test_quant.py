@@ -68,7 +68,9 @@ def test_per_group_uses_one_scale_per_group():
 
 def test_per_tensor_uses_one_scale():
     x = torch.tensor([[7.0, 1.0], [70.0, 0.0]])
-    torch.testing.assert_close(fake_quant(x, QuantSpec(4, True, "tensor")), torch.tensor([[10.0, 0.0], [70.0, 0.0]]))
+    torch.testing.assert_close(
+        fake_quant(x, QuantSpec(4, True, "tensor")), torch.tensor([[10.0, 0.0], [70.0, 0.0]])
+    )
 
 
 def test_zero_rows_stay_zero_without_nan():
@@ -110,13 +112,20 @@ def test_learnable_weight_clipping_clips_and_trains():
 def test_weight_quantizer_integers_dequantize_to_its_forward():
     torch.manual_seed(0)
     w = torch.randn(6, 16)
-    for spec in (QuantSpec(4, True, "channel"), QuantSpec(4, False, "group", group_size=8), QuantSpec(3, True, "channel")):
+    specs = (
+        QuantSpec(4, True, "channel"),
+        QuantSpec(4, False, "group", group_size=8),
+        QuantSpec(3, True, "channel"),
+        QuantSpec(8, False, "channel"),  # 0..255 must not wrap
+    )
+    for spec in specs:
         quantizer = WeightQuantizer(spec, 6, learnable_clip=True)
         with torch.no_grad():
             quantizer.clip_max.uniform_(-1, 3)
             quantizer.clip_min.uniform_(-1, 3)
         q, scale, zero = quantizer.quantize_int(w)
-        assert q.dtype == torch.int8 and q.min() >= spec.qmin and q.max() <= spec.qmax
+        assert q.dtype == (torch.int8 if spec.symmetric else torch.uint8)
+        assert q.min() >= spec.qmin and q.max() <= spec.qmax
         deq = dequantize(to_reduction_view(q.float(), spec), scale, zero).reshape(w.shape)
         torch.testing.assert_close(deq, quantizer(w).detach(), rtol=0, atol=1e-6)
 

@@ -23,7 +23,14 @@ from fq_core.transforms import (
 
 @pytest.mark.parametrize(
     "n, expected",
-    [(576, (24, 24)), (1536, (32, 48)), (4096, (64, 64)), (11008, (86, 128)), (14336, (112, 128)), (13, (1, 13))],
+    [
+        (576, (24, 24)),
+        (1536, (32, 48)),
+        (4096, (64, 64)),
+        (11008, (86, 128)),
+        (14336, (112, 128)),
+        (13, (1, 13)),
+    ],
 )
 def test_factor_sizes_are_closest_to_sqrt(n, expected):
     assert kron_factors(n) == expected
@@ -31,7 +38,10 @@ def test_factor_sizes_are_closest_to_sqrt(n, expected):
 
 def test_kron_apply_equals_materialised_kron():
     g = torch.Generator().manual_seed(0)
-    a, b = torch.randn(6, 6, generator=g, dtype=torch.float64), torch.randn(4, 4, generator=g, dtype=torch.float64)
+    a, b = (
+        torch.randn(6, 6, generator=g, dtype=torch.float64),
+        torch.randn(4, 4, generator=g, dtype=torch.float64),
+    )
     x = torch.randn(2, 3, 24, generator=g, dtype=torch.float64)
     torch.testing.assert_close(kron_apply(x, a, b), x @ torch.kron(a, b), rtol=0, atol=1e-12)
     eye6, eye4 = torch.eye(6, dtype=torch.float64), torch.eye(4, dtype=torch.float64)
@@ -88,7 +98,9 @@ def test_hadamard_matrices():
         m = hadamard_like(n, torch.Generator().manual_seed(0))
         torch.testing.assert_close(m @ m.T, torch.eye(n, dtype=torch.float64), rtol=0, atol=1e-10)
     # powers of two: kron of the factors' Hadamards is the big Hadamard (so Kronecker sites lose nothing)
-    torch.testing.assert_close(torch.kron(hadamard_like(8), hadamard_like(4)).abs(), sylvester_hadamard(32).abs())
+    torch.testing.assert_close(
+        torch.kron(hadamard_like(8), hadamard_like(4)).abs(), sylvester_hadamard(32).abs()
+    )
 
 
 @pytest.mark.parametrize("parametrization", [SVDMatrix, DirectMatrix])
@@ -101,7 +113,9 @@ def test_affine_transform_keeps_the_linear_output_exact(parametrization):
     # float64 merge path, against a float64 materialised computation
     (l64, _), (r64, _) = t.left.exact(), t.right.exact()
     x64 = (x.double() * t.scale.double()) @ torch.kron(l64, r64)
-    torch.testing.assert_close(x64 @ t.transform_weight_exact(w).T, x.double() @ w.double().T, rtol=0, atol=1e-10)
+    torch.testing.assert_close(
+        x64 @ t.transform_weight_exact(w).T, x.double() @ w.double().T, rtol=0, atol=1e-10
+    )
 
 
 def test_gradients_reach_every_transform_parameter_through_fake_quant():

@@ -13,8 +13,13 @@ from transformers import (
 )
 
 COMMON = dict(
-    hidden_size=48, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-    vocab_size=64, max_position_embeddings=128,
+    hidden_size=48,
+    intermediate_size=96,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    vocab_size=64,
+    max_position_embeddings=128,
 )
 
 FAMILIES = {

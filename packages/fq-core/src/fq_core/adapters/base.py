@@ -63,8 +63,16 @@ class DecoderAdapter:
             reason = rule(config)
             if reason:
                 raise UnsupportedModelError(f"{self.family} model not supported: {reason}")
-        if getattr(config, "hidden_act", "silu") not in ("silu", "swish", "gelu", "gelu_new", "gelu_pytorch_tanh"):
-            raise UnsupportedModelError(f"hidden_act={config.hidden_act!r} is not supported (use a gated SiLU/GELU MLP)")
+        if getattr(config, "hidden_act", "silu") not in (
+            "silu",
+            "swish",
+            "gelu",
+            "gelu_new",
+            "gelu_pytorch_tanh",
+        ):
+            raise UnsupportedModelError(
+                f"hidden_act={config.hidden_act!r} is not supported (use a gated SiLU/GELU MLP)"
+            )
 
     def decoder_layers(self, model: nn.Module) -> nn.ModuleList:
         """The decoder layers of a `*ForCausalLM` or a bare `*Model`."""

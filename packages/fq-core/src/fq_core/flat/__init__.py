@@ -1,7 +1,7 @@
 """The flat (fake-quantised) model that calibration trains and evaluation runs.
 
-    from fq_core.flat import FlatConfig, quantize_
-    quantize_(model, FlatConfig(method="rtn"))     # W4A4 RTN, in place
+from fq_core.flat import FlatConfig, quantize_
+quantize_(model, FlatConfig(method="rtn"))     # W4A4 RTN, in place
 """
 
 from fq_core.flat.attention import FlatAttention

@@ -54,9 +54,13 @@ class FlatAttention(nn.Module):
 
         self.attn_in = InputSite(self.q_proj.in_features, config, generator)
         self.o_in = HeadsSite(self.num_heads, config, generator)
-        self.v_out: Factor | None = make_factor(self.head_dim, config, generator) if config.has_transforms else None
+        self.v_out: Factor | None = (
+            make_factor(self.head_dim, config, generator) if config.has_transforms else None
+        )
         key, value = config.kv_spec(config.key, self.head_dim), config.kv_spec(config.value, self.head_dim)
-        k_factor = make_factor(self.head_dim, config, generator) if config.has_transforms and key.enabled else None
+        k_factor = (
+            make_factor(self.head_dim, config, generator) if config.has_transforms and key.enabled else None
+        )
         self.k_cache = CacheSite(key, k_factor, config.lac)
         self.v_cache = CacheSite(value, None, config.lac)
 
@@ -68,10 +72,7 @@ class FlatAttention(nn.Module):
         """v_proj's rows per head: W_h -> P_v^T W_h, bias_h -> bias_h P_v."""
         if self.v_out is None:
             return None
-        if exact:
-            p_v = self.v_out.exact()[0]
-        else:
-            p_v = self.v_out.matrix()
+        p_v = self.v_out.exact()[0] if exact else self.v_out.matrix()
 
         def output_map(weight: torch.Tensor, bias: torch.Tensor | None):
             p = p_v.to(weight.dtype)

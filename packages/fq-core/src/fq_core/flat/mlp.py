@@ -12,7 +12,9 @@ from fq_core.flat.sites import InputSite
 
 
 class FlatMLP(nn.Module):
-    def __init__(self, mlp: nn.Module, adapter: DecoderAdapter, config: FlatConfig, generator: torch.Generator):
+    def __init__(
+        self, mlp: nn.Module, adapter: DecoderAdapter, config: FlatConfig, generator: torch.Generator
+    ):
         super().__init__()
         names = adapter.names
         self.act_fn = mlp.act_fn

@@ -51,7 +51,9 @@ def set_fp(model: nn.Module, fp: bool) -> None:
     """Switch every flat module between full precision (original computation) and fake quant."""
     for module in flat_modules(model):
         if fp and module.frozen:
-            raise RuntimeError("a frozen layer has merged its transforms; FP mode is only valid before freezing")
+            raise RuntimeError(
+                "a frozen layer has merged its transforms; FP mode is only valid before freezing"
+            )
         module.fp = fp
 
 

@@ -73,14 +73,18 @@ class HeadsSite(nn.Module):
 
     def __init__(self, num_heads: int, config: FlatConfig, generator: torch.Generator) -> None:
         super().__init__()
-        self.heads: Factor | None = make_factor(num_heads, config, generator) if config.has_transforms else None
+        self.heads: Factor | None = (
+            make_factor(num_heads, config, generator) if config.has_transforms else None
+        )
         self.quant = ActivationQuantizer(config.act, learnable_clip=config.lac and config.act.enabled)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.heads is not None:
             n = self.heads.size
             shape = x.shape
-            x = torch.matmul(self.heads.matrix().to(x.dtype).T, x.reshape(-1, n, shape[-1] // n)).reshape(shape)
+            x = torch.matmul(self.heads.matrix().to(x.dtype).T, x.reshape(-1, n, shape[-1] // n)).reshape(
+                shape
+            )
         return self.quant(x)
 
     def freeze(self) -> None:

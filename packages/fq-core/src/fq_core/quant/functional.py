@@ -102,7 +102,9 @@ def fake_quant(
     return out.reshape(x.shape).to(x.dtype)
 
 
-def fake_quant_static(x: torch.Tensor, spec: QuantSpec, scale: torch.Tensor, zero: torch.Tensor) -> torch.Tensor:
+def fake_quant_static(
+    x: torch.Tensor, spec: QuantSpec, scale: torch.Tensor, zero: torch.Tensor
+) -> torch.Tensor:
     """Fake-quantise with frozen scale and zero (shaped (groups, 1) or (1, 1), as `quant_range` gives).
 
     Static activation scales are per tensor: a per-token scale cannot be frozen, since the

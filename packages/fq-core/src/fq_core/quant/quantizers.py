@@ -42,7 +42,8 @@ class WeightQuantizer(nn.Module):
 
     @torch.no_grad()
     def quantize_int(self, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Integer weights (int8, shaped like `weight`), scales and zeros (shaped (groups, 1)).
+        """Integer weights shaped like `weight` (int8 if symmetric, uint8 if asymmetric, so 8-bit
+        values 0..255 fit), scales and zeros (shaped (groups, 1)).
 
         `F.dequantize(q.reshape(rows), scale, zero)` equals `self(weight)` exactly.
         """
@@ -53,7 +54,8 @@ class WeightQuantizer(nn.Module):
             rows = torch.maximum(torch.minimum(rows, xmax), xmin)
         scale, zero = F.scale_zero(xmin, xmax, self.spec)
         q = F.quantize(rows, scale, zero, self.spec)
-        return q.reshape(weight.shape).to(torch.int8), scale, zero
+        dtype = torch.int8 if self.spec.symmetric else torch.uint8
+        return q.reshape(weight.shape).to(dtype), scale, zero
 
 
 class ActivationQuantizer(nn.Module):

@@ -119,7 +119,9 @@ class FixedMatrix(nn.Module):
 Factor = SVDMatrix | DirectMatrix | FixedMatrix
 
 
-def learnable_factor(n: int, parametrization: Parametrization, generator: torch.Generator | None = None) -> Factor:
+def learnable_factor(
+    n: int, parametrization: Parametrization, generator: torch.Generator | None = None
+) -> Factor:
     if parametrization == "svd":
         return SVDMatrix(n, generator)
     if parametrization == "direct":
