@@ -8,7 +8,8 @@ from fq_core.flat.attention import FlatAttention
 from fq_core.flat.config import METHODS, FlatConfig
 from fq_core.flat.linear import FlatLinear
 from fq_core.flat.mlp import FlatMLP
-from fq_core.flat.model import flat_modules, freeze_layer, quantize_, set_fp
+from fq_core.flat.model import attach_flat_modules, flat_modules, freeze_layer, quantize_, set_fp
+from fq_core.flat.serialize import checkpoint_from_model, load_quantized, save_quantized
 
 __all__ = [
     "METHODS",
@@ -16,8 +17,12 @@ __all__ = [
     "FlatConfig",
     "FlatLinear",
     "FlatMLP",
+    "attach_flat_modules",
+    "checkpoint_from_model",
     "flat_modules",
     "freeze_layer",
+    "load_quantized",
     "quantize_",
+    "save_quantized",
     "set_fp",
 ]

@@ -25,6 +25,15 @@ def quantize_(model: nn.Module, config: FlatConfig) -> nn.Module:
     random orthogonal transforms to be trained by calibration (fq-calib), then `freeze_layer`d.
     Afterwards the only trainable parameters are the transforms' and clipping factors'.
     """
+    attach_flat_modules(model, config)
+    if config.method != "flatquant":
+        for layer in get_adapter(model).decoder_layers(model):
+            freeze_layer(layer, model)
+    return model
+
+
+def attach_flat_modules(model: nn.Module, config: FlatConfig) -> nn.Module:
+    """Swap in FlatAttention / FlatMLP everywhere without freezing anything (in place)."""
     adapter = get_adapter(model)
     names = adapter.names
     model.requires_grad_(False)  # the base model stays fixed; only transforms and clipping train
@@ -35,8 +44,6 @@ def quantize_(model: nn.Module, config: FlatConfig) -> nn.Module:
         setattr(layer, names.attention, FlatAttention(attention, adapter, config, generator).to(device))
         mlp = getattr(layer, names.mlp)
         setattr(layer, names.mlp, FlatMLP(mlp, adapter, config, generator).to(device))
-        if config.method != "flatquant":
-            freeze_layer(layer, model)
     model.flat_config = config
     return model
 

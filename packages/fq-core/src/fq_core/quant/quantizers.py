@@ -84,6 +84,18 @@ class ActivationQuantizer(nn.Module):
             return None
         return torch.sigmoid(self.clip_max), torch.sigmoid(self.clip_min)
 
+    @torch.no_grad()
+    def set_clip_factors(self, max_factor: float, min_factor: float) -> None:
+        """Install fixed clip factors in (0, 1] (e.g. loaded from a checkpoint); 1 means no clipping."""
+        if max_factor == 1.0 and min_factor == 1.0:
+            self.learnable_clip = False
+            self.clip_max = self.clip_min = None
+            return
+        logit = lambda f: torch.logit(torch.tensor([f], dtype=torch.float64)).float()  # noqa: E731
+        self.learnable_clip = True
+        self.clip_max = nn.Parameter(logit(max_factor), requires_grad=False)
+        self.clip_min = nn.Parameter(logit(min_factor), requires_grad=False)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.spec.enabled:
             return x
