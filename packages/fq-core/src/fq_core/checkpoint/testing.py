@@ -16,6 +16,7 @@ from fq_core.checkpoint.config import CheckpointConfig, LayerTransforms, ModelGe
 from fq_core.checkpoint.inventory import expected_tensors
 from fq_core.quant.pack import pack_int4
 from fq_core.quant.spec import QuantSpec
+from fq_core.transforms.kronecker import kron_factors
 
 W4 = QuantSpec(bits=4, symmetric=True, granularity="channel")
 A4 = QuantSpec(bits=4, symmetric=True, granularity="token")
@@ -46,17 +47,11 @@ def tiny_model(**overrides: Any) -> ModelGeometry:
 def tiny_layers(model: ModelGeometry, k_cache: bool = True) -> tuple[LayerTransforms, ...]:
     """Per-layer factor sizes: the near-square split of hidden and intermediate (16 = 4x4, 32 = 4x8)."""
 
-    def split(n: int) -> tuple[int, int]:
-        n1 = int(n**0.5)
-        while n % n1:
-            n1 -= 1
-        return n1, n // n1
-
     layer = LayerTransforms(
-        attn_in=split(model.hidden_size),
+        attn_in=kron_factors(model.hidden_size),
         o_in=(model.num_heads, model.head_dim),
-        mlp_in=split(model.hidden_size),
-        down_in=split(model.intermediate_size),
+        mlp_in=kron_factors(model.hidden_size),
+        down_in=kron_factors(model.intermediate_size),
         k_cache=model.head_dim if k_cache else None,
     )
     return (layer,) * model.num_layers

@@ -244,7 +244,7 @@ def load_quantized(
         for site, quantizer in _act_quantizers(attention, mlp).items():
             if quantizer.spec.enabled:
                 quantizer.set_clip_factors(
-                    tensors[f"{prefix}{site}.clip_max"].item(), tensors[f"{prefix}{site}.clip_min"].item()
+                    tensors[f"{prefix}{site}.clip_max"], tensors[f"{prefix}{site}.clip_min"]
                 )
         if config.layers is not None:
             _load_transforms(prefix, attention, mlp, tensors)

@@ -80,21 +80,24 @@ class ActivationQuantizer(nn.Module):
             self.register_buffer("observed_max", torch.zeros(1, 1))
 
     def clip_factors(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        fixed = getattr(self, "fixed_clip", None)
+        if fixed is not None:
+            return fixed[0:1], fixed[1:2]
         if not self.learnable_clip:
             return None
         return torch.sigmoid(self.clip_max), torch.sigmoid(self.clip_min)
 
     @torch.no_grad()
-    def set_clip_factors(self, max_factor: float, min_factor: float) -> None:
-        """Install fixed clip factors in (0, 1] (e.g. loaded from a checkpoint); 1 means no clipping."""
-        if max_factor == 1.0 and min_factor == 1.0:
-            self.learnable_clip = False
-            self.clip_max = self.clip_min = None
-            return
-        logit = lambda f: torch.logit(torch.tensor([f], dtype=torch.float64)).float()  # noqa: E731
-        self.learnable_clip = True
-        self.clip_max = nn.Parameter(logit(max_factor), requires_grad=False)
-        self.clip_min = nn.Parameter(logit(min_factor), requires_grad=False)
+    def set_clip_factors(self, max_factor: torch.Tensor, min_factor: torch.Tensor) -> None:
+        """Use fixed clip factors in (0, 1] (e.g. loaded from a checkpoint) instead of learned ones.
+
+        Stored as the factors themselves, not as logits, so a saved model reproduces bit-exactly.
+        """
+        self.learnable_clip = False
+        self.clip_max = self.clip_min = None
+        self.register_buffer(
+            "fixed_clip", torch.stack([max_factor.reshape(()), min_factor.reshape(())]).float()
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.spec.enabled:
