@@ -9,7 +9,13 @@ from fq_core.flat.config import METHODS, FlatConfig
 from fq_core.flat.linear import FlatLinear
 from fq_core.flat.mlp import FlatMLP
 from fq_core.flat.model import attach_flat_modules, flat_modules, freeze_layer, quantize_, set_fp
-from fq_core.flat.serialize import checkpoint_from_model, load_quantized, save_quantized
+from fq_core.flat.serialize import (
+    checkpoint_from_model,
+    layer_tensors,
+    load_layer,
+    load_quantized,
+    save_quantized,
+)
 
 __all__ = [
     "METHODS",
@@ -21,6 +27,8 @@ __all__ = [
     "checkpoint_from_model",
     "flat_modules",
     "freeze_layer",
+    "layer_tensors",
+    "load_layer",
     "load_quantized",
     "quantize_",
     "save_quantized",

@@ -33,6 +33,7 @@ from fq_core.flat.mlp import FlatMLP
 from fq_core.flat.model import attach_flat_modules
 from fq_core.quant.pack import pack_int4, unpack_int4
 from fq_core.quant.quantizers import ActivationQuantizer
+from fq_core.quant.spec import QuantSpec
 from fq_core.transforms.affine import KroneckerAffine
 from fq_core.transforms.matrices import FixedMatrix
 
@@ -98,9 +99,7 @@ def checkpoint_from_model(
         raise ConfigError(
             "static activation quantisation cannot be saved in schema v1: use dynamic activations"
         )
-    adapter = get_adapter(model)
-    geometry = adapter.geometry(model.config)
-    names = adapter.names
+    geometry = get_adapter(model).geometry(model.config)
     tensors: dict[str, torch.Tensor] = {
         "embed_tokens.weight": model.get_input_embeddings().weight,
         "norm.weight": getattr(model, "model", model).norm.weight,
@@ -108,34 +107,56 @@ def checkpoint_from_model(
     if not geometry["tie_word_embeddings"]:
         tensors["lm_head.weight"] = model.get_output_embeddings().weight
     layer_transforms = []
-    for i, layer in enumerate(adapter.decoder_layers(model)):
-        attention, mlp = getattr(layer, names.attention), getattr(layer, names.mlp)
-        if not (attention.frozen and mlp.frozen):
-            raise ConfigError(
-                f"layer {i} is not frozen: finish its calibration (or freeze_layer it) before saving"
-            )
-        prefix = f"layers.{i}."
-        for name, norm in _norms(layer, names, geometry["qk_norm"]).items():
-            tensors[f"{prefix}{name}.weight"] = norm.weight
-        for name, linear in _linears(attention, mlp).items():
-            tensors.update(_linear_tensors(f"{prefix}{name}.", linear))
-        for site, quantizer in _act_quantizers(attention, mlp).items():
-            if quantizer.spec.enabled:
-                clip = quantizer.clip_factors() or (torch.ones(1), torch.ones(1))
-                tensors[f"{prefix}{site}.clip_max"] = clip[0].detach().float().reshape(1)
-                tensors[f"{prefix}{site}.clip_min"] = clip[1].detach().float().reshape(1)
-        if flat_config.has_transforms:
-            layer_transforms.append(_transform_tensors(prefix, attention, mlp, tensors))
+    for i in range(geometry["num_layers"]):
+        layer_dict, transforms = layer_tensors(model, i)
+        tensors.update(layer_dict)
+        if transforms is not None:
+            layer_transforms.append(transforms)
     config = CheckpointConfig(
         method=flat_config.method,
-        quant=QuantConfig(
-            flat_config.weight, flat_config.act, attention.k_cache.quant.spec, attention.v_cache.quant.spec
-        ),
+        quant=QuantConfig(flat_config.weight, flat_config.act, *_kv_specs(model)),
         model=ModelGeometry(**geometry, hf_config=json.loads(model.config.to_json_string(use_diff=False))),
         layers=tuple(layer_transforms) if flat_config.has_transforms else None,
         options={**flat_config.to_dict(), **(options or {})},
     )
     return config, {name: t.detach().contiguous() for name, t in tensors.items()}
+
+
+def _kv_specs(model: nn.Module) -> tuple[QuantSpec, QuantSpec]:
+    """The KV specs as the attention modules apply them (group sizes capped at head_dim)."""
+    adapter = get_adapter(model)
+    attention = getattr(adapter.decoder_layers(model)[0], adapter.names.attention)
+    return attention.k_cache.quant.spec, attention.v_cache.quant.spec
+
+
+def layer_tensors(model: nn.Module, index: int) -> tuple[dict[str, torch.Tensor], LayerTransforms | None]:
+    """The checkpoint tensors of one frozen decoder layer (names `layers.{index}.*`) and its factor sizes.
+
+    Calibration writes these per layer as it goes, so a killed run can resume.
+    """
+    adapter = get_adapter(model)
+    names, qk_norm = adapter.names, adapter.qk_norm
+    layer = adapter.decoder_layers(model)[index]
+    attention, mlp = getattr(layer, names.attention), getattr(layer, names.mlp)
+    if not (attention.frozen and mlp.frozen):
+        raise ConfigError(
+            f"layer {index} is not frozen: finish its calibration (or freeze_layer it) before saving"
+        )
+    prefix = f"layers.{index}."
+    tensors: dict[str, torch.Tensor] = {}
+    for name, norm in _norms(layer, names, qk_norm).items():
+        tensors[f"{prefix}{name}.weight"] = norm.weight
+    for name, linear in _linears(attention, mlp).items():
+        tensors.update(_linear_tensors(f"{prefix}{name}.", linear))
+    for site, quantizer in _act_quantizers(attention, mlp).items():
+        if quantizer.spec.enabled:
+            clip = quantizer.clip_factors() or (torch.ones(1), torch.ones(1))
+            tensors[f"{prefix}{site}.clip_max"] = clip[0].detach().float().reshape(1)
+            tensors[f"{prefix}{site}.clip_min"] = clip[1].detach().float().reshape(1)
+    transforms = None
+    if attention.attn_in.transform is not None:
+        transforms = _transform_tensors(prefix, attention, mlp, tensors)
+    return {name: t.detach().contiguous() for name, t in tensors.items()}, transforms
 
 
 def _linear_tensors(prefix: str, linear: FlatLinear) -> dict[str, torch.Tensor]:
@@ -233,23 +254,30 @@ def load_quantized(
     copy(getattr(model, "model", model).norm.weight, "norm.weight")
     if not geometry["tie_word_embeddings"]:
         copy(model.get_output_embeddings().weight, "lm_head.weight")
-    adapter = get_adapter(model)
-    for i, layer in enumerate(adapter.decoder_layers(model)):
-        prefix = f"layers.{i}."
-        attention, mlp = getattr(layer, adapter.names.attention), getattr(layer, adapter.names.mlp)
-        for name, norm in _norms(layer, adapter.names, geometry["qk_norm"]).items():
-            copy(norm.weight, f"{prefix}{name}.weight")
-        for name, linear in _linears(attention, mlp).items():
-            _load_linear(linear, f"{prefix}{name}.", tensors)
-        for site, quantizer in _act_quantizers(attention, mlp).items():
-            if quantizer.spec.enabled:
-                quantizer.set_clip_factors(
-                    tensors[f"{prefix}{site}.clip_max"], tensors[f"{prefix}{site}.clip_min"]
-                )
-        if config.layers is not None:
-            _load_transforms(prefix, attention, mlp, tensors)
-        attention.frozen = mlp.frozen = True
+    for i in range(geometry["num_layers"]):
+        load_layer(model, i, tensors)
     return model.to(device)
+
+
+@torch.no_grad()
+def load_layer(model: nn.Module, index: int, tensors: dict[str, torch.Tensor]) -> None:
+    """Install a frozen layer from its checkpoint tensors (the inverse of `layer_tensors`)."""
+    adapter = get_adapter(model)
+    prefix = f"layers.{index}."
+    layer = adapter.decoder_layers(model)[index]
+    attention, mlp = getattr(layer, adapter.names.attention), getattr(layer, adapter.names.mlp)
+    for name, norm in _norms(layer, adapter.names, adapter.qk_norm).items():
+        norm.weight.copy_(tensors[f"{prefix}{name}.weight"].to(norm.weight.dtype))
+    for name, linear in _linears(attention, mlp).items():
+        _load_linear(linear, f"{prefix}{name}.", tensors)
+    for site, quantizer in _act_quantizers(attention, mlp).items():
+        if quantizer.spec.enabled:
+            quantizer.set_clip_factors(
+                tensors[f"{prefix}{site}.clip_max"], tensors[f"{prefix}{site}.clip_min"]
+            )
+    if prefix + "attn_in.left" in tensors:
+        _load_transforms(prefix, attention, mlp, tensors)
+    attention.frozen = mlp.frozen = True
 
 
 def _fixed_from(tensors: dict[str, torch.Tensor], matrix: str, inverse: str) -> FixedMatrix:
