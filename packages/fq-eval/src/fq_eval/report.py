@@ -1,0 +1,56 @@
+"""What every result file records besides the numbers: where and with what it ran.
+
+A perplexity means little without the device, the library versions and the exact command, so
+each results JSON carries them (versions come from package metadata, without importing anything).
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import platform
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+PACKAGES = ("fq-core", "fq-eval", "torch", "transformers", "tokenizers", "gguf")
+
+
+def versions() -> dict[str, str | None]:
+    out: dict[str, str | None] = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def describe_device(device: torch.device) -> dict[str, Any]:
+    if device.type == "cuda":
+        return {"type": "cuda", "name": torch.cuda.get_device_name(device)}
+    return {
+        "type": device.type,
+        "name": platform.processor() or platform.machine(),
+        "threads": torch.get_num_threads(),
+    }
+
+
+def run_record(
+    device: torch.device, settings: dict[str, Any], results: list[dict[str, Any]]
+) -> dict[str, Any]:
+    return {
+        "command": shlex.join(sys.argv),
+        "device": describe_device(device),
+        "versions": versions(),
+        "settings": settings,
+        "results": results,
+    }
+
+
+def write_json(path: Path, record: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, indent=2) + "\n")
