@@ -420,3 +420,60 @@ def test_installed_fq_script_info_runs() -> None:
     result = subprocess.run([fq_script(), "info"], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert "fq-core" in result.stdout
+
+
+# ---------------------------------------------------------------------------------------------
+# docs/cli.md documents every command and option
+
+
+DOCS = Path(__file__).resolve().parents[3] / "docs" / "cli.md"
+
+
+def leaf_commands(register) -> dict[str, set[str]]:
+    """'fq checkpoint show' -> {'--full', '--json'} for every command `register` adds."""
+    app = typer.Typer()
+    app.callback()(lambda: None)  # always a group, even with one command
+    register(app)
+    found: dict[str, set[str]] = {}
+
+    def walk(command, path: str) -> None:
+        subcommands = getattr(command, "commands", None)
+        if subcommands:
+            for name, sub in subcommands.items():
+                walk(sub, f"{path} {name}")
+            return
+        found[path] = {
+            opt
+            for param in command.params
+            if param.param_type_name == "option"
+            for opt in param.opts
+            if opt.startswith("--")
+        }
+
+    walk(typer.main.get_command(app), "fq")
+    return found
+
+
+def docs_sections() -> dict[str, str]:
+    """`### \\`fq ...\\`` heading -> the text of its section."""
+    sections: dict[str, str] = {}
+    current = None
+    for line in DOCS.read_text(encoding="utf-8").splitlines():
+        if line.startswith("### `") and line.rstrip().endswith("`"):
+            current = line.strip()[5:-1]
+            sections[current] = ""
+        elif line.startswith(("## ", "### ")):
+            current = None
+        elif current is not None:
+            sections[current] += line + "\n"
+    return sections
+
+
+def test_docs_cover_every_core_command_and_option() -> None:
+    commands = leaf_commands(cli.register_core_commands)
+    assert {"fq info", "fq checkpoint validate", "fq checkpoint show"} <= set(commands)
+    sections = docs_sections()
+    for path, options in commands.items():
+        assert path in sections, f"docs/cli.md has no '### `{path}`' section"
+        missing = sorted(opt for opt in options if f"`{opt}`" not in sections[path])
+        assert not missing, f"docs/cli.md section '{path}' does not document {missing}"

@@ -10,6 +10,7 @@ import importlib.metadata
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -113,3 +114,25 @@ def test_gpu_device_is_reported_and_usable_by_triton(
     report = kernels_info_json(capsys)
     assert report["triton_runs_on"] == "cuda"
     assert report["device"]["name"] == torch.cuda.get_device_name(0)
+
+
+def test_docs_cover_the_kernels_commands() -> None:
+    """docs/cli.md has a section for every `fq kernels` command, naming each of its options."""
+    import typer
+
+    from fq_kernels.cli import register
+
+    docs = (Path(__file__).resolve().parents[3] / "docs" / "cli.md").read_text(encoding="utf-8")
+    app = typer.Typer()
+    app.callback()(lambda: None)
+    register(app)
+    kernels = typer.main.get_command(app).commands["kernels"]
+    assert kernels.commands, "fq kernels has no commands"
+    for name, command in kernels.commands.items():
+        heading = f"### `fq kernels {name}`"
+        assert heading in docs, f"docs/cli.md has no {heading!r} section"
+        section = docs.split(heading, 1)[1].split("\n#", 1)[0]
+        for param in command.params:
+            for opt in param.opts:
+                if param.param_type_name == "option" and opt.startswith("--"):
+                    assert f"`{opt}`" in section, f"docs/cli.md does not document {opt} of fq kernels {name}"
