@@ -6,6 +6,7 @@ torch, transformers and the evaluation code are imported inside the command.
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -21,6 +22,7 @@ def register(app: typer.Typer) -> None:
 
 
 def quickstart(
+    ctx: typer.Context,
     model: Annotated[
         str,
         typer.Option(help="'default' (embedded SmolLM2-135M), a local HF model directory or a .gguf file."),
@@ -56,7 +58,7 @@ def quickstart(
     Console().print(_table(rows, facts, seqlen, windows))
     if output is not None:
         settings = {"model": model, "seqlen": seqlen, "windows": windows, "dtype": "float32", **facts}
-        write_json(output, run_record(target, settings, rows))
+        write_json(output, run_record(_command(ctx), target, settings, rows))
         err.print(f"wrote {output}")
 
 
@@ -77,3 +79,13 @@ def _table(rows: list[dict[str, Any]], facts: dict[str, Any], seqlen: int, windo
             f"{row['ratio_to_fp']:.2f}",
         )
     return table
+
+
+def _command(ctx: typer.Context) -> str:
+    """The command that reproduces this run, every option spelled out (defaults included)."""
+    options = [
+        f"--{name.replace('_', '-')} {shlex.quote(str(value))}"
+        for name, value in ctx.params.items()
+        if value is not None
+    ]
+    return " ".join([ctx.command_path, *options])

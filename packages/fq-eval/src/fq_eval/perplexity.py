@@ -30,14 +30,14 @@ def windows(ids: torch.Tensor, seqlen: int) -> torch.Tensor:
     return ids[: n * seqlen].reshape(n, seqlen)
 
 
-def _progress(total: int) -> Progress:
-    console = Console(stderr=True)
+def _progress() -> Progress:
+    """A bar on stderr when it is a terminal; nothing in logs, pipes and tests."""
     return Progress(
         TextColumn("perplexity"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeRemainingColumn(),
-        console=console,
+        console=Console(stderr=True),
         disable=not sys.stderr.isatty(),
         transient=True,
     )
@@ -46,12 +46,12 @@ def _progress(total: int) -> Progress:
 @torch.no_grad()
 def window_nlls(model: nn.Module, ids: torch.Tensor, seqlen: int, batch_size: int = 4) -> torch.Tensor:
     """Mean next-token NLL of each window, float64 [n_windows], on the CPU."""
-    batches = windows(ids, seqlen).split(batch_size)
-    device = next(model.parameters()).device
+    grid = windows(ids, seqlen)
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
     out = []
-    with _progress(len(batches)) as progress:
-        task = progress.add_task("windows", total=sum(b.shape[0] for b in batches))
-        for batch in batches:
+    with _progress() as progress:
+        task = progress.add_task("windows", total=grid.shape[0])
+        for batch in grid.split(batch_size):
             batch = batch.to(device)
             logits = model(batch, use_cache=False).logits[:, :-1].float()
             # Class dim last: the [B, V, T] layout takes a float32 path on CPU that is ~1e-4 off.

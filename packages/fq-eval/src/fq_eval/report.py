@@ -9,8 +9,6 @@ from __future__ import annotations
 import importlib.metadata
 import json
 import platform
-import shlex
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -40,10 +38,10 @@ def describe_device(device: torch.device) -> dict[str, Any]:
 
 
 def run_record(
-    device: torch.device, settings: dict[str, Any], results: list[dict[str, Any]]
+    command: str, device: torch.device, settings: dict[str, Any], results: list[dict[str, Any]]
 ) -> dict[str, Any]:
     return {
-        "command": shlex.join(sys.argv),
+        "command": command,
         "device": describe_device(device),
         "versions": versions(),
         "settings": settings,

@@ -1,0 +1,61 @@
+"""`fq quickstart` end to end on a tiny random model folder (FP and W4A4 RTN rows, the JSON)."""
+
+import json
+import math
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from fq_core.errors import ConfigError, DataError
+from fq_eval.cli import register
+
+
+@pytest.fixture
+def app():
+    app = typer.Typer()
+
+    @app.callback()
+    def root():  # a group, as under the real `fq` app
+        pass
+
+    register(app)
+    return app
+
+
+def test_quickstart_prints_fp_and_rtn_and_writes_the_json(app, tiny_model_dir, tmp_path):
+    out = tmp_path / "sub" / "results.json"
+    args = ["quickstart", "--model", str(tiny_model_dir), "--seqlen", "32", "--windows", "3"]
+    result = CliRunner().invoke(app, [*args, "--device", "cpu", "--output", str(out)])
+    assert result.exit_code == 0, result.output
+    table = [line for line in result.stdout.splitlines() if "│" in line]
+    assert [line.split("│")[1].strip() for line in table] == ["FP", "RTN"]
+    assert "4/4" in table[1] and "ratio to FP" in result.stdout
+
+    record = json.loads(out.read_text())
+    assert record["device"]["type"] == "cpu"
+    assert {"torch", "transformers", "fq-core", "fq-eval", "python"} <= set(record["versions"])
+    assert record["command"].endswith(
+        f"quickstart --model {tiny_model_dir} --seqlen 32 --windows 3 --device cpu --output {out}"
+    )
+    settings = record["settings"]
+    assert (settings["model"], settings["seqlen"], settings["windows"]) == (str(tiny_model_dir), 32, 3)
+    assert settings["eval_tokens"] == 96
+    assert settings["calibration_tokens"] + 96 == settings["corpus_tokens"]
+    fp, rtn = record["results"]
+    assert (fp["method"], fp["w_bits"], fp["a_bits"], fp["ratio_to_fp"]) == ("FP", 32, 32, 1.0)
+    assert (rtn["method"], rtn["w_bits"], rtn["a_bits"]) == ("RTN", 4, 4)
+    assert math.isfinite(fp["ppl"]) and math.isfinite(rtn["ppl"]) and fp["ppl"] > 1
+    assert rtn["ratio_to_fp"] == pytest.approx(rtn["ppl"] / fp["ppl"])
+    assert rtn["ppl"] != fp["ppl"]  # the fake quantisation did change the model
+    assert f"{fp['ppl']:.2f}" in table[0] and f"{rtn['ppl']:.2f}" in table[1]
+
+
+def test_quickstart_on_a_missing_model_raises_a_data_error(app, tmp_path):
+    result = CliRunner().invoke(app, ["quickstart", "--model", str(tmp_path / "nope")])
+    assert isinstance(result.exception, DataError)
+
+
+def test_quickstart_rejects_a_bad_device(app, tiny_model_dir):
+    result = CliRunner().invoke(app, ["quickstart", "--model", str(tiny_model_dir), "--device", "tpu9"])
+    assert isinstance(result.exception, ConfigError) and "not a torch device" in str(result.exception)
