@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -59,29 +59,26 @@ def load_model(
     our FP baseline, and the quantisation error we measure is on top of that.
     """
     path = resolve_model_path(spec)
-    if path.is_file():
-        model, tokenizer = _load_gguf(path)
-    else:
-        model, tokenizer = _load_hf_dir(path)
+    model, tokenizer = _load_gguf(path, dtype) if path.is_file() else _load_hf_dir(path, dtype)
     return model.to(device=device, dtype=dtype).eval(), tokenizer
 
 
-def _load_hf_dir(path: Path, **model_kwargs: Any) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+def _load_hf_dir(path: Path, dtype: torch.dtype) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-        model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, **model_kwargs)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, local_files_only=True)
     except (OSError, ValueError) as error:
         raise DataError(f"cannot load the model in {path}: {_first_line(error)}") from error
     return model, tokenizer
 
 
-def _load_gguf(gguf: Path) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+def _load_gguf(gguf: Path, dtype: torch.dtype) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """The cached float model of `gguf` if there is one; else convert it and fill the cache."""
     entry = gguf_cache_dir(gguf)
     if is_complete(entry):
-        return _load_hf_dir(entry, dtype=torch.float32)
+        return _load_hf_dir(entry, dtype)
     model, tokenizer = convert_gguf(gguf)
 
     def save(folder: Path) -> None:
