@@ -1,0 +1,151 @@
+"""`fq calib`: calibrate a model with FlatQuant and write the checkpoint (resumable).
+
+Registered through the `fq.commands` entry point; heavy imports happen inside the command.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from fq_core.errors import ConfigError
+
+
+def register(app: typer.Typer) -> None:
+    app.command("calib")(calib)
+
+
+def _spec_overrides(
+    w_bits: int | None,
+    a_bits: int | None,
+    k_bits: int | None,
+    v_bits: int | None,
+    w_asym: bool,
+    a_asym: bool,
+    w_group_size: int | None,
+    kv_group_size: int,
+) -> dict[str, Any]:
+    """QuantSpec overrides from the bit options (None keeps the --bits preset's value)."""
+    from fq_core.quant import QuantSpec
+
+    out: dict[str, Any] = {}
+    if w_bits is not None or w_asym or w_group_size is not None:
+        granularity = "group" if w_group_size else "channel"
+        out["weight"] = QuantSpec(w_bits or 4, not w_asym, granularity, w_group_size)
+    if a_bits is not None or a_asym:
+        out["act"] = QuantSpec(a_bits or 4, not a_asym, "token")
+    for name, bits in (("key", k_bits), ("value", v_bits)):
+        if bits is not None:
+            out[name] = QuantSpec(bits, False, "group", kv_group_size) if bits < 16 else QuantSpec(16)
+    return out
+
+
+def calib(
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Checkpoint directory to write.")
+    ] = None,
+    model: Annotated[
+        str, typer.Option(help="'default' (embedded SmolLM2-135M), an HF model dir or a .gguf.")
+    ] = ("default"),
+    recipe: Annotated[
+        str, typer.Option(help="Budget preset: 'paper' (128x2048x15) or 'quickstart'.")
+    ] = "paper",
+    bits: Annotated[str, typer.Option(help="Bit-width preset: w4a4, w4a4kv4, w4a16, w8a8.")] = "w4a4",
+    data: Annotated[
+        str, typer.Option(help="'pydoc' (embedded corpus minus its eval tail) or a text file.")
+    ] = ("pydoc"),
+    w_bits: Annotated[int | None, typer.Option(help="Weight bits (overrides --bits).")] = None,
+    a_bits: Annotated[int | None, typer.Option(help="Activation bits (16 = off).")] = None,
+    k_bits: Annotated[int | None, typer.Option(help="KV-cache key bits (16 = off).")] = None,
+    v_bits: Annotated[int | None, typer.Option(help="KV-cache value bits (16 = off).")] = None,
+    w_asym: Annotated[bool, typer.Option(help="Asymmetric weights.")] = False,
+    a_asym: Annotated[bool, typer.Option(help="Asymmetric per-token activations.")] = False,
+    w_group_size: Annotated[int | None, typer.Option(help="Per-group weights of this size.")] = None,
+    kv_group_size: Annotated[int, typer.Option(help="KV quantisation group (capped at head_dim).")] = 128,
+    lwc: Annotated[bool, typer.Option(help="Learnable weight clipping.")] = True,
+    lac: Annotated[bool, typer.Option(help="Learnable activation clipping.")] = True,
+    add_diag: Annotated[bool, typer.Option(help="Learnable per-channel scaling.")] = True,
+    diag_alpha: Annotated[float, typer.Option(help="SmoothQuant exponent of the scaling init.")] = 0.3,
+    direct_inv: Annotated[
+        bool, typer.Option(help="Plain matrices + float64 inverse instead of SVD.")
+    ] = False,
+    nsamples: Annotated[int | None, typer.Option(help="Calibration windows.")] = None,
+    seqlen: Annotated[int | None, typer.Option(help="Tokens per window.")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Epochs per layer.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Windows per step.")] = None,
+    lr: Annotated[float | None, typer.Option(help="Learning rate of transforms (clipping gets 10x).")] = None,
+    feed: Annotated[str | None, typer.Option(help="Next layer's inputs: 'fp' (paper) or 'quant'.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of windows and transform inits.")] = 0,
+    device: Annotated[str, typer.Option(help="torch device; 'auto' takes CUDA when available.")] = "auto",
+    resume: Annotated[
+        Path | None, typer.Option(help="Continue a killed run: its output dir (or <output>.partial).")
+    ] = None,
+) -> None:
+    """Calibrate FlatQuant transforms and clipping layer by layer, then write the checkpoint."""
+    import torch
+
+    from fq_calib.data import windows_for
+    from fq_calib.recipe import CalibRecipe, preset
+    from fq_calib.run import calibrate
+    from fq_calib.state import PROGRESS, work_dir_for
+    from fq_core.models import load_model
+
+    err = Console(stderr=True)
+    if resume is not None:
+        output = resume.with_name(resume.name.removesuffix(".partial"))
+        progress = work_dir_for(output) / PROGRESS
+        if not progress.is_file():
+            raise ConfigError(f"nothing to resume at {resume}: {progress} does not exist")
+        identity = json.loads(progress.read_text())["identity"]
+        run_recipe, model, data = (
+            CalibRecipe.from_dict(identity["recipe"]),
+            identity["model"],
+            identity["source"],
+        )
+    else:
+        if output is None:
+            raise ConfigError("--output is required (or --resume DIR to continue a run)")
+        overrides = {
+            "nsamples": nsamples,
+            "seqlen": seqlen,
+            "epochs": epochs,
+            "batch_size": batch_size,
+            "lr": lr,
+            "feed": feed,
+        }
+        flat = {"lwc": lwc, "lac": lac, "channel_scale": add_diag, "diag_alpha": diag_alpha}
+        flat["parametrization"] = "direct" if direct_inv else "svd"
+        flat.update(
+            _spec_overrides(w_bits, a_bits, k_bits, v_bits, w_asym, a_asym, w_group_size, kv_group_size)
+        )
+        run_recipe = preset(
+            recipe, bits, seed=seed, **{k: v for k, v in overrides.items() if v is not None}, **flat
+        )
+    target = torch.device(
+        "cuda" if device == "auto" and torch.cuda.is_available() else "cpu" if device == "auto" else device
+    )
+
+    err.print(f"[dim]loading {model}[/]")
+    base, tokenizer = load_model(model, dtype=torch.float32)
+    windows = windows_for(tokenizer, data, run_recipe.nsamples, run_recipe.seqlen, run_recipe.seed)
+    config = calibrate(
+        base,
+        windows,
+        run_recipe,
+        output,
+        source=model,
+        data_source=data,
+        resume=resume is not None,
+        device=target,
+    )
+    log = config.options["calibration"]
+    mse_init = sum(entry["mse_init"] for entry in log) / len(log)
+    mse_final = sum(entry["mse_final"] for entry in log) / len(log)
+    seconds = sum(entry["seconds"] for entry in log)
+    err.print(
+        f"wrote {output}: {len(log)} layers, mean MSE {mse_init:.3g} -> {mse_final:.3g}, {seconds:.0f} s"
+    )

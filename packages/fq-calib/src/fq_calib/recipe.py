@@ -1,0 +1,111 @@
+"""`CalibRecipe`: every switch of a calibration run, with the paper's defaults and named presets.
+
+`paper` is the reference code's recipe (128 x 2048 windows, 15 epochs, batch 4, AdamW lr 5e-3 and
+10x for clipping factors, cosine to lr * 1e-3, FP outputs fed forward). Bit-width presets change
+only the quantisation; `quickstart` shrinks the budget so the embedded model calibrates in minutes
+on two CPU cores.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+from fq_core.errors import ConfigError
+from fq_core.flat import FlatConfig
+from fq_core.quant import NO_QUANT, QuantSpec
+
+FeedForward = Literal["fp", "quant"]
+
+
+@dataclass(frozen=True)
+class CalibRecipe:
+    """One calibration run.
+
+    flat: what is quantised and how (bits, lwc/lac, channel scaling, parametrisation).
+    nsamples x seqlen: calibration windows; epochs over them per layer, in batches of batch_size.
+    lr: AdamW learning rate of transforms and channel scales; clip_lr_scale multiplies it for the
+        clipping factors; the cosine schedule ends at lr * lr_min_ratio.
+    weight_decay: AdamW's (the reference keeps torch's default 0.01).
+    feed: which outputs become the next layer's inputs: "fp" (the reference) or "quant" (the
+        calibrated layer's fake-quant outputs, so later layers learn to correct earlier errors).
+    amp: autocast the layer forward in bfloat16 on CUDA (transforms stay float32); CPU runs float32.
+    """
+
+    flat: FlatConfig = field(default_factory=FlatConfig)
+    nsamples: int = 128
+    seqlen: int = 2048
+    epochs: int = 15
+    batch_size: int = 4
+    lr: float = 5e-3
+    clip_lr_scale: float = 10.0
+    lr_min_ratio: float = 1e-3
+    weight_decay: float = 0.01
+    feed: FeedForward = "fp"
+    amp: bool = True
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.flat.method != "flatquant":
+            raise ConfigError(
+                f"calibration trains FlatQuant transforms; method {self.flat.method!r} needs none"
+            )
+        for name in ("nsamples", "seqlen", "epochs", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.nsamples % self.batch_size:
+            raise ConfigError(
+                f"nsamples ({self.nsamples}) must be a multiple of batch_size ({self.batch_size})"
+            )
+        if not self.lr > 0:
+            raise ConfigError(f"lr must be > 0, got {self.lr}")
+        if self.feed not in ("fp", "quant"):
+            raise ConfigError(f"feed must be 'fp' or 'quant', got {self.feed!r}")
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return self.nsamples // self.batch_size
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {name: getattr(self, name) for name in self.__dataclass_fields__ if name != "flat"}
+        return {"flat": self.flat.to_dict(), **out}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CalibRecipe:
+        return cls(**{**data, "flat": FlatConfig.from_dict(data["flat"])})
+
+
+KV4 = QuantSpec(4, symmetric=False, granularity="group", group_size=128)
+
+BITS_PRESETS: dict[str, dict[str, QuantSpec]] = {
+    "w4a4": {"weight": QuantSpec(4, True, "channel"), "act": QuantSpec(4, True, "token")},
+    "w4a4kv4": {
+        "weight": QuantSpec(4, True, "channel"),
+        "act": QuantSpec(4, True, "token"),
+        "key": KV4,
+        "value": KV4,
+    },
+    "w4a16": {"weight": QuantSpec(4, True, "channel"), "act": NO_QUANT},
+    "w8a8": {"weight": QuantSpec(8, True, "channel"), "act": QuantSpec(8, True, "token")},
+}
+
+BUDGET_PRESETS: dict[str, dict[str, Any]] = {
+    "paper": {},
+    # Small enough for 2 CPU cores in a few minutes on the embedded 135M model.
+    "quickstart": {"nsamples": 16, "seqlen": 512, "epochs": 2},
+}
+
+
+def preset(budget: str = "paper", bits: str = "w4a4", **overrides: Any) -> CalibRecipe:
+    """A recipe from a budget preset and a bit-width preset, then explicit overrides."""
+    if budget not in BUDGET_PRESETS:
+        raise ConfigError(f"unknown recipe {budget!r}: use one of {', '.join(BUDGET_PRESETS)}")
+    if bits not in BITS_PRESETS:
+        raise ConfigError(f"unknown bits preset {bits!r}: use one of {', '.join(BITS_PRESETS)}")
+    flat_overrides = {
+        k: overrides.pop(k) for k in list(overrides) if k in FlatConfig.__dataclass_fields__ and k != "seed"
+    }
+    if "seed" in overrides:  # one seed for the windows and the transforms' random init
+        flat_overrides["seed"] = overrides["seed"]
+    flat = replace(FlatConfig(), **BITS_PRESETS[bits], **flat_overrides)
+    return CalibRecipe(flat=flat, **{**BUDGET_PRESETS[budget], **overrides})

@@ -1,0 +1,124 @@
+"""Calibrating one decoder layer: FlatQuant's local objective.
+
+The fake-quant layer is trained to reproduce the full-precision layer's outputs on the cached
+inputs (MSE, each step's loss divided by its own detached value, AdamW, cosine schedule), then
+frozen: transforms materialised, channel scales merged into the norms / up_proj, weights
+transformed in float64 and quantised.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from fq_calib.layer_io import autocast, batches, map_layer, mse, run_layer
+from fq_calib.recipe import CalibRecipe
+
+
+@dataclass
+class LayerStats:
+    """What the JSON log records per layer. MSEs are over all calibration samples: mse_init with the
+    untrained (random orthogonal, SmoothQuant-scaled) transforms, mse_final after freezing."""
+
+    layer: int
+    mse_init: float
+    mse_final: float
+    epoch_losses: list[float]
+    seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def flat_parts(layer: nn.Module) -> tuple[nn.Module, nn.Module]:
+    return layer.self_attn, layer.mlp
+
+
+def set_fp(layer: nn.Module, fp: bool) -> None:
+    for part in flat_parts(layer):
+        part.fp = fp
+
+
+def set_observing(layer: nn.Module, observing: bool) -> None:
+    attention, mlp = flat_parts(layer)
+    for site in (attention.attn_in, mlp.mlp_in, mlp.down_in):
+        site.observing = observing
+
+
+@torch.no_grad()
+def init_channel_scales(layer: nn.Module, alpha: float) -> None:
+    """SmoothQuant-style init from the activation maxima observed during the FP pass."""
+    attention, mlp = flat_parts(layer)
+    attention.attn_in.init_channel_scale(attention.weight_absmax_for_scale(), alpha)
+    gate_up, down = mlp.weight_absmax_for_scale()
+    mlp.mlp_in.init_channel_scale(gate_up, alpha)
+    mlp.down_in.init_channel_scale(down, alpha)
+
+
+def optimizer_for(layer: nn.Module, recipe: CalibRecipe) -> tuple[torch.optim.Optimizer, Any]:
+    """AdamW over the layer's trainable parameters: clipping factors at lr * clip_lr_scale."""
+    clip, rest = [], []
+    for name, param in layer.named_parameters():
+        if param.requires_grad:
+            (clip if "clip" in name else rest).append(param)
+    groups = [
+        g
+        for g in ({"params": rest, "lr": recipe.lr}, {"params": clip, "lr": recipe.lr * recipe.clip_lr_scale})
+        if g["params"]
+    ]
+    optimizer = torch.optim.AdamW(groups, weight_decay=recipe.weight_decay)
+    total = recipe.epochs * recipe.steps_per_epoch
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(
+        optimizer, T_max=total, eta_min=recipe.lr * recipe.lr_min_ratio
+    )
+    return optimizer, schedule
+
+
+def calibrate_layer(
+    index: int,
+    layer: nn.Module,
+    inputs: torch.Tensor,
+    layer_kwargs: dict[str, Any],
+    recipe: CalibRecipe,
+    device: torch.device,
+    freeze: Callable[[nn.Module], None],
+    on_epoch: Callable[[int, float], None] = lambda epoch, loss: None,
+) -> tuple[LayerStats, torch.Tensor]:
+    """Train and freeze one layer; returns its stats and its FP outputs (the targets)."""
+    start = time.perf_counter()
+    bs = recipe.batch_size
+    set_fp(layer, True)
+    set_observing(layer, True)
+    targets = map_layer(layer, inputs, layer_kwargs, device, bs, recipe.amp)
+    set_observing(layer, False)
+    set_fp(layer, False)
+    if recipe.flat.channel_scale:
+        init_channel_scales(layer, recipe.flat.diag_alpha)
+    mse_init = mse(layer, inputs, targets, layer_kwargs, device, bs, recipe.amp)
+
+    optimizer, schedule = optimizer_for(layer, recipe)
+    epoch_losses = []
+    layer.train()
+    for epoch in range(recipe.epochs):
+        total = 0.0
+        for rows in batches(recipe.nsamples, bs):
+            with autocast(device, recipe.amp):
+                out = run_layer(layer, inputs[rows].to(device), layer_kwargs)
+            loss = (out.float() - targets[rows].to(device)).pow(2).mean()
+            total += loss.item()
+            optimizer.zero_grad(set_to_none=True)
+            (loss / loss.detach()).backward()
+            optimizer.step()
+            schedule.step()
+        epoch_losses.append(total / recipe.steps_per_epoch)
+        on_epoch(epoch, epoch_losses[-1])
+    layer.eval()
+    freeze(layer)
+    mse_final = mse(layer, inputs, targets, layer_kwargs, device, bs, recipe.amp)
+    stats = LayerStats(index, mse_init, mse_final, epoch_losses, time.perf_counter() - start)
+    return stats, targets

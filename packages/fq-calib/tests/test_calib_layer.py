@@ -1,0 +1,51 @@
+"""One layer's calibration: it lowers the MSE, and freezing reproduces the trained fake-quant layer."""
+
+import copy
+
+import pytest
+import torch
+
+from fq_calib import preset
+from fq_calib.layer_io import capture_inputs, map_layer
+from fq_calib.train import calibrate_layer
+from fq_core.flat import freeze_layer, quantize_
+from fq_core.models import load_model
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture()
+def first_layer(tiny_model_dir):
+    model, _ = load_model(str(tiny_model_dir))
+    recipe = preset("paper", nsamples=8, seqlen=24, epochs=6, batch_size=4)
+    quantize_(model, recipe.flat)
+    windows = torch.randint(1, 100, (8, 24), generator=torch.Generator().manual_seed(0))
+    inputs, kwargs = capture_inputs(model, model.model.layers, windows, CPU, CPU)
+    return model, recipe, inputs, kwargs
+
+
+def test_calibration_lowers_the_layer_mse(first_layer):
+    model, recipe, inputs, kwargs = first_layer
+    stats, targets = calibrate_layer(
+        0, model.model.layers[0], inputs, kwargs, recipe, CPU, lambda layer: freeze_layer(layer, model)
+    )
+    assert stats.mse_final < 0.8 * stats.mse_init
+    assert stats.epoch_losses[-1] < stats.epoch_losses[0]
+    assert targets.shape == inputs.shape
+
+
+def test_frozen_layer_reproduces_the_trained_fake_quant_layer(first_layer):
+    model, recipe, inputs, kwargs = first_layer
+    layer = model.model.layers[0]
+    calibrate_layer(0, layer, inputs, kwargs, recipe, CPU, freeze=lambda layer: None)  # trained, not frozen
+    trained = map_layer(layer, inputs, kwargs, CPU, 4, amp=False)
+    frozen = copy.deepcopy(layer)
+    freeze_layer(frozen, model)
+    merged = map_layer(frozen, inputs, kwargs, CPU, 4, amp=False)
+    # Merging runs in float64 and the online transforms become fixed matrices: the same function up
+    # to float rounding, which can flip a rare value to its neighbouring quantisation level.
+    close = (merged - trained).abs() <= 1e-5 * trained.abs().max()
+    assert close.float().mean() > 0.99
+    assert (merged - trained).norm() <= 1e-2 * trained.norm()
+    assert frozen.self_attn.attn_in.transform.scale is None  # channel scales were folded away
+    assert not torch.equal(frozen.input_layernorm.weight, layer.input_layernorm.weight)
