@@ -1,0 +1,430 @@
+"""Sweep kernel configurations on the GPU and check what the heuristics in fq_kernels.triton pick.
+
+    TRITON_CACHE_DIR=/tmp/tcache python packages/fq-kernels/benchmarks/tune_kernels.py --out DIR
+
+Sections (each appends JSON lines to DIR/tune.jsonl and prints a short table):
+  exact    fp8 accumulation exactness on adversarial int4 data (int8 is exact by construction)
+  prefill  int8 / fp8 tensor-core GEMM configs at prefill shapes, with cuBLAS bf16/int8/fp8 rates
+  decode   packed-weight GEMM configs at M = 1 and 16 (rotating weights: no L2 hits), bf16 GEMV
+  tq       transform_quant (dot precision, pipelining) at M = 16 and 2048
+  asm      which compiled kernels use wgmma / mma (from the Triton cache's PTX)
+Kernels compile in parallel worker processes first (they share the Triton cache), then the main
+process times every case with CUDA-graph replays.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures as cf
+import json
+import multiprocessing as mp
+import os
+import re
+import sys
+import time
+import traceback
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+PREFILL_SHAPES = [
+    (2048, 4096, 11008),
+    (2048, 11008, 4096),
+    (2048, 4096, 4096),
+    (2048, 4096, 14336),
+    (8192, 4096, 11008),
+    (128, 4096, 11008),
+]
+DECODE_SHAPES = [
+    (m, k, n)
+    for m in (1, 16)
+    for k, n in ((4096, 4096), (4096, 11008), (11008, 4096), (4096, 14336), (14336, 4096))
+]
+TQ_SHAPES = [(m, k) for m in (16, 2048) for k in (4096, 11008, 14336)]
+
+
+def prefill_configs():
+    from fq_kernels.triton.gemm_prefill import PrefillConfig as C
+
+    return [
+        C(128, 256, 128, 8, 8, 3, "tma"),
+        C(128, 256, 128, 8, 8, 4, "tma"),
+        C(128, 128, 128, 8, 8, 4, "tma"),
+        C(128, 128, 128, 8, 4, 4, "tma"),
+        C(256, 128, 128, 8, 8, 3, "tma"),
+        C(128, 256, 128, 8, 8, 3, "ptr"),
+        C(128, 128, 128, 8, 4, 3, "ptr"),
+        C(64, 256, 128, 8, 4, 4, "tma"),
+    ]
+
+
+def decode_configs():
+    from fq_kernels.triton.gemm_packed import PackedConfig as C
+
+    out = []
+    for bn, bkp, split, unpack, warps, stages in [
+        (64, 256, 1, 0, 4, 4),
+        (64, 256, 2, 0, 4, 4),
+        (64, 256, 4, 0, 4, 4),
+        (32, 256, 4, 0, 4, 4),
+        (128, 128, 4, 0, 4, 4),
+        (64, 256, 4, 1, 4, 4),
+        (64, 512, 2, 1, 4, 3),
+        (32, 512, 4, 1, 4, 3),
+        (128, 256, 2, 1, 8, 3),
+        (64, 128, 8, 1, 4, 4),
+        (32, 256, 8, 0, 2, 4),
+        (16, 256, 8, 1, 2, 4),
+    ]:
+        out.append(C(16, bn, bkp, split, warps, stages, unpack))
+    return out
+
+
+def cases():
+    out = []
+    for m, k, n in PREFILL_SHAPES:
+        for kind, imprecise in (("int8", None), ("fp8", 0), ("fp8", 128)):
+            for cfg in prefill_configs():
+                out.append(
+                    {
+                        "section": "prefill",
+                        "m": m,
+                        "k": k,
+                        "n": n,
+                        "kind": kind,
+                        "imprecise": imprecise,
+                        "cfg": asdict(cfg),
+                    }
+                )
+    for m, k, n in DECODE_SHAPES:
+        for cfg in decode_configs():
+            out.append({"section": "decode", "m": m, "k": k, "n": n, "cfg": asdict(cfg)})
+    for m, k in TQ_SHAPES:
+        for dot in ("bf16", "tf32"):
+            for fmt in ("int8", "packed"):
+                for stages in (1, 3):
+                    out.append({"section": "tq", "m": m, "k": k, "dot": dot, "fmt": fmt, "stages": stages})
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+_INPUTS: dict = {}
+
+
+def _inputs(m, k, n, copies=1):
+    key = (m, k, n, copies)
+    if key not in _INPUTS:
+        from fq_core.quant.pack import pack_int4
+
+        g = torch.Generator(device="cuda").manual_seed(0)
+        a = torch.randint(-8, 8, (m, k), device="cuda", dtype=torch.int8, generator=g)
+        w = [
+            torch.randint(-8, 8, (n, k), device="cuda", dtype=torch.int8, generator=g) for _ in range(copies)
+        ]
+        _INPUTS[key] = {
+            "a8": a,
+            "af8": a.to(torch.float8_e4m3fn),
+            "w8": w,
+            "wf8": [t.to(torch.float8_e4m3fn) for t in w],
+            "wp": [pack_int4(t) for t in w],
+            "sx": torch.rand(m, device="cuda") + 0.5,
+            "sw": torch.rand(n, device="cuda") * 0.01,
+            "out": torch.empty(m, n, device="cuda", dtype=torch.bfloat16),
+        }
+    return _INPUTS[key]
+
+
+def make_call(case, copies=1):
+    from fq_kernels.triton import gemm_packed, gemm_prefill
+    from fq_kernels.triton.transform_quant import launch_transform_quant
+
+    if case["section"] == "prefill":
+        cfg = gemm_prefill.PrefillConfig(**{**case["cfg"], "imprecise": case["imprecise"]})
+        t = _inputs(case["m"], case["k"], case["n"], copies)
+        a = t["a8"] if case["kind"] == "int8" else t["af8"]
+        ws = t["w8"] if case["kind"] == "int8" else t["wf8"]
+        return lambda i: lambda: gemm_prefill.launch_prefill(a, ws[i], t["sx"], t["sw"], None, t["out"], cfg)
+    if case["section"] == "decode":
+        cfg = gemm_packed.PackedConfig(**case["cfg"])
+        t = _inputs(case["m"], case["k"], case["n"], copies)
+        return lambda i: (
+            lambda: gemm_packed.launch_packed(t["a8"], t["wp"][i], t["sx"], t["sw"], None, t["out"], cfg)
+        )
+    if case["section"] == "tq":
+        from fq_core.transforms.kronecker import kron_factors
+        from fq_kernels.triton import transform_quant as tqm
+
+        m, k = case["m"], case["k"]
+        n1, n2 = kron_factors(k)
+        x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
+        left = torch.linalg.qr(torch.randn(n1, n1, device="cuda"))[0]
+        right = torch.linalg.qr(torch.randn(n2, n2, device="cuda"))[0]
+        clip = torch.tensor([0.95, 0.9], device="cuda")
+
+        def call():
+            old = tqm.NUM_STAGES
+            tqm.NUM_STAGES = case["stages"]
+            try:
+                return launch_transform_quant(x, left, right, clip, 4, case["fmt"], dot=case["dot"])
+            finally:
+                tqm.NUM_STAGES = old
+
+        return lambda i: call
+    raise ValueError(case)
+
+
+def _precompile(case):
+    try:
+        make_call(case)(0)()
+        torch.cuda.synchronize()
+        return None
+    except Exception as exc:  # reported again (with traceback) by the timing pass
+        return f"{type(exc).__name__}: {str(exc)[:200]}"
+
+
+def precompile(all_cases, workers):
+    t0 = time.time()
+    ctx = mp.get_context("spawn")
+    with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+        errors = list(pool.map(_precompile, all_cases, chunksize=2))
+    bad = sum(e is not None for e in errors)
+    print(f"precompiled {len(all_cases)} cases in {time.time() - t0:.1f}s ({bad} failed)", flush=True)
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def exactness(log):
+    from fq_kernels.triton import gemm_prefill
+
+    results = []
+    for k in (4096, 14336):
+        m, n = 256, 512
+        g = torch.Generator(device="cuda").manual_seed(1)
+        sets = {
+            "a=7,w in 5..7": (
+                torch.full((m, k), 7, device="cuda"),
+                torch.randint(5, 8, (n, k), device="cuda", generator=g),
+            ),
+            "a=-8,w random": (
+                torch.full((m, k), -8, device="cuda"),
+                torch.randint(-8, 8, (n, k), device="cuda", generator=g),
+            ),
+            "random": (
+                torch.randint(-8, 8, (m, k), device="cuda", generator=g),
+                torch.randint(-8, 8, (n, k), device="cuda", generator=g),
+            ),
+        }
+        for name, (a, w) in sets.items():
+            ref = (a.double() @ w.double().T).to(torch.int64)
+            for kind, imprecise in (("int8", None), ("fp8", 0), ("fp8", 128), ("fp8", 32)):
+                dt = torch.int8 if kind == "int8" else torch.float8_e4m3fn
+                cfg = gemm_prefill.PrefillConfig(imprecise=imprecise)
+                out = torch.empty(m, n, dtype=torch.int32, device="cuda")
+                one = torch.ones(max(m, n), device="cuda")
+                gemm_prefill.launch_prefill(
+                    a.to(dt), w.to(dt).contiguous(), one, one, None, out, cfg, raw=True
+                )
+                diff = (out.long() - ref).abs()
+                row = {
+                    "section": "exact",
+                    "k": k,
+                    "data": name,
+                    "kind": kind,
+                    "imprecise": imprecise,
+                    "mismatches": int((diff > 0).sum()),
+                    "max_abs_diff": int(diff.max()),
+                    "max_abs_acc": int(ref.abs().max()),
+                }
+                log(row)
+                results.append(row)
+    print("\n== exactness (raw int32 accumulators vs float64 reference)")
+    for r in results:
+        print(
+            f"K={r['k']:5d} {r['data']:15s} {r['kind']}/{r['imprecise']}: mismatches {r['mismatches']:7d} "
+            f"max|diff| {r['max_abs_diff']} (max|acc| {r['max_abs_acc']})"
+        )
+
+
+def _baseline_row(m, k, n):
+    from fq_kernels.bench.timing import copies_to_defeat_l2, time_graph
+
+    copies = copies_to_defeat_l2(n * k * 2) if m <= 16 else 1
+    x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
+    ws = [torch.randn(n, k, device="cuda", dtype=torch.bfloat16) for _ in range(copies)]
+    res = {"section": "baseline", "m": m, "k": k, "n": n}
+    res["bf16_ms"] = time_graph(lambda i: lambda: torch.nn.functional.linear(x, ws[i]), copies)["median_ms"]
+    if m > 16:
+        a8 = torch.randint(-8, 8, (m, k), device="cuda", dtype=torch.int8)
+        w8 = torch.randint(-8, 8, (n, k), device="cuda", dtype=torch.int8)
+        res["int8_ms"] = time_graph(lambda i: lambda: torch._int_mm(a8, w8.t()))["median_ms"]
+        af, wf = a8.to(torch.float8_e4m3fn), w8.to(torch.float8_e4m3fn)
+        sa, sb = torch.rand(m, 1, device="cuda"), torch.rand(1, n, device="cuda")
+
+        def scaled(i):
+            return lambda: torch._scaled_mm(af, wf.t(), scale_a=sa, scale_b=sb, out_dtype=torch.bfloat16)
+
+        res["fp8_ms"] = time_graph(scaled)["median_ms"]
+    return res
+
+
+def baselines(log):
+    rows = []
+    for m, k, n in PREFILL_SHAPES + DECODE_SHAPES:
+        res = _baseline_row(m, k, n)
+        log(res)
+        rows.append(res)
+        print(res, flush=True)
+    return rows
+
+
+def timing_pass(all_cases, log):
+    from fq_kernels.bench.timing import copies_to_defeat_l2, time_graph
+
+    results = []
+    for case in all_cases:
+        copies = 1
+        if case["section"] == "decode":
+            copies = copies_to_defeat_l2(case["n"] * case["k"] // 2)
+        try:
+            t = time_graph(make_call(case, copies), copies)
+            row = {**case, **t}
+        except Exception as exc:
+            row = {**case, "error": f"{type(exc).__name__}: {str(exc)[:300]}"}
+            traceback.print_exc(limit=2)
+        _INPUTS.clear()
+        log(row)
+        results.append(row)
+    return results
+
+
+def summarize(results, base):
+    nan = float("nan")
+    bf = {(r["m"], r["k"], r["n"]): r for r in base}
+    print("\n== prefill (best per shape & kind; ratio = bf16 cuBLAS / ours GEMM alone)")
+    best = {}
+    for r in results:
+        if r["section"] != "prefill" or "error" in r:
+            continue
+        key = (r["m"], r["k"], r["n"], r["kind"], r["imprecise"])
+        if key not in best or r["median_ms"] < best[key]["median_ms"]:
+            best[key] = r
+    for key, r in sorted(best.items(), key=lambda kv: (kv[0][:3], str(kv[0][3:]))):
+        b = bf.get(key[:3], {})
+        c = r["cfg"]
+        tile = f"{c['block_m']}x{c['block_n']}x{c['block_k']}"
+        cfg = f"{tile} w{c['num_warps']} s{c['num_stages']} {c['schedule']}"
+        tops = 2 * key[0] * key[1] * key[2] / r["median_ms"] / 1e9
+        bf16 = b.get("bf16_ms", float("nan"))
+        cublas = f"cuBLAS int8 {bf16 / b.get('int8_ms', nan):.2f}, fp8 {bf16 / b.get('fp8_ms', nan):.2f}"
+        print(
+            f"M={key[0]:5d} K={key[1]:5d} N={key[2]:5d} {key[3]}/{key[4]}: {r['median_ms']:.4f} ms "
+            f"{tops:6.0f} TOP/s ratio {bf16 / r['median_ms']:.2f} [{cfg}] ({cublas})"
+        )
+    print("\n== decode (best per shape; GB/s of packed weights)")
+    best = {}
+    for r in results:
+        if r["section"] != "decode" or "error" in r:
+            continue
+        key = (r["m"], r["k"], r["n"])
+        best.setdefault(key, []).append(r)
+    for key, rs in sorted(best.items()):
+        rs.sort(key=lambda r: r["median_ms"])
+        b = bf.get(key, {})
+        top = rs[0]
+        c = top["cfg"]
+        gbs = key[1] * key[2] / 2 / top["median_ms"] / 1e6
+        second = f"2nd {rs[1]['median_ms'] * 1000:.1f} us" if len(rs) > 1 else ""
+        print(
+            f"M={key[0]:2d} K={key[1]:5d} N={key[2]:5d}: {top['median_ms'] * 1000:.1f} us {gbs:5.0f} GB/s "
+            f"ratio {b.get('bf16_ms', float('nan')) / top['median_ms']:.2f} "
+            f"[BN{c['block_n']} BKP{c['block_kp']} split{c['split_k']} unpack{c['unpack']} "
+            f"w{c['num_warps']} s{c['num_stages']}] {second}"
+        )
+    print("\n== transform_quant")
+    for r in results:
+        if r["section"] == "tq":
+            if "error" in r:
+                print(r["m"], r["k"], r["dot"], r["fmt"], r["stages"], r["error"])
+            else:
+                gbs = r["m"] * r["k"] * (2 + (0.5 if r["fmt"] == "packed" else 1)) / r["median_ms"] / 1e6
+                print(
+                    f"M={r['m']:5d} K={r['k']:5d} {r['dot']} {r['fmt']:6s} s{r['stages']}: "
+                    f"{r['median_ms'] * 1000:7.1f} us {gbs:5.0f} GB/s"
+                )
+    errors = [r for r in results if "error" in r]
+    print(f"\n{len(errors)} failing cases")
+    for r in errors[:10]:
+        print(r)
+
+
+def asm_report(cache_dir, log):
+    print("\n== compiled kernels (Triton cache)")
+    seen = {}
+    for meta_path in Path(cache_dir).rglob("*.json"):
+        try:
+            meta = json.loads(meta_path.read_text())
+        except Exception:
+            continue
+        name = meta.get("name")
+        if not name or not name.startswith(("_prefill", "_packed", "_transform", "_quant_kv", "_dequant")):
+            continue
+        ptx = meta_path.with_suffix(".ptx")
+        text = ptx.read_text() if ptx.exists() else ""
+        row = {
+            "section": "asm",
+            "name": name,
+            "num_warps": meta.get("num_warps"),
+            "num_stages": meta.get("num_stages"),
+            "shared": meta.get("shared"),
+            "wgmma": len(re.findall(r"wgmma\.mma_async", text)),
+            "mma_sync": len(re.findall(r"\bmma\.sync", text)),
+            "cp_async_bulk_tensor": len(re.findall(r"cp\.async\.bulk\.tensor", text)),
+            "wgmma_types": sorted(set(re.findall(r"wgmma\.mma_async\.[\w.]+", text)))[:4],
+        }
+        log(row)
+        key = (name, row["num_warps"], row["num_stages"], row["wgmma"] > 0)
+        seen.setdefault(key, row)
+    for row in seen.values():
+        print(row)
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--out", default="tune-out")
+    parser.add_argument("--workers", type=int, default=12)
+    parser.add_argument("--sections", default="exact,baseline,prefill,decode,tq,asm")
+    args = parser.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    log_file = (out / "tune.jsonl").open("a")
+
+    def log(row):
+        log_file.write(json.dumps(row) + "\n")
+        log_file.flush()
+
+    import triton
+
+    print(
+        f"device {torch.cuda.get_device_name(0)} torch {torch.__version__} triton {triton.__version__}",
+        flush=True,
+    )
+    sections = args.sections.split(",")
+    todo = [c for c in cases() if c["section"] in sections]
+    if todo and args.workers > 0:
+        precompile(todo, args.workers)
+    if "exact" in sections:
+        exactness(log)
+    base = baselines(log) if "baseline" in sections else []
+    results = timing_pass(todo, log)
+    summarize(results, base)
+    if "asm" in sections:
+        asm_report(os.environ.get("TRITON_CACHE_DIR", str(Path.home() / ".triton" / "cache")), log)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

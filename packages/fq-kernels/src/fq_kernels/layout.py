@@ -1,0 +1,32 @@
+"""Weight layouts: the checkpoint's packed int4 rows, and the unpacked prefill copies.
+
+The checkpoint stores a linear as packed int4 `qweight` [N, K/2] (fq-core's nibble order) plus one
+scale per output channel. The decode kernel reads that as it is. The prefill kernel wants the same
+values one per byte, int8 or float8 e4m3, K-major ([N, K], K contiguous, which is what Hopper's
+8-bit wgmma needs for its B operand), so a `QuantLinear` makes that copy once at load.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from fq_core.quant.pack import pack_int4, unpack_int4
+
+PREFILL_KINDS: tuple[str, ...] = ("int8", "fp8")
+
+
+def prefill_weight(qweight: torch.Tensor, kind: str) -> torch.Tensor:
+    """[N, K] int8 or float8_e4m3fn values of packed int4 weights [N, K/2] (exact)."""
+    if qweight.dtype != torch.uint8:
+        raise ValueError(f"expected packed int4 weights (uint8), got {qweight.dtype}")
+    values = unpack_int4(qweight, signed=True)
+    if kind == "int8":
+        return values.contiguous()
+    if kind == "fp8":
+        return values.to(torch.float8_e4m3fn).contiguous()
+    raise ValueError(f"prefill weight kind must be one of {', '.join(PREFILL_KINDS)}, got {kind!r}")
+
+
+def pack_weight(values: torch.Tensor) -> torch.Tensor:
+    """Packed int4 [N, K/2] of integer weights [N, K] in [-8, 7] (fq-core's `pack_int4`)."""
+    return pack_int4(values)

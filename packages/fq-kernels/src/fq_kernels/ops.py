@@ -1,0 +1,313 @@
+"""The public ops, registered as `torch.library` custom ops (namespace `fq_kernels`).
+
+Each op has a fake (meta) implementation, so it traces under torch.compile and FakeTensor mode, and
+dispatches to its Triton kernel on CUDA (or on CPU under TRITON_INTERPRET=1) and to the PyTorch
+reference otherwise (`fq_kernels._runtime.use_triton`). The reference defines the result; see
+`fq_kernels.reference` for each op's exact contract and tolerances.
+
+| op | inputs | outputs |
+|---|---|---|
+| `transform_quant` | x [..., K] float; left [n1, n1], right [n2, n2] (or None); clip [2] | values, scales |
+| `w4a4_linear` | xq, sx [...]; wq, sw [N]; bias [N] or None | out [..., N] |
+| `quant_kv` | x [..., D] float; clip [2] | q uint8 [..., D/2], scale fp32, zero uint8 [..., D/G] |
+| `dequant_kv` | q, scale, zero | x [..., D] |
+
+Operand layouts of `w4a4_linear` (all hold the same int4 values; pick by path):
+- decode (memory-bound, few tokens): wq packed uint8 [N, K/2]; xq int8 [M, K] or packed [M, K/2];
+- prefill (compute-bound): wq and xq both int8 [., K], or both float8_e4m3fn [., K] (weights
+  unpacked once at load with `fq_kernels.layout.prefill_weight`).
+`transform_quant(..., out_format=)` writes the activation layout: "packed", "int8" or "fp8".
+"""
+
+from __future__ import annotations
+
+import torch
+
+from fq_kernels import reference as ref
+from fq_kernels._runtime import use_triton
+from fq_kernels.reference.activation import OUT_FORMATS
+from fq_kernels.reference.gemm import gemm_k
+
+_FORMAT_DTYPES = {"packed": torch.uint8, "int8": torch.int8, "fp8": torch.float8_e4m3fn}
+_GEMM_DTYPES = (torch.uint8, torch.int8, torch.float8_e4m3fn)
+_OUT_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
+
+
+# ---------------------------------------------------------------------------------------------
+# transform_quant
+
+
+def _check_transform_args(
+    x: torch.Tensor,
+    left: torch.Tensor | None,
+    right: torch.Tensor | None,
+    clip: torch.Tensor,
+    bits: int,
+    out_format: str,
+) -> None:
+    if not x.is_floating_point():
+        raise ValueError(f"transform_quant expects float activations, got {x.dtype}")
+    if out_format not in OUT_FORMATS:
+        raise ValueError(f"out_format must be one of {', '.join(OUT_FORMATS)}, got {out_format!r}")
+    limit = {"packed": 4, "fp8": 5, "int8": 8}[out_format]
+    if not 2 <= bits <= limit:
+        raise ValueError(f"bits={bits} does not fit out_format={out_format!r} (2..{limit})")
+    if out_format == "packed" and x.shape[-1] % 2:
+        raise ValueError(f"packed int4 output needs an even K, got {x.shape[-1]}")
+    if clip.numel() != 2:
+        raise ValueError("clip must hold (clip_max, clip_min)")
+    for name, f in (("left", left), ("right", right)):
+        if f is not None and (f.dim() != 2 or f.shape[0] != f.shape[1]):
+            raise ValueError(f"{name} must be a square matrix, got {tuple(f.shape)}")
+
+
+@torch.library.custom_op("fq_kernels::transform_quant", mutates_args=())
+def _transform_quant_op(
+    x: torch.Tensor,
+    left: torch.Tensor | None,
+    right: torch.Tensor | None,
+    clip: torch.Tensor,
+    bits: int,
+    out_format: str,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    _check_transform_args(x, left, right, clip, bits, out_format)
+    k = x.shape[-1]
+    lead = x.shape[:-1]
+    if use_triton(x):
+        from fq_kernels.triton.transform_quant import launch_transform_quant
+
+        x2 = x.reshape(-1, k)
+        if x2.stride(-1) != 1:
+            x2 = x2.contiguous()
+        q, scale = launch_transform_quant(x2, left, right, clip.to(x.device, torch.float32), bits, out_format)
+        return q.reshape(*lead, q.shape[-1]), scale.reshape(lead)
+    return ref.transform_quant_ref(x, left, right, clip, bits, out_format)
+
+
+@_transform_quant_op.register_fake
+def _(x, left, right, clip, bits, out_format):
+    _check_transform_args(x, left, right, clip, bits, out_format)
+    k = x.shape[-1]
+    width = k // 2 if out_format == "packed" else k
+    q = x.new_empty((*x.shape[:-1], width), dtype=_FORMAT_DTYPES[out_format])
+    return q, x.new_empty(x.shape[:-1], dtype=torch.float32)
+
+
+def transform_quant(
+    x: torch.Tensor,
+    left: torch.Tensor | None = None,
+    right: torch.Tensor | None = None,
+    clip: torch.Tensor | float | tuple[float, float] = 1.0,
+    bits: int = 4,
+    out_format: str = "packed",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Online transform + per-token symmetric quantisation of x [..., K], in one kernel.
+
+    Variants by the factors given: `left` and `right` (Kronecker: x @ kron(left, right)), `left`
+    alone (o_proj's heads factor: x viewed [heads, head_dim] -> leftᵀ X), neither (the transform is
+    merged into the weights; plain per-token quantisation). `clip` is the activation clipping pair
+    (clip_max, clip_min) of the site, or one factor for both; pass a float32 tensor [2] on x's device
+    to keep the op free of host-to-device copies (CUDA graphs).
+    Returns (values, scales): values packed [..., K/2] uint8, int8 [..., K] or float8 e4m3 [..., K]
+    as `out_format` says, and float32 scales [...] (NaN for a token with non-finite values).
+    """
+    if not isinstance(clip, torch.Tensor) or clip.numel() != 2 or clip.dtype != torch.float32:
+        clip = ref.clip_pair(clip, x.device)
+    return torch.ops.fq_kernels.transform_quant(x, left, right, clip, bits, out_format)
+
+
+def quantize_act(
+    x: torch.Tensor,
+    clip: torch.Tensor | float | tuple[float, float] = 1.0,
+    bits: int = 4,
+    out_format: str = "packed",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`transform_quant` without a transform (inputs whose transform is merged into the weights)."""
+    return transform_quant(x, None, None, clip, bits, out_format)
+
+
+def transform_quant_heads(
+    x: torch.Tensor,
+    heads: torch.Tensor,
+    clip: torch.Tensor | float | tuple[float, float] = 1.0,
+    bits: int = 4,
+    out_format: str = "packed",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """o_proj's input: x [..., heads * head_dim] viewed [heads, head_dim] -> headsᵀ X, quantised."""
+    return transform_quant(x, heads, None, clip, bits, out_format)
+
+
+# ---------------------------------------------------------------------------------------------
+# w4a4_linear
+
+
+def _check_gemm_args(xq, sx, wq, sw, bias, out_dtype) -> int:
+    if wq.dim() != 2:
+        raise ValueError(f"wq must be [N, K/2] packed or [N, K], got shape {tuple(wq.shape)}")
+    if xq.dtype not in _GEMM_DTYPES or wq.dtype not in _GEMM_DTYPES:
+        raise ValueError(
+            f"operands must be uint8 (packed int4), int8 or float8_e4m3fn, got {xq.dtype}, {wq.dtype}"
+        )
+    k = gemm_k(wq)
+    kx = xq.shape[-1] * 2 if xq.dtype == torch.uint8 else xq.shape[-1]
+    if kx != k:
+        raise ValueError(f"xq holds K = {kx} values per row but wq holds K = {k}")
+    if wq.dtype != torch.uint8 and xq.dtype != wq.dtype:
+        raise ValueError(
+            f"int8/fp8 weights need activations of the same dtype, got {xq.dtype} and {wq.dtype}"
+        )
+    if wq.dtype == torch.uint8 and xq.dtype == torch.float8_e4m3fn:
+        raise ValueError("packed weights take int8 or packed activations, not fp8")
+    if sx.shape != xq.shape[:-1]:
+        raise ValueError(f"sx must have shape {tuple(xq.shape[:-1])}, got {tuple(sx.shape)}")
+    if sw.numel() != wq.shape[0]:
+        raise ValueError(f"sw must hold one scale per output channel ({wq.shape[0]}), got {sw.numel()}")
+    if bias is not None and bias.numel() != wq.shape[0]:
+        raise ValueError(f"bias must hold {wq.shape[0]} values, got {bias.numel()}")
+    if out_dtype not in _OUT_DTYPES:
+        raise ValueError(f"out_dtype must be bfloat16, float16 or float32, got {out_dtype}")
+    return k
+
+
+@torch.library.custom_op("fq_kernels::w4a4_linear", mutates_args=())
+def _w4a4_linear_op(
+    xq: torch.Tensor,
+    sx: torch.Tensor,
+    wq: torch.Tensor,
+    sw: torch.Tensor,
+    bias: torch.Tensor | None,
+    out_dtype: torch.dtype,
+) -> torch.Tensor:
+    _check_gemm_args(xq, sx, wq, sw, bias, out_dtype)
+    if not use_triton(xq):
+        return ref.w4a4_linear_ref(xq, sx, wq, sw, bias, out_dtype)
+    lead = xq.shape[:-1]
+    a = xq.reshape(-1, xq.shape[-1])
+    if a.stride(-1) != 1:
+        a = a.contiguous()
+    b = wq if wq.stride(-1) == 1 else wq.contiguous()
+    sx32 = sx.reshape(-1).to(torch.float32).contiguous()
+    sw32 = sw.reshape(-1).to(torch.float32).contiguous()
+    bias32 = None if bias is None else bias.reshape(-1).to(torch.float32).contiguous()
+    out = torch.empty((a.shape[0], b.shape[0]), dtype=out_dtype, device=xq.device)
+    _gemm(a, b, sx32, sw32, bias32, out, raw=False)
+    return out.reshape(*lead, b.shape[0])
+
+
+def _gemm(a, b, sx, sw, bias, out, raw: bool) -> torch.Tensor:
+    if b.dtype == torch.uint8:
+        from fq_kernels.triton import gemm_packed
+
+        return gemm_packed.launch_packed(a, b, sx, sw, bias, out, gemm_packed.config_for(a, *b.shape), raw)
+    from fq_kernels.triton import gemm_prefill
+
+    cfg = gemm_prefill.default_config(a.shape[0], b.shape[0], b.shape[1], b.dtype == torch.float8_e4m3fn)
+    return gemm_prefill.launch_prefill(a, b, sx, sw, bias, out, cfg, raw)
+
+
+@_w4a4_linear_op.register_fake
+def _(xq, sx, wq, sw, bias, out_dtype):
+    _check_gemm_args(xq, sx, wq, sw, bias, out_dtype)
+    return xq.new_empty((*xq.shape[:-1], wq.shape[0]), dtype=out_dtype)
+
+
+def w4a4_linear(
+    xq: torch.Tensor,
+    sx: torch.Tensor,
+    wq: torch.Tensor,
+    sw: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    out_dtype: torch.dtype = torch.bfloat16,
+) -> torch.Tensor:
+    """out = (xq @ wqᵀ as an exact integer sum) * sx[token] * sw[channel] (+ bias), as out_dtype.
+
+    Layouts: see this module's docstring (packed weights pick the decode kernel, int8/fp8 weights
+    the tensor-core prefill kernel). A token whose scale is NaN (non-finite input) gives a NaN row.
+    """
+    return torch.ops.fq_kernels.w4a4_linear(xq, sx, wq, sw, bias, out_dtype)
+
+
+def w4a4_matmul_int(xq: torch.Tensor, wq: torch.Tensor) -> torch.Tensor:
+    """The integer core of `w4a4_linear`: int32 accumulators [M, N], no epilogue (exactness checks)."""
+    if not use_triton(xq):
+        return ref.int_matmul_ref(xq, wq)
+    dummy = torch.ones(max(xq.shape[0], wq.shape[0]), dtype=torch.float32, device=xq.device)
+    a = xq.reshape(-1, xq.shape[-1]).contiguous()
+    out = torch.empty((a.shape[0], wq.shape[0]), dtype=torch.int32, device=xq.device)
+    return _gemm(a, wq.contiguous(), dummy, dummy, None, out, raw=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# KV cache
+
+
+def _check_kv(x_last: int, group_size: int) -> None:
+    if group_size < 2 or group_size % 2:
+        raise ValueError(f"group_size must be even and >= 2, got {group_size}")
+    if x_last % group_size:
+        raise ValueError(f"last dim {x_last} is not a multiple of group_size {group_size}")
+
+
+@torch.library.custom_op("fq_kernels::quant_kv", mutates_args=())
+def _quant_kv_op(
+    x: torch.Tensor, clip: torch.Tensor, group_size: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    _check_kv(x.shape[-1], group_size)
+    if use_triton(x):
+        from fq_kernels.triton.kv import launch_quant_kv
+
+        return launch_quant_kv(x, group_size, clip.to(x.device, torch.float32))
+    return ref.quant_kv_ref(x, group_size, clip)
+
+
+@_quant_kv_op.register_fake
+def _(x, clip, group_size):
+    _check_kv(x.shape[-1], group_size)
+    lead, d = x.shape[:-1], x.shape[-1]
+    return (
+        x.new_empty((*lead, d // 2), dtype=torch.uint8),
+        x.new_empty((*lead, d // group_size), dtype=torch.float32),
+        x.new_empty((*lead, d // group_size), dtype=torch.uint8),
+    )
+
+
+def quant_kv(
+    x: torch.Tensor, group_size: int = 128, clip: torch.Tensor | float | tuple[float, float] = 1.0
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Asymmetric int4 KV-cache quantisation per group of the last dim (fq-core's quantiser).
+
+    Returns (q packed uint8 [..., D/2], scale float32 [..., D/G], zero uint8 [..., D/G]); `clip` is
+    the cache site's (clip_max, clip_min).
+    """
+    if not isinstance(clip, torch.Tensor) or clip.numel() != 2 or clip.dtype != torch.float32:
+        clip = ref.clip_pair(clip, x.device)
+    return torch.ops.fq_kernels.quant_kv(x, clip, group_size)
+
+
+@torch.library.custom_op("fq_kernels::dequant_kv", mutates_args=())
+def _dequant_kv_op(
+    q: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, group_size: int, out_dtype: torch.dtype
+) -> torch.Tensor:
+    _check_kv(q.shape[-1] * 2, group_size)
+    if use_triton(q):
+        from fq_kernels.triton.kv import launch_dequant_kv
+
+        return launch_dequant_kv(q, scale, zero, group_size, out_dtype)
+    return ref.dequant_kv_ref(q, scale, zero, group_size, out_dtype)
+
+
+@_dequant_kv_op.register_fake
+def _(q, scale, zero, group_size, out_dtype):
+    _check_kv(q.shape[-1] * 2, group_size)
+    return q.new_empty((*q.shape[:-1], q.shape[-1] * 2), dtype=out_dtype)
+
+
+def dequant_kv(
+    q: torch.Tensor,
+    scale: torch.Tensor,
+    zero: torch.Tensor,
+    group_size: int = 128,
+    out_dtype: torch.dtype = torch.bfloat16,
+) -> torch.Tensor:
+    """x [..., D] = (q - zero) * scale, the inverse of `quant_kv`'s layout."""
+    return torch.ops.fq_kernels.dequant_kv(q, scale, zero, group_size, out_dtype)

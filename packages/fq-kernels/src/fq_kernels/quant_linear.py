@@ -1,0 +1,235 @@
+"""`QuantLinear`: a W4A4 linear layer read from a flatquant checkpoint, run by the fused kernels.
+
+forward(x) = w4a4_linear(transform_quant(x)): the site's online transform and activation clipping,
+per-token int4 activations, packed int4 weights with per-channel scales, exact integer products.
+Two paths, one result:
+
+- decode (tokens <= `decode_max_tokens`, or no prefill copy): the checkpoint's packed weights
+  [N, K/2], read once per call; the activations go out as int8 values (a few KB);
+- prefill: a one-time int8 or fp8 copy of the weights [N, K] (1 byte per weight, made at load)
+  so the tensor cores read both operands straight from shared memory; the activation kernel
+  writes the same storage type.
+
+Only fq-core (base install: torch + safetensors) and fq-kernels are needed: no transformers.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from fq_core.checkpoint import Checkpoint, load_checkpoint
+from fq_kernels import reference as ref
+from fq_kernels.layout import PREFILL_KINDS, prefill_weight
+from fq_kernels.ops import transform_quant, w4a4_linear
+
+DECODE_MAX_TOKENS = 16
+"""Token counts up to this use the packed-weight decode kernel (weight-bandwidth bound)."""
+PREFILL_DEFAULT = "int8"
+"""Storage of the prefill weight copy when `prefill="auto"` on CUDA (the faster exact one measured)."""
+
+SITE_OF: dict[str, str] = {
+    "self_attn.q_proj": "attn_in",
+    "self_attn.k_proj": "attn_in",
+    "self_attn.v_proj": "attn_in",
+    "self_attn.o_proj": "o_in",
+    "mlp.gate_proj": "mlp_in",
+    "mlp.up_proj": "mlp_in",
+    "mlp.down_proj": "down_in",
+}
+"""The online site (docs/architecture.md) that feeds each linear of a decoder layer."""
+_LINEAR_NAME = re.compile(r"^(layers\.\d+)\.(self_attn\.[qkvo]_proj|mlp\.(?:gate|up|down)_proj)$")
+
+
+def site_for(name: str) -> str:
+    """`layers.3.attn_in` for `layers.3.self_attn.q_proj`, and so on."""
+    match = _LINEAR_NAME.match(name)
+    if not match:
+        raise ValueError(
+            f"cannot infer the activation site of {name!r}: pass site='layers.{{i}}.attn_in' (or o_in, "
+            "mlp_in, down_in), or site=None for no transform and no clipping"
+        )
+    return f"{match.group(1)}.{SITE_OF[match.group(2)]}"
+
+
+class QuantLinear(nn.Module):
+    """y = x Wᵀ (+ b) with W4A4 integer arithmetic; x [..., in_features] -> y [..., out_features].
+
+    qweight: packed int4 [N, K/2] (uint8, fq-core nibble order); scale: [N] or [N, 1] per-channel
+    weight scales; left/right: the online Kronecker factors (left alone: o_proj's heads factor);
+    clip: the activation clipping pair (clip_max, clip_min); prefill: "int8", "fp8", None (decode
+    kernel for every token count) or "auto" (PREFILL_DEFAULT when the weights are on CUDA).
+    """
+
+    def __init__(
+        self,
+        qweight: torch.Tensor,
+        scale: torch.Tensor,
+        bias: torch.Tensor | None = None,
+        *,
+        left: torch.Tensor | None = None,
+        right: torch.Tensor | None = None,
+        clip: torch.Tensor | float | tuple[float, float] = 1.0,
+        prefill: str | None = "auto",
+        decode_max_tokens: int = DECODE_MAX_TOKENS,
+    ) -> None:
+        super().__init__()
+        if qweight.dtype != torch.uint8 or qweight.dim() != 2:
+            raise ValueError(
+                f"qweight must be packed int4 uint8 [N, K/2], got {qweight.dtype} {tuple(qweight.shape)}"
+            )
+        n, kp = qweight.shape
+        if scale.numel() != n:
+            raise ValueError(
+                f"scale must hold one value per output channel ({n}), got shape {tuple(scale.shape)}"
+            )
+        self.in_features, self.out_features = 2 * kp, n
+        device = qweight.device
+        self.register_buffer("qweight", qweight.contiguous())
+        self.register_buffer("weight_scale", scale.reshape(n).to(device, torch.float32).contiguous())
+        self.register_buffer("bias", None if bias is None else bias.reshape(n).to(device, torch.float32))
+        self.register_buffer("left", None if left is None else left.to(device, torch.float32).contiguous())
+        self.register_buffer("right", None if right is None else right.to(device, torch.float32).contiguous())
+        self.register_buffer("clip", ref.clip_pair(clip, device))
+        self.register_buffer("prefill_weight", None)
+        self.decode_max_tokens = decode_max_tokens
+        self.prepare(prefill)
+
+    def prepare(self, prefill: str | None = "auto") -> QuantLinear:
+        """(Re)build the prefill weight copy, e.g. after moving the module to another device."""
+        if prefill == "auto":
+            prefill = PREFILL_DEFAULT if self.qweight.is_cuda else None
+        if prefill is not None and prefill not in PREFILL_KINDS:
+            raise ValueError(
+                f"prefill must be one of {', '.join(PREFILL_KINDS)}, None or 'auto', got {prefill!r}"
+            )
+        self.prefill_weight = None if prefill is None else prefill_weight(self.qweight, prefill)
+        return self
+
+    @property
+    def transform(self) -> str:
+        if self.left is not None and self.right is not None:
+            return "kronecker"
+        if self.left is not None:
+            return "heads"
+        return "right" if self.right is not None else "none"
+
+    def extra_repr(self) -> str:
+        prefill = (
+            None if self.prefill_weight is None else str(self.prefill_weight.dtype).replace("torch.", "")
+        )
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, "
+            f"bias={self.bias is not None}, "
+            f"transform={self.transform}, prefill={prefill}, decode_max_tokens={self.decode_max_tokens}"
+        )
+
+    def uses_decode_path(self, tokens: int) -> bool:
+        return self.prefill_weight is None or tokens <= self.decode_max_tokens
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-1] != self.in_features:
+            raise ValueError(f"expected {self.in_features} input features, got {x.shape[-1]}")
+        tokens = x.numel() // self.in_features
+        out_dtype = x.dtype if x.dtype in (torch.bfloat16, torch.float16, torch.float32) else torch.bfloat16
+        if self.uses_decode_path(tokens):
+            weight, fmt = self.qweight, "int8"
+        else:
+            weight = self.prefill_weight
+            fmt = "fp8" if weight.dtype == torch.float8_e4m3fn else "int8"
+        xq, sx = transform_quant(x, self.left, self.right, self.clip, 4, fmt)
+        return w4a4_linear(xq, sx, weight, self.weight_scale, self.bias, out_dtype)
+
+    def reference_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The same layer through the pure-PyTorch references (transform in float64)."""
+        out_dtype = x.dtype if x.dtype in (torch.bfloat16, torch.float16, torch.float32) else torch.bfloat16
+        xq, sx = ref.transform_quant_ref(x, self.left, self.right, self.clip, 4, "int8")
+        return ref.w4a4_linear_ref(xq, sx, self.qweight, self.weight_scale, self.bias, out_dtype)
+
+    @classmethod
+    def from_checkpoint(
+        cls,
+        checkpoint: Checkpoint | str | os.PathLike[str],
+        names: str | Sequence[str],
+        site: str | None = "auto",
+        *,
+        device: torch.device | str | None = None,
+        prefill: str | None = "auto",
+        decode_max_tokens: int = DECODE_MAX_TOKENS,
+    ) -> QuantLinear:
+        """Build from a checkpoint (a loaded `Checkpoint`, or its directory) and linear name(s).
+
+        names: e.g. "layers.0.self_attn.q_proj"; several names (q, k, v) give one fused linear with
+            their outputs concatenated in order (they must share the input and its site);
+        site: "layers.0.attn_in" etc.; "auto" infers it from the name; None means no transform and
+            no clipping. The site's transform is `left`/`right` (Kronecker), or `heads` (o_in).
+        """
+        if isinstance(checkpoint, (str, os.PathLike, Path)):
+            checkpoint = load_checkpoint(checkpoint)
+        config, tensors = checkpoint.config, checkpoint.tensors
+        w, a = config.quant.weight, config.quant.act
+        if not (w.bits == 4 and w.symmetric and w.granularity == "channel"):
+            raise ValueError(
+                f"QuantLinear needs 4-bit symmetric per-channel weights; this checkpoint has {w.to_dict()}"
+            )
+        if not (a.bits == 4 and a.symmetric and a.granularity == "token" and a.dynamic):
+            raise ValueError(
+                "QuantLinear needs 4-bit symmetric dynamic per-token activations; "
+                f"this checkpoint has {a.to_dict()}"
+            )
+        names = [names] if isinstance(names, str) else list(names)
+        if not names:
+            raise ValueError("no linear name given")
+        if site == "auto":
+            sites = {site_for(name) for name in names}
+            if len(sites) != 1:
+                raise ValueError(f"{names} are fed by different sites {sorted(sites)}: they cannot be fused")
+            site = sites.pop()
+        target = torch.device(device) if device is not None else None
+
+        def get(name: str) -> torch.Tensor:
+            if name not in tensors:
+                raise KeyError(f"checkpoint has no tensor {name!r}")
+            t = tensors[name]
+            return t if target is None else t.to(target)
+
+        qweights = [get(f"{name}.qweight") for name in names]
+        scales = [get(f"{name}.scale").reshape(-1) for name in names]
+        in_sizes = {q.shape[1] for q in qweights}
+        if len(in_sizes) != 1:
+            raise ValueError(f"{names} have different input sizes and cannot be fused")
+        has_bias = [f"{name}.bias" in tensors for name in names]
+        bias = None
+        if any(has_bias):
+            bias = torch.cat(
+                [
+                    get(f"{name}.bias").float() if b else torch.zeros(q.shape[0], device=q.device)
+                    for name, b, q in zip(names, has_bias, qweights, strict=True)
+                ]
+            )
+        left = right = None
+        clip: torch.Tensor | float = 1.0
+        if site is not None:
+            if f"{site}.left" in tensors:
+                left, right = get(f"{site}.left"), get(f"{site}.right")
+            elif f"{site}.heads" in tensors:
+                left = get(f"{site}.heads")
+            if f"{site}.clip_max" in tensors:
+                clip = torch.cat([get(f"{site}.clip_max").reshape(1), get(f"{site}.clip_min").reshape(1)])
+            elif not any(key.startswith(f"{site}.") for key in tensors):
+                raise KeyError(f"checkpoint has no tensors for site {site!r}")
+        return cls(
+            torch.cat(qweights) if len(qweights) > 1 else qweights[0],
+            torch.cat([s.float() for s in scales]),
+            bias,
+            left=left,
+            right=right,
+            clip=clip,
+            prefill=prefill,
+            decode_max_tokens=decode_max_tokens,
+        )

@@ -1,0 +1,86 @@
+"""Test helpers shared by the CPU (interpreter) and GPU test suites: inputs and comparisons.
+
+The comparisons encode the contracts of `fq_kernels.reference`:
+- quantised integers: equal (no transform, or an exactly representable one), else at most one step
+  apart on a small fraction of values (the transform's rounding differs);
+- GEMM accumulators: equal; the epilogue: within one rounding of the output dtype.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from fq_core.quant.pack import unpack_int4
+
+EPILOGUE_RTOL: dict[torch.dtype, float] = {
+    torch.bfloat16: 2.0**-7,
+    torch.float16: 2.0**-10,
+    torch.float32: 2.0**-21,
+}
+"""One unit in the last place of each output dtype, relative: the epilogue's allowed difference."""
+
+
+def random_orthogonal(n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    q, r = torch.linalg.qr(torch.randn(n, n, generator=generator, dtype=torch.float64))
+    return (q * torch.sign(torch.diagonal(r))).float()
+
+
+def signed_permutation(n: int, generator: torch.Generator | None = None, scale: float = 1.0) -> torch.Tensor:
+    """An orthogonal matrix (times a power of two) whose products are exact in any float format."""
+    perm = torch.randperm(n, generator=generator)
+    signs = torch.randint(0, 2, (n,), generator=generator).float() * 2 - 1
+    m = torch.zeros(n, n)
+    m[torch.arange(n), perm] = signs * scale
+    return m
+
+
+def int_values(t: torch.Tensor, k: int | None = None) -> torch.Tensor:
+    """int64 values of a quantised tensor stored packed (uint8), int8 or fp8."""
+    if t.dtype == torch.uint8:
+        return unpack_int4(t.reshape(-1, t.shape[-1]), signed=True).to(torch.int64)
+    return t.reshape(-1, t.shape[-1]).to(torch.float32).to(torch.int64)
+
+
+def assert_quant_equal(q: torch.Tensor, s: torch.Tensor, q_ref: torch.Tensor, s_ref: torch.Tensor) -> None:
+    """Bit-exact values and scales (NaN scales must match too)."""
+    assert q.dtype == q_ref.dtype and q.shape == q_ref.shape, (q.dtype, q.shape, q_ref.dtype, q_ref.shape)
+    assert torch.equal(int_values(q).cpu(), int_values(q_ref).cpu()), "quantised values differ"
+    s, s_ref = s.cpu(), s_ref.cpu()
+    assert torch.equal(torch.isnan(s), torch.isnan(s_ref)), "NaN scales differ"
+    assert torch.equal(s.nan_to_num(-1.0), s_ref.nan_to_num(-1.0)), (s - s_ref).abs().nan_to_num(0).max()
+
+
+def assert_quant_close(
+    q: torch.Tensor,
+    s: torch.Tensor,
+    q_ref: torch.Tensor,
+    s_ref: torch.Tensor,
+    scale_rtol: float,
+    max_mismatch: float,
+) -> None:
+    """Scales within scale_rtol; values at most one step apart, on at most max_mismatch of them."""
+    s, s_ref = s.cpu().float(), s_ref.cpu().float()
+    assert torch.equal(torch.isnan(s), torch.isnan(s_ref)), "NaN scales differ"
+    ok = ~torch.isnan(s_ref)
+    rel = (
+        ((s[ok] - s_ref[ok]).abs() / s_ref[ok].abs().clamp_min(1e-30)).max()
+        if ok.any()
+        else torch.tensor(0.0)
+    )
+    assert rel <= scale_rtol, f"scale relative error {rel:.3g} > {scale_rtol:.3g}"
+    diff = (int_values(q).cpu() - int_values(q_ref).cpu()).abs()
+    assert diff.max() <= 1, f"a quantised value is {int(diff.max())} steps off"
+    frac = (diff > 0).float().mean().item()
+    assert frac <= max_mismatch, f"{frac:.3%} of values differ by one step (> {max_mismatch:.3%})"
+
+
+def assert_epilogue_close(out: torch.Tensor, ref: torch.Tensor) -> None:
+    """Equal up to one rounding of the output dtype; NaN exactly where the reference has NaN."""
+    assert out.dtype == ref.dtype and out.shape == ref.shape, (out.dtype, out.shape, ref.dtype, ref.shape)
+    a, b = out.float(), ref.to(out.device).float()
+    assert torch.equal(torch.isnan(a), torch.isnan(b)), "NaN positions differ"
+    keep = ~torch.isnan(b)
+    rtol = EPILOGUE_RTOL[out.dtype]
+    err = (a[keep] - b[keep]).abs()
+    bound = b[keep].abs() * rtol + 1e-30
+    assert bool((err <= bound).all()), f"epilogue differs by {(err / bound).max():.3g} ulp-bounds"

@@ -1,0 +1,229 @@
+"""Decode GEMM: packed int4 weights [N, K/2] read once, unpacked in registers; bound by weight bytes.
+
+For few tokens (M <= 16) the weights dominate the traffic, so they stay packed (a quarter of bf16)
+and the ALU work of unpacking is what must stay small. With K split in byte pairs, the packed dot
+needs no interleaving: sum_k a[k] w[k] = sum_j a[2j] w[2j] + a[2j+1] w[2j+1], i.e. one int8 dot of
+the low nibbles plus one of the high nibbles, each against the even / odd activation columns.
+
+Weight nibbles (`UNPACK`):
+  0 signed: lo = ((b & 15) ^ 8) - 8, hi = b >> 4 (arithmetic), values -8..7;
+  1 offset: u = b ^ 0x88, lo = u & 15, hi = u >> 4 hold w + 8 in 0..15 (no sign extension), and the
+    accumulator is corrected by -8 * sum_k a[k] (exact integer algebra).
+Activations come as int8 values [M, K] (the decode path's activation kernel writes them: at M <= 16
+they are a few KB) or packed like the weights (A_PACKED).
+
+Split-K (SPLIT_K > 1) spreads the K loop over more programs so that enough weight bytes are in
+flight; the int32 partial sums meet in a workspace through integer atomics (exact and order-free),
+and the last program of each tile (a per-tile counter says which) applies the epilogue and resets
+workspace and counter to zero, so no memset launch is needed on the next call.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+import torch
+import triton
+import triton.language as tl
+
+from fq_kernels._runtime import interpreting, sm_count
+from fq_kernels.triton.common import scaled_epilogue
+
+
+@dataclass(frozen=True)
+class PackedConfig:
+    block_m: int = 16
+    block_n: int = 64
+    block_kp: int = 256  # packed bytes per K step (= 2 x that many values)
+    split_k: int = 1
+    num_warps: int = 4
+    num_stages: int = 4
+    unpack: int = 0  # 0 signed, 1 offset (see module docstring)
+
+
+@triton.jit
+def _signed_nibbles(b):
+    """(low, high) signed nibbles of uint8 bytes as int8."""
+    b8 = b.to(tl.int8, bitcast=True)
+    lo = ((b8 & 15) ^ 8) - 8
+    hi = b8 >> 4
+    return lo.to(tl.int8), hi.to(tl.int8)
+
+
+@triton.jit
+def _packed_kernel(
+    a_ptr,
+    b_ptr,
+    c_ptr,
+    sx_ptr,
+    sw_ptr,
+    bias_ptr,
+    ws_ptr,
+    lock_ptr,
+    M,
+    N,
+    KP,
+    stride_am,
+    stride_bn,
+    stride_cm,
+    BM: tl.constexpr,
+    BN: tl.constexpr,
+    BKP: tl.constexpr,
+    SPLIT_K: tl.constexpr,
+    A_PACKED: tl.constexpr,
+    UNPACK: tl.constexpr,
+    HAS_BIAS: tl.constexpr,
+    RAW: tl.constexpr,
+):
+    pid_mn = tl.program_id(0)
+    pid_k = tl.program_id(1)
+    num_pid_n = tl.cdiv(N, BN)
+    pid_m = pid_mn // num_pid_n
+    pid_n = pid_mn % num_pid_n
+    offs_m = pid_m * BM + tl.arange(0, BM)
+    offs_n = pid_n * BN + tl.arange(0, BN)
+    offs_kp = tl.arange(0, BKP)
+    rows_a = tl.where(offs_m < M, offs_m, 0).to(tl.int64)
+    rows_b = tl.where(offs_n < N, offs_n, 0).to(tl.int64)
+    k_steps = tl.cdiv(KP, BKP)
+    per_split = tl.cdiv(k_steps, SPLIT_K)
+    first = pid_k * per_split
+    last = tl.minimum(first + per_split, k_steps)
+    acc = tl.zeros((BM, BN), dtype=tl.int32)
+    a_sum = tl.zeros((BM,), dtype=tl.int32)
+    for step in range(first, last):
+        kp = step * BKP + offs_kp
+        k_mask = kp < KP
+        w = tl.load(b_ptr + rows_b[:, None] * stride_bn + kp[None, :], mask=k_mask[None, :], other=0)
+        if A_PACKED:
+            a = tl.load(a_ptr + rows_a[:, None] * stride_am + kp[None, :], mask=k_mask[None, :], other=0)
+            a_lo, a_hi = _signed_nibbles(a)
+        else:
+            a_base = a_ptr + rows_a[:, None] * stride_am + 2 * kp[None, :]
+            a_lo = tl.load(a_base, mask=k_mask[None, :], other=0)
+            a_hi = tl.load(a_base + 1, mask=k_mask[None, :], other=0)
+        if UNPACK == 0:
+            w_lo, w_hi = _signed_nibbles(w)
+        else:
+            u = w ^ 0x88
+            w_lo = (u & 15).to(tl.int8)
+            w_hi = (u >> 4).to(tl.int8)
+            a_sum += tl.sum(a_lo.to(tl.int32) + a_hi.to(tl.int32), axis=1)
+        acc = tl.dot(a_lo, w_lo.T, acc, out_dtype=tl.int32)
+        acc = tl.dot(a_hi, w_hi.T, acc, out_dtype=tl.int32)
+    if UNPACK == 1:
+        # masked K bytes load as 0 -> u = 0x88 -> 8 + 8 in both nibbles, i.e. weight 0: consistent
+        acc = acc - 8 * a_sum[:, None]
+    if SPLIT_K == 1:
+        scaled_epilogue(acc, offs_m, offs_n, M, N, c_ptr, stride_cm, sx_ptr, sw_ptr, bias_ptr, HAS_BIAS, RAW)
+    else:
+        mask = (offs_m[:, None] < M) & (offs_n[None, :] < N)
+        ws_ptrs = ws_ptr + offs_m[:, None].to(tl.int64) * N + offs_n[None, :]
+        tl.atomic_add(ws_ptrs, acc, mask=mask, sem="relaxed")
+        tl.debug_barrier()
+        arrived = tl.atomic_add(lock_ptr + pid_mn, 1, sem="acq_rel")
+        if arrived == SPLIT_K - 1:
+            total = tl.atomic_xchg(ws_ptrs, tl.zeros_like(acc), mask=mask, sem="acq_rel")
+            tl.atomic_xchg(lock_ptr + pid_mn, 0, sem="relaxed")
+            scaled_epilogue(
+                total, offs_m, offs_n, M, N, c_ptr, stride_cm, sx_ptr, sw_ptr, bias_ptr, HAS_BIAS, RAW
+            )
+
+
+class _Workspace:
+    """Per-device int32 workspace and tile counters for split-K, kept all-zero between calls.
+
+    Allocate before CUDA-graph capture (any eager call of the op does): a capture then reuses the
+    same buffers on every replay. Two concurrent calls on different streams would share them, so
+    split-K ops on one device must run on one stream at a time (the usual case).
+    """
+
+    def __init__(self) -> None:
+        self._buffers: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, device: torch.device, ws_numel: int, tiles: int) -> tuple[torch.Tensor, torch.Tensor]:
+        with self._lock:
+            ws, locks = self._buffers.get(device, (None, None))
+            if ws is None or ws.numel() < ws_numel or locks.numel() < tiles:
+                size = max(ws_numel, 0 if ws is None else ws.numel(), 1 << 16)
+                n_locks = max(tiles, 0 if locks is None else locks.numel(), 1 << 12)
+                ws = torch.zeros(size, dtype=torch.int32, device=device)
+                locks = torch.zeros(n_locks, dtype=torch.int32, device=device)
+                self._buffers[device] = (ws, locks)
+            return ws, locks
+
+
+WORKSPACE = _Workspace()
+
+
+def launch_packed(
+    a: torch.Tensor,
+    b: torch.Tensor,
+    sx: torch.Tensor,
+    sw: torch.Tensor,
+    bias: torch.Tensor | None,
+    out: torch.Tensor,
+    config: PackedConfig,
+    raw: bool = False,
+) -> torch.Tensor:
+    """out [M, N] = epilogue(a @ unpack(b)ᵀ); b packed uint8 [N, K/2]; a int8 [M, K] or packed [M, K/2]."""
+    m = a.shape[0]
+    n, kp = b.shape
+    if m == 0 or n == 0:
+        return out
+    cfg = config
+    a_packed = a.dtype == torch.uint8
+    tiles = triton.cdiv(m, cfg.block_m) * triton.cdiv(n, cfg.block_n)
+    split = max(1, min(cfg.split_k, triton.cdiv(kp, cfg.block_kp)))
+    if split > 1:
+        ws, locks = WORKSPACE.get(out.device, m * n, tiles)
+    else:
+        ws = locks = sw  # unused
+    _packed_kernel[(tiles, split)](
+        a,
+        b,
+        out,
+        sx,
+        sw,
+        bias if bias is not None else sw,
+        ws,
+        locks,
+        m,
+        n,
+        kp,
+        a.stride(0),
+        b.stride(0),
+        out.stride(0),
+        BM=cfg.block_m,
+        BN=cfg.block_n,
+        BKP=cfg.block_kp,
+        SPLIT_K=split,
+        A_PACKED=a_packed,
+        UNPACK=cfg.unpack,
+        HAS_BIAS=bias is not None,
+        RAW=raw,
+        num_warps=cfg.num_warps,
+        num_stages=cfg.num_stages,
+    )
+    return out
+
+
+def default_config(m: int, n: int, kp: int, device_sms: int | None = None) -> PackedConfig:
+    """Tiles and split-K so that the weight stream fills the GPU (measured on an H100)."""
+    if interpreting():
+        return PackedConfig(block_m=16, block_n=16, block_kp=32, split_k=2, num_warps=4, num_stages=1)
+    block_m = 16 if m <= 16 else 32 if m <= 32 else 64
+    block_n = 64
+    block_kp = 256
+    tiles = triton.cdiv(m, block_m) * triton.cdiv(n, block_n)
+    sms = device_sms or 132
+    split = 1
+    while tiles * split < 2 * sms and split < 8 and triton.cdiv(kp, block_kp * split * 2) >= 2:
+        split *= 2
+    return PackedConfig(block_m=block_m, block_n=block_n, block_kp=block_kp, split_k=split)
+
+
+def config_for(a: torch.Tensor, n: int, kp: int) -> PackedConfig:
+    return default_config(a.shape[0], n, kp, sm_count(a) if a.is_cuda else None)

@@ -1,0 +1,239 @@
+"""Prefill GEMM: int4 *values* stored as int8 or fp8 e4m3, so the tensor cores read them straight
+from shared memory (wgmma on Hopper), with the scale epilogue fused.
+
+Hopper has no int4 tensor cores, and unpacking nibbles in registers right before `tl.dot` takes the
+operands off the shared-memory wgmma path (half speed, measured; docs/benchmarks/kernels.md). So for
+compute-bound token counts the activation kernel writes int8/fp8 values and the weights are unpacked
+once at load. Exactness is unchanged:
+
+- int8 x int8 accumulates in int32: exact;
+- fp8 x fp8 products of int4 values are exact and fp32 sums of integers stay exact below 2^24,
+  but Hopper's fp8 wgmma accumulates internally with fewer mantissa bits unless partial sums are
+  promoted to a float32 accumulator; `imprecise` = None uses Triton's fast default, an integer n
+  promotes every n products (n <= 128 keeps every partial sum of int4 products below 2^13).
+
+Two schedules, same math: `tma` (persistent grid over output tiles, operands through the TMA copy
+engine, zero-filled out of bounds) and `ptr` (one program per tile, masked pointer loads; any
+alignment). Both use GROUP_M tile grouping for L2 reuse and the same epilogue.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import triton
+import triton.language as tl
+
+from fq_kernels._runtime import interpreting, sm_count
+from fq_kernels.triton.common import grouped_tile, scaled_epilogue
+
+
+@dataclass(frozen=True)
+class PrefillConfig:
+    block_m: int = 128
+    block_n: int = 256
+    block_k: int = 128
+    group_m: int = 8
+    num_warps: int = 8
+    num_stages: int = 3
+    schedule: str = "tma"  # "tma" (persistent) or "ptr"
+    imprecise: int | None = 128  # fp8 only: promote to the float32 accumulator every n products
+
+
+@triton.jit
+def _mma(a, b, acc, IS_FP8: tl.constexpr, IMPRECISE: tl.constexpr):
+    """acc += a @ bᵀ (b is the [BN, BK] weight tile, K-major as wgmma wants for 8-bit types)."""
+    if IS_FP8:
+        if IMPRECISE == 0:  # noqa: SIM108 (constexpr branches, one dot each)
+            acc = tl.dot(a, b.T, acc)
+        else:
+            acc = tl.dot(a, b.T, acc, max_num_imprecise_acc=IMPRECISE)
+    else:
+        acc = tl.dot(a, b.T, acc, out_dtype=tl.int32)
+    return acc
+
+
+@triton.jit
+def _prefill_tma_kernel(
+    a_desc,
+    b_desc,
+    c_ptr,
+    sx_ptr,
+    sw_ptr,
+    bias_ptr,
+    M,
+    N,
+    K,
+    stride_cm,
+    num_progs,
+    BM: tl.constexpr,
+    BN: tl.constexpr,
+    BK: tl.constexpr,
+    GROUP_M: tl.constexpr,
+    IS_FP8: tl.constexpr,
+    IMPRECISE: tl.constexpr,
+    HAS_BIAS: tl.constexpr,
+    RAW: tl.constexpr,
+):
+    start = tl.program_id(0)
+    num_pid_m = tl.cdiv(M, BM)
+    num_pid_n = tl.cdiv(N, BN)
+    k_tiles = tl.cdiv(K, BK)
+    num_tiles = num_pid_m * num_pid_n
+    acc_dtype = tl.float32 if IS_FP8 else tl.int32
+    # The epilogue recomputes its tile from its own counter so that the pipeliner, which flattens
+    # the two loops, can overlap the next tile's loads with this tile's stores.
+    tile_c = start - num_progs
+    for tile_id in tl.range(start, num_tiles, num_progs, flatten=True):
+        pid_m, pid_n = grouped_tile(tile_id, num_pid_m, num_pid_n, GROUP_M)
+        off_m = pid_m * BM
+        off_n = pid_n * BN
+        acc = tl.zeros((BM, BN), dtype=acc_dtype)
+        for ki in range(k_tiles):
+            a = a_desc.load([off_m, ki * BK])
+            b = b_desc.load([off_n, ki * BK])
+            acc = _mma(a, b, acc, IS_FP8, IMPRECISE)
+        tile_c += num_progs
+        pid_m_c, pid_n_c = grouped_tile(tile_c, num_pid_m, num_pid_n, GROUP_M)
+        offs_m = pid_m_c * BM + tl.arange(0, BM)
+        offs_n = pid_n_c * BN + tl.arange(0, BN)
+        scaled_epilogue(acc, offs_m, offs_n, M, N, c_ptr, stride_cm, sx_ptr, sw_ptr, bias_ptr, HAS_BIAS, RAW)
+
+
+@triton.jit
+def _prefill_ptr_kernel(
+    a_ptr,
+    b_ptr,
+    c_ptr,
+    sx_ptr,
+    sw_ptr,
+    bias_ptr,
+    M,
+    N,
+    K,
+    stride_am,
+    stride_bn,
+    stride_cm,
+    BM: tl.constexpr,
+    BN: tl.constexpr,
+    BK: tl.constexpr,
+    GROUP_M: tl.constexpr,
+    IS_FP8: tl.constexpr,
+    IMPRECISE: tl.constexpr,
+    HAS_BIAS: tl.constexpr,
+    RAW: tl.constexpr,
+    EVEN_K: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    num_pid_m = tl.cdiv(M, BM)
+    num_pid_n = tl.cdiv(N, BN)
+    pid_m, pid_n = grouped_tile(pid, num_pid_m, num_pid_n, GROUP_M)
+    offs_m = pid_m * BM + tl.arange(0, BM)
+    offs_n = pid_n * BN + tl.arange(0, BN)
+    offs_k = tl.arange(0, BK)
+    # Out-of-range rows/columns read row 0 (valid memory) and are masked at the store.
+    rows_a = tl.where(offs_m < M, offs_m, 0).to(tl.int64)
+    rows_b = tl.where(offs_n < N, offs_n, 0).to(tl.int64)
+    a_ptrs = a_ptr + rows_a[:, None] * stride_am + offs_k[None, :]
+    b_ptrs = b_ptr + rows_b[:, None] * stride_bn + offs_k[None, :]
+    acc = tl.zeros((BM, BN), dtype=tl.float32 if IS_FP8 else tl.int32)
+    for ki in range(tl.cdiv(K, BK)):
+        if EVEN_K:
+            a = tl.load(a_ptrs)
+            b = tl.load(b_ptrs)
+        else:
+            k_mask = offs_k < K - ki * BK
+            a = tl.load(a_ptrs, mask=k_mask[None, :], other=0.0)
+            b = tl.load(b_ptrs, mask=k_mask[None, :], other=0.0)
+        acc = _mma(a, b, acc, IS_FP8, IMPRECISE)
+        a_ptrs += BK
+        b_ptrs += BK
+    scaled_epilogue(acc, offs_m, offs_n, M, N, c_ptr, stride_cm, sx_ptr, sw_ptr, bias_ptr, HAS_BIAS, RAW)
+
+
+def _tma_ok(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """TMA needs 16-byte aligned bases and row strides (K bytes here: int8/fp8 are 1 byte)."""
+    return (
+        a.stride(0) % 16 == 0 and b.stride(0) % 16 == 0 and a.data_ptr() % 16 == 0 and b.data_ptr() % 16 == 0
+    )
+
+
+def launch_prefill(
+    a: torch.Tensor,
+    b: torch.Tensor,
+    sx: torch.Tensor,
+    sw: torch.Tensor,
+    bias: torch.Tensor | None,
+    out: torch.Tensor,
+    config: PrefillConfig,
+    raw: bool = False,
+) -> torch.Tensor:
+    """out [M, N] = epilogue(a [M, K] @ b [N, K]ᵀ); a and b both int8 or both fp8, last dim contiguous.
+
+    raw=True writes the int32 accumulators instead (out must be int32): the exactness checks use it.
+    """
+    m, k = a.shape
+    n = b.shape[0]
+    if m == 0 or n == 0:
+        return out
+    is_fp8 = a.dtype == torch.float8_e4m3fn
+    imprecise = 0 if (config.imprecise is None or not is_fp8) else min(config.imprecise, config.block_k)
+    bias_arg = bias if bias is not None else sw
+    cfg = config
+    common = {
+        "BM": cfg.block_m,
+        "BN": cfg.block_n,
+        "BK": cfg.block_k,
+        "GROUP_M": cfg.group_m,
+        "IS_FP8": is_fp8,
+        "IMPRECISE": imprecise,
+        "HAS_BIAS": bias is not None,
+        "RAW": raw,
+        "num_warps": cfg.num_warps,
+        "num_stages": cfg.num_stages,
+    }
+    tiles = triton.cdiv(m, cfg.block_m) * triton.cdiv(n, cfg.block_n)
+    if cfg.schedule == "tma" and _tma_ok(a, b):
+        from triton.tools.tensor_descriptor import TensorDescriptor
+
+        a_desc = TensorDescriptor.from_tensor(a, [cfg.block_m, cfg.block_k])
+        b_desc = TensorDescriptor.from_tensor(b, [cfg.block_n, cfg.block_k])
+        progs = min(tiles, sm_count(a))
+        _prefill_tma_kernel[(progs,)](
+            a_desc, b_desc, out, sx, sw, bias_arg, m, n, k, out.stride(0), progs, **common
+        )
+    else:
+        _prefill_ptr_kernel[(tiles,)](
+            a,
+            b,
+            out,
+            sx,
+            sw,
+            bias_arg,
+            m,
+            n,
+            k,
+            a.stride(0),
+            b.stride(0),
+            out.stride(0),
+            EVEN_K=k % cfg.block_k == 0,
+            **common,
+        )
+    return out
+
+
+def interpreter_config() -> PrefillConfig:
+    """Small tiles: the interpreter runs every program in turn on the CPU."""
+    return PrefillConfig(block_m=16, block_n=32, block_k=32, group_m=2, num_warps=4, num_stages=1)
+
+
+def default_config(m: int, n: int, k: int, fp8: bool) -> PrefillConfig:
+    """Tile choice by problem size (measured on an H100; docs/benchmarks/kernels.md)."""
+    if interpreting():
+        return interpreter_config()
+    if m <= 64:
+        return PrefillConfig(block_m=64, block_n=128, block_k=128, num_warps=4, num_stages=4)
+    if m <= 256:
+        return PrefillConfig(block_m=128, block_n=128, block_k=128, num_warps=8, num_stages=4)
+    return PrefillConfig()

@@ -1,0 +1,131 @@
+"""KV-cache quantisation: asymmetric int4 per group of the last dim, packed two per byte.
+
+A contiguous tensor [..., D] is a matrix of groups [R, G] (R = numel / G): each program takes
+BLOCK_R groups, reduces min/max per row, and writes packed bytes [R, G/2], float32 scales and
+uint8 zero points [R]. The rounding and clamping follow fq-core's asymmetric quantiser exactly
+(IEEE division, ties to even), so the integers are bit-exact with `reference.quant_kv_ref`.
+Dequantisation is the inverse layout: (q - zero) * scale in float32, cast to the output dtype.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from fq_kernels._runtime import next_pow2
+from fq_kernels.triton.common import round_half_even
+
+
+@triton.jit
+def _quant_kv_kernel(
+    x_ptr,
+    clip_ptr,
+    q_ptr,
+    s_ptr,
+    z_ptr,
+    R,
+    G: tl.constexpr,
+    BG: tl.constexpr,
+    BLOCK_R: tl.constexpr,
+    QMAX: tl.constexpr,
+):
+    pid = tl.program_id(0).to(tl.int64)
+    rows = pid * BLOCK_R + tl.arange(0, BLOCK_R)
+    cols = tl.arange(0, BG)
+    row_mask = rows < R
+    mask = row_mask[:, None] & (cols[None, :] < G)
+    x = tl.load(x_ptr + rows[:, None] * G + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+    clip_max = tl.load(clip_ptr)
+    clip_min = tl.load(clip_ptr + 1)
+    xmax = tl.maximum(tl.max(x, axis=1), 0.0) * clip_max
+    xmin = tl.minimum(tl.min(x, axis=1), 0.0) * clip_min
+    empty = (xmin == 0.0) & (xmax == 0.0)
+    xmin = tl.where(empty, -1.0, xmin)
+    xmax = tl.where(empty, 1.0, xmax)
+    scale = tl.math.div_rn(xmax - xmin, tl.zeros_like(xmax) + QMAX)
+    zero = round_half_even(tl.math.div_rn(-xmin, scale))
+    v = tl.math.div_rn(x, tl.zeros_like(x) + scale[:, None])
+    v = tl.minimum(tl.maximum(v, -(QMAX + 2.0)), QMAX + 2.0)
+    q = tl.minimum(tl.maximum(round_half_even(v) + zero[:, None], 0.0), QMAX)
+    bad = tl.sum(tl.where(tl.abs(x) < float("inf"), 0, 1), axis=1) > 0
+    q = tl.where(bad[:, None], 0.0, q)
+    zero = tl.where(bad, 0.0, zero)
+    scale = tl.where(bad, float("nan"), scale)
+    lo, hi = tl.split(tl.reshape(q.to(tl.int32), [BLOCK_R, BG // 2, 2]))
+    byte = (lo | (hi << 4)).to(tl.uint8)
+    pcols = tl.arange(0, BG // 2)
+    tl.store(
+        q_ptr + rows[:, None] * (G // 2) + pcols[None, :],
+        byte,
+        mask=row_mask[:, None] & (pcols[None, :] < G // 2),
+    )
+    tl.store(s_ptr + rows, scale, mask=row_mask)
+    tl.store(z_ptr + rows, zero.to(tl.uint8), mask=row_mask)
+
+
+@triton.jit
+def _dequant_kv_kernel(
+    q_ptr,
+    s_ptr,
+    z_ptr,
+    out_ptr,
+    R,
+    G: tl.constexpr,
+    BG: tl.constexpr,
+    BLOCK_R: tl.constexpr,
+):
+    pid = tl.program_id(0).to(tl.int64)
+    rows = pid * BLOCK_R + tl.arange(0, BLOCK_R)
+    row_mask = rows < R
+    pcols = tl.arange(0, BG // 2)
+    pmask = row_mask[:, None] & (pcols[None, :] < G // 2)
+    byte = tl.load(q_ptr + rows[:, None] * (G // 2) + pcols[None, :], mask=pmask, other=0).to(tl.int32)
+    scale = tl.load(s_ptr + rows, mask=row_mask, other=0.0)
+    zero = tl.load(z_ptr + rows, mask=row_mask, other=0).to(tl.float32)
+    lo = ((byte & 15).to(tl.float32) - zero[:, None]) * scale[:, None]
+    hi = ((byte >> 4).to(tl.float32) - zero[:, None]) * scale[:, None]
+    out = tl.reshape(tl.join(lo, hi), [BLOCK_R, BG])
+    cols = tl.arange(0, BG)
+    mask = row_mask[:, None] & (cols[None, :] < G)
+    tl.store(out_ptr + rows[:, None] * G + cols[None, :], out.to(out_ptr.dtype.element_ty), mask=mask)
+
+
+def _block_rows(bg: int) -> int:
+    return max(1, min(64, 4096 // bg))
+
+
+def launch_quant_kv(
+    x: torch.Tensor, group_size: int, clip: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(q uint8 [..., D/2], scale float32 [..., D/G], zero uint8 [..., D/G]) for contiguous x."""
+    d = x.shape[-1]
+    lead = x.shape[:-1]
+    xc = x.contiguous()
+    r = xc.numel() // group_size
+    q = torch.empty((*lead, d // 2), dtype=torch.uint8, device=x.device)
+    scale = torch.empty((*lead, d // group_size), dtype=torch.float32, device=x.device)
+    zero = torch.empty((*lead, d // group_size), dtype=torch.uint8, device=x.device)
+    if r:
+        bg = max(2, next_pow2(group_size))
+        block_r = _block_rows(bg)
+        _quant_kv_kernel[(triton.cdiv(r, block_r),)](
+            xc, clip, q, scale, zero, r, G=group_size, BG=bg, BLOCK_R=block_r, QMAX=15, num_warps=4
+        )
+    return q, scale, zero
+
+
+def launch_dequant_kv(
+    q: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, group_size: int, out_dtype: torch.dtype
+) -> torch.Tensor:
+    d = q.shape[-1] * 2
+    qc, sc, zc = q.contiguous(), scale.contiguous().to(torch.float32), zero.contiguous()
+    out = torch.empty((*q.shape[:-1], d), dtype=out_dtype, device=q.device)
+    r = out.numel() // group_size
+    if r:
+        bg = max(2, next_pow2(group_size))
+        block_r = _block_rows(bg)
+        _dequant_kv_kernel[(triton.cdiv(r, block_r),)](
+            qc, sc, zc, out, r, G=group_size, BG=bg, BLOCK_R=block_r, num_warps=4
+        )
+    return out

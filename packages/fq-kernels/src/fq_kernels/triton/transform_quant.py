@@ -1,0 +1,214 @@
+"""Fused online transform + per-token quantisation: one read of x, one write of the int values.
+
+Each program owns whole tokens (a token's absmax needs all of it). For a token x of size n1 * n2,
+viewed as the n1 x n2 tile X (padded to powers of two, padding = 0):
+
+    Y = leftᵀ · X · right      (two tensor-core dots; either factor may be absent)
+    absmax = max(max(Y, 0)·clip_max, -min(Y, 0)·clip_min);  scale = absmax / qmax (1 if absmax == 0)
+    q = clamp(round_half_even(Y / scale), qmin, qmax)
+
+and q leaves as packed int4 bytes, int8 or fp8 e4m3 (whatever the GEMM that reads it wants), with
+one float32 scale per token. The programs loop over tokens (a persistent grid), so the two factors
+are loaded once per program and the next token's load overlaps this one's math.
+
+Precision of the dots (`dot`): "ieee" (float32; the interpreter's only exact mode, and the default
+for float32 inputs), "tf32", "bf16" / "fp16" (the token's own 16-bit type; factors and the
+intermediate rounded to it, float32 accumulation). Division is IEEE (`div_rn`), so with no
+transform the result is bit-exact with the reference.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from fq_kernels._runtime import interpreting, next_pow2, sm_count
+from fq_kernels.triton.common import round_half_even
+
+OUT_CODES: dict[str, int] = {"packed": 0, "int8": 1, "fp8": 2}
+DOT_CODES: dict[str, int] = {"ieee": 0, "tf32": 1, "bf16": 2, "fp16": 3}
+DEFAULT_DOT: dict[torch.dtype, str] = {
+    torch.float32: "ieee",
+    torch.bfloat16: "bf16",
+    torch.float16: "fp16",
+}
+"""Dot precision per input dtype on the GPU (the benchmark records which one it ran)."""
+PROGRAMS_PER_SM = 8
+NUM_STAGES = 1
+"""Software-pipelining depth of the token loop (loads of the next token during this one's math)."""
+
+
+@triton.jit
+def _dot(a, b, DOT: tl.constexpr):
+    if DOT == 0:
+        out = tl.dot(a.to(tl.float32), b.to(tl.float32), input_precision="ieee")
+    elif DOT == 1:
+        out = tl.dot(a.to(tl.float32), b.to(tl.float32), input_precision="tf32")
+    elif DOT == 2:
+        out = tl.dot(a.to(tl.bfloat16), b.to(tl.bfloat16))
+    else:
+        out = tl.dot(a.to(tl.float16), b.to(tl.float16))
+    return out
+
+
+@triton.jit
+def _transform_quant_kernel(
+    x_ptr,
+    left_ptr,
+    right_ptr,
+    clip_ptr,
+    q_ptr,
+    s_ptr,
+    M,
+    stride_xm,
+    stride_qm,
+    N1: tl.constexpr,
+    N2: tl.constexpr,
+    B1: tl.constexpr,
+    B2: tl.constexpr,
+    HAS_LEFT: tl.constexpr,
+    HAS_RIGHT: tl.constexpr,
+    OUT: tl.constexpr,
+    DOT: tl.constexpr,
+    QMIN: tl.constexpr,
+    QMAX: tl.constexpr,
+):
+    pid = tl.program_id(0).to(tl.int64)  # int64 token index: M * K may pass 2^31
+    nprog = tl.num_programs(0)
+    rows = tl.arange(0, B1)
+    cols = tl.arange(0, B2)
+    tile_mask = (rows[:, None] < N1) & (cols[None, :] < N2)
+    tile_offs = rows[:, None] * N2 + cols[None, :]
+    if HAS_RIGHT:
+        right = tl.load(
+            right_ptr + cols[:, None] * N2 + cols[None, :],
+            mask=(cols[:, None] < N2) & (cols[None, :] < N2),
+            other=0.0,
+        )
+    if HAS_LEFT:
+        # left_t[i, k] = left[k, i]
+        left_t = tl.load(
+            left_ptr + rows[None, :] * N1 + rows[:, None],
+            mask=(rows[:, None] < N1) & (rows[None, :] < N1),
+            other=0.0,
+        )
+    clip_max = tl.load(clip_ptr)
+    clip_min = tl.load(clip_ptr + 1)
+    for t in range(pid, M, nprog):
+        x = tl.load(x_ptr + t * stride_xm + tile_offs, mask=tile_mask, other=0.0)
+        y = x.to(tl.float32)
+        if HAS_RIGHT:
+            y = _dot(x, right, DOT)
+        if HAS_LEFT:
+            y = _dot(left_t, y, DOT)
+        ymax = tl.maximum(tl.max(y), 0.0) * clip_max
+        ymin = tl.minimum(tl.min(y), 0.0) * clip_min
+        absmax = tl.maximum(ymax, -ymin)
+        scale = tl.math.div_rn(absmax, tl.full([], QMAX, tl.float32))
+        scale = tl.where(absmax == 0.0, 1.0, scale)
+        nonfinite = tl.sum(tl.where(tl.abs(y) < float("inf"), 0, 1))
+        v = tl.math.div_rn(y, tl.zeros_like(y) + scale)
+        v = tl.minimum(tl.maximum(v, QMIN - 1.0), QMAX + 1.0)
+        q = tl.minimum(tl.maximum(round_half_even(v), QMIN), QMAX)
+        bad = nonfinite > 0
+        q = tl.where(bad, 0.0, q)
+        scale = tl.where(bad, float("nan"), scale)
+        q_row = q_ptr + t * stride_qm
+        if OUT == 0:
+            qi = q.to(tl.int32)
+            lo, hi = tl.split(tl.reshape(qi, [B1, B2 // 2, 2]))
+            byte = ((lo & 15) | ((hi & 15) << 4)).to(tl.uint8)
+            pcols = tl.arange(0, B2 // 2)
+            pmask = (rows[:, None] < N1) & (pcols[None, :] < N2 // 2)
+            tl.store(q_row + rows[:, None] * (N2 // 2) + pcols[None, :], byte, mask=pmask)
+        elif OUT == 1:
+            tl.store(q_row + tile_offs, q.to(tl.int8), mask=tile_mask)
+        else:
+            tl.store(q_row + tile_offs, q.to(tl.float8e4nv), mask=tile_mask)
+        tl.store(s_ptr + t, scale)
+
+
+def factor_sizes(k: int, left: torch.Tensor | None, right: torch.Tensor | None) -> tuple[int, int]:
+    """(n1, n2) of the token tile: from the factors, or (1, K) when there is no transform."""
+    if left is not None and right is not None:
+        n1, n2 = left.shape[0], right.shape[0]
+        if n1 * n2 != k:
+            raise ValueError(f"left {tuple(left.shape)} x right {tuple(right.shape)} do not factor K = {k}")
+        return n1, n2
+    if left is not None:
+        n1 = left.shape[0]
+        if k % n1:
+            raise ValueError(f"heads factor of size {n1} does not divide K = {k}")
+        return n1, k // n1
+    if right is not None:
+        n2 = right.shape[0]
+        if k % n2:
+            raise ValueError(f"right factor of size {n2} does not divide K = {k}")
+        return k // n2, n2
+    return 1, k
+
+
+def launch_transform_quant(
+    x2: torch.Tensor,
+    left: torch.Tensor | None,
+    right: torch.Tensor | None,
+    clip: torch.Tensor,
+    bits: int,
+    out_format: str,
+    dot: str | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Run the kernel on x2 [M, K] (last dim contiguous); returns (values [M, K or K/2], scales [M]).
+
+    `clip` is float32 [2] (clip_max, clip_min) on x2's device; the factors are float32 (cast here).
+    """
+    m, k = x2.shape
+    n1, n2 = factor_sizes(k, left, right)
+    has_left, has_right = left is not None, right is not None
+    fmt = out_format
+    if fmt == "packed" and n2 % 2:
+        fmt = "int8"  # a packed byte would straddle two tile rows: pack the int8 values afterwards
+    transformed = has_left or has_right
+    b1 = max(next_pow2(n1), 16 if transformed else 1)
+    b2 = max(next_pow2(n2), 16 if transformed else 2)
+    if dot is None:
+        dot = "ieee" if interpreting() else DEFAULT_DOT.get(x2.dtype, "ieee")
+    device = x2.device
+    width = k // 2 if fmt == "packed" else k
+    out_dtype = {"packed": torch.uint8, "int8": torch.int8, "fp8": torch.float8_e4m3fn}[fmt]
+    q = torch.empty((m, width), dtype=out_dtype, device=device)
+    scale = torch.empty((m,), dtype=torch.float32, device=device)
+    if m > 0:
+        left32 = left.to(device=device, dtype=torch.float32).contiguous() if has_left else clip
+        right32 = right.to(device=device, dtype=torch.float32).contiguous() if has_right else clip
+        elems = b1 * b2
+        num_warps = 2 if elems <= 1024 else 4 if elems <= 4096 else 8
+        grid = (min(m, sm_count(x2) * PROGRAMS_PER_SM),)
+        _transform_quant_kernel[grid](
+            x2,
+            left32,
+            right32,
+            clip,
+            q,
+            scale,
+            m,
+            x2.stride(0),
+            q.stride(0),
+            N1=n1,
+            N2=n2,
+            B1=b1,
+            B2=b2,
+            HAS_LEFT=has_left,
+            HAS_RIGHT=has_right,
+            OUT=OUT_CODES[fmt],
+            DOT=DOT_CODES[dot],
+            QMIN=-(2 ** (bits - 1)),
+            QMAX=2 ** (bits - 1) - 1,
+            num_warps=num_warps,
+            num_stages=NUM_STAGES,
+        )
+    if fmt != out_format:  # packed output of an odd-n2 tile
+        from fq_core.quant.pack import pack_int4
+
+        q = pack_int4(q)
+    return q, scale

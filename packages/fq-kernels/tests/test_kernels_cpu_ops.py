@@ -1,0 +1,241 @@
+"""Triton kernels in the CPU interpreter (TRITON_INTERPRET=1, as `nox -s tests` sets) against the
+references, on small shapes: transform_quant (all variants, layouts, non-finite and zero tokens),
+the packed and the int8/fp8 GEMM kernels (both schedules, split-K), the KV-cache kernels.
+
+Kernels are compiled or interpreted when first imported, so this module sets TRITON_INTERPRET
+before anything imports `fq_kernels.triton` when no GPU is present.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+from fq_core.quant.pack import pack_int4
+from fq_kernels import reference as ref
+from fq_kernels._runtime import interpreter_usable
+from fq_kernels.testing import (
+    assert_epilogue_close,
+    assert_quant_close,
+    assert_quant_equal,
+    random_orthogonal,
+    signed_permutation,
+)
+
+pytestmark = [
+    pytest.mark.skipif(
+        not interpreter_usable(),
+        reason="CPU kernel tests need TRITON_INTERPRET=1 set before triton is first imported "
+        "(nox -s tests sets it; on a GPU machine run `-m gpu`)",
+    ),
+    pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning"),  # numpy on NaN tokens
+]
+
+
+def _tq():
+    from fq_kernels.triton.transform_quant import launch_transform_quant
+
+    return launch_transform_quant
+
+
+# ---------------------------------------------------------------------------------------------
+# transform_quant
+
+
+@pytest.mark.parametrize(("n1", "n2"), [(4, 8), (6, 10), (3, 12), (16, 16), (6, 5)])
+@pytest.mark.parametrize("variant", ["kron", "heads", "right", "none"])
+def test_transform_quant_matches_reference(n1: int, n2: int, variant: str) -> None:
+    g = torch.Generator().manual_seed(n1 * 100 + n2)
+    k = n1 * n2
+    if k % 2:
+        pytest.skip("packed int4 needs an even K")
+    x = torch.randn(6, k, generator=g) * 3
+    x[1] = 0
+    left = random_orthogonal(n1, g) if variant in ("kron", "heads") else None
+    right = random_orthogonal(n2, g) if variant in ("kron", "right") else None
+    clip = torch.tensor([0.9, 0.8])
+    for fmt in ("packed", "int8", "fp8"):
+        q, s = _tq()(x, left, right, clip, 4, fmt)
+        q_ref, s_ref = ref.transform_quant_ref(x, left, right, clip, 4, fmt)
+        if variant == "none":
+            assert_quant_equal(q, s, q_ref, s_ref)
+        else:  # float32 dots in the interpreter: equal but for values on a rounding boundary
+            assert_quant_close(q, s, q_ref, s_ref, scale_rtol=1e-5, max_mismatch=0.02)
+        assert s[1] == 1
+
+
+def test_exactly_representable_transform_is_bit_exact() -> None:
+    g = torch.Generator().manual_seed(5)
+    left, right = signed_permutation(8, g, 2.0), signed_permutation(16, g)
+    x = torch.randint(-40, 40, (9, 128), generator=g).float() / 4
+    q, s = _tq()(x, left, right, ref.clip_pair((1.0, 0.9)), 4, "packed")
+    assert_quant_equal(q, s, *ref.transform_quant_ref(x, left, right, (1.0, 0.9), 4, "packed"))
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
+@pytest.mark.parametrize("bits", [2, 3, 4, 8])
+def test_plain_quantisation_is_bit_exact(dtype: torch.dtype, bits: int) -> None:
+    g = torch.Generator().manual_seed(bits)
+    x = (torch.randn(11, 96, generator=g) * 5).to(dtype)
+    x[0] = 0
+    x[2, 4] = float("nan")
+    x[3, 9] = float("inf")
+    x[4] = x[4].abs()  # all non-negative: only clip_max matters
+    x[5, ::2] = 0.25  # exact ties after division for some scales
+    fmt = "packed" if bits <= 4 else "int8"
+    clip = ref.clip_pair((0.8, 0.6))
+    q, s = _tq()(x, None, None, clip, bits, fmt)
+    q_ref, s_ref = ref.transform_quant_ref(x, None, None, clip, bits, fmt)
+    assert_quant_equal(q, s, q_ref, s_ref)
+    assert torch.isnan(s[2:4]).all() and s[0] == 1
+
+
+def test_ties_round_to_even() -> None:
+    # absmax 7 -> scale 1: values k + 0.5 are exact ties
+    x = torch.tensor([[7.0, 0.5, 1.5, 2.5, -0.5, -1.5, -2.5, 3.5]])
+    q, _ = _tq()(x, None, None, ref.clip_pair(1.0), 4, "int8")
+    assert q.tolist() == [[7, 0, 2, 2, 0, -2, -2, 4]]
+
+
+def test_odd_right_factor_still_packs() -> None:
+    g = torch.Generator().manual_seed(7)
+    left, right = random_orthogonal(4, g), random_orthogonal(5, g)
+    x = torch.randn(3, 20, generator=g)
+    q, s = _tq()(x, left, right, ref.clip_pair(1.0), 4, "packed")
+    assert q.shape == (3, 10) and q.dtype == torch.uint8
+    assert_quant_close(
+        q, s, *ref.transform_quant_ref(x, left, right, 1.0, 4, "packed"), scale_rtol=1e-5, max_mismatch=0.05
+    )
+
+
+def test_op_keeps_leading_dims_and_strided_rows() -> None:
+    from fq_kernels import ops
+
+    g = torch.Generator().manual_seed(8)
+    base = torch.randn(2, 3, 80, generator=g)
+    x = base[..., :64]  # rows with a stride larger than K
+    q, s = ops.transform_quant(x, random_orthogonal(8, g), random_orthogonal(8, g), 0.9, out_format="int8")
+    assert q.shape == (2, 3, 64) and s.shape == (2, 3)
+    q2, s2 = ops.quantize_act(x, 0.9)
+    assert_quant_equal(q2, s2, *ref.transform_quant_ref(x, None, None, 0.9, 4, "packed"))
+
+
+# ---------------------------------------------------------------------------------------------
+# GEMM kernels
+
+
+def _operands(m: int, k: int, n: int, g: torch.Generator):
+    xv = torch.randint(-8, 8, (m, k), generator=g, dtype=torch.int8)
+    wv = torch.randint(-8, 8, (n, k), generator=g, dtype=torch.int8)
+    return xv, wv
+
+
+@pytest.mark.parametrize(("m", "k", "n"), [(1, 64, 16), (5, 96, 40), (17, 200, 33), (33, 64, 70)])
+@pytest.mark.parametrize("unpack", [0, 1])
+@pytest.mark.parametrize("split", [1, 3])
+@pytest.mark.parametrize("a_layout", ["int8", "packed"])
+def test_packed_gemm_is_exact(m: int, k: int, n: int, unpack: int, split: int, a_layout: str) -> None:
+    from fq_kernels.triton.gemm_packed import WORKSPACE, PackedConfig, launch_packed
+
+    g = torch.Generator().manual_seed(m * k + n)
+    xv, wv = _operands(m, k, n, g)
+    a = xv if a_layout == "int8" else pack_int4(xv)
+    wq = pack_int4(wv)
+    cfg = PackedConfig(block_m=16, block_n=16, block_kp=16, split_k=split, num_stages=1, unpack=unpack)
+    one = torch.ones(max(m, n))
+    acc = launch_packed(a, wq, one, one, None, torch.empty(m, n, dtype=torch.int32), cfg, raw=True)
+    assert torch.equal(acc, ref.int_matmul_ref(xv, wq))
+    sx, sw, bias = torch.rand(m, generator=g), torch.rand(n, generator=g), torch.randn(n, generator=g)
+    out = launch_packed(a, wq, sx, sw, bias, torch.empty(m, n, dtype=torch.bfloat16), cfg)
+    assert_epilogue_close(out, ref.w4a4_linear_ref(xv, sx, wq, sw, bias, torch.bfloat16))
+    for ws, locks in WORKSPACE._buffers.values():  # split-K leaves its workspace clean
+        assert not ws.any() and not locks.any()
+
+
+@pytest.mark.parametrize(("m", "k", "n"), [(1, 64, 16), (19, 96, 40), (40, 80, 64), (64, 200, 50)])
+@pytest.mark.parametrize("kind", ["int8", "fp8"])
+@pytest.mark.parametrize("schedule", ["tma", "ptr"])
+def test_prefill_gemm_is_exact(m: int, k: int, n: int, kind: str, schedule: str) -> None:
+    from fq_kernels.triton.gemm_prefill import PrefillConfig, launch_prefill
+
+    g = torch.Generator().manual_seed(m + k + n)
+    xv, wv = _operands(m, k, n, g)
+    dt = torch.int8 if kind == "int8" else torch.float8_e4m3fn
+    a, b = xv.to(dt), wv.to(dt)
+    cfg = PrefillConfig(
+        block_m=16, block_n=32, block_k=32, group_m=2, num_warps=4, num_stages=1, schedule=schedule
+    )
+    one = torch.ones(max(m, n))
+    acc = launch_prefill(a, b, one, one, None, torch.empty(m, n, dtype=torch.int32), cfg, raw=True)
+    assert torch.equal(acc, ref.int_matmul_ref(xv, wv))
+    sx, sw = torch.rand(m, generator=g), torch.rand(n, generator=g)
+    sx[m // 2] = float("nan")
+    for bias in (None, torch.randn(n, generator=g)):
+        out = launch_prefill(a, b, sx, sw, bias, torch.empty(m, n, dtype=torch.float16), cfg)
+        assert_epilogue_close(out, ref.w4a4_linear_ref(xv, sx, wv, sw, bias, torch.float16))
+        assert torch.isnan(out[m // 2]).all()
+
+
+def test_w4a4_linear_op_dispatches_every_layout() -> None:
+    from fq_kernels import ops
+    from fq_kernels.layout import prefill_weight
+
+    g = torch.Generator().manual_seed(11)
+    xv, wv = _operands(6, 64, 24, g)
+    wq = pack_int4(wv)
+    sx, sw = torch.rand(2, 3, generator=g), torch.rand(24, generator=g)
+    expected = ref.w4a4_linear_ref(xv, sx.reshape(-1), wq, sw)
+    layouts = [
+        (xv, wq),
+        (pack_int4(xv), wq),
+        (xv, prefill_weight(wq, "int8")),
+        (xv.to(torch.float8_e4m3fn), prefill_weight(wq, "fp8")),
+    ]
+    for a, w in layouts:
+        out = ops.w4a4_linear(a.reshape(2, 3, -1), sx, w, sw)
+        assert out.shape == (2, 3, 24) and out.dtype == torch.bfloat16
+        assert_epilogue_close(out.reshape(6, 24), expected)
+        assert torch.equal(ops.w4a4_matmul_int(a, w), ref.int_matmul_ref(xv, wq))
+
+
+def test_w4a4_linear_rejects_mismatched_operands() -> None:
+    from fq_kernels import ops
+
+    x8 = torch.zeros(2, 64, dtype=torch.int8)
+    with pytest.raises(ValueError, match="K ="):
+        ops.w4a4_linear(x8, torch.ones(2), torch.zeros(4, 16, dtype=torch.uint8), torch.ones(4))
+    with pytest.raises(ValueError, match="same dtype"):
+        ops.w4a4_linear(x8, torch.ones(2), torch.zeros(4, 64, dtype=torch.float8_e4m3fn), torch.ones(4))
+    with pytest.raises(ValueError, match="sx"):
+        ops.w4a4_linear(x8, torch.ones(3), torch.zeros(4, 32, dtype=torch.uint8), torch.ones(4))
+
+
+# ---------------------------------------------------------------------------------------------
+# KV cache
+
+
+@pytest.mark.parametrize("group", [8, 16, 24])
+def test_kv_kernels_are_bit_exact(group: int) -> None:
+    from fq_kernels import ops
+
+    g = torch.Generator().manual_seed(group)
+    x = (torch.randn(2, 3, 5, 48, generator=g) * 2 + 0.3).to(torch.bfloat16)
+    x[0, 0, 0] = 0
+    x[1, 2, 4, 3] = float("nan")
+    x[1, 1, 1, :group] = 2.0  # positive-only group
+    q, s, z = ops.quant_kv(x, group, (0.95, 0.9))
+    q_ref, s_ref, z_ref = ref.quant_kv_ref(x, group, (0.95, 0.9))
+    assert torch.equal(q, q_ref) and torch.equal(z, z_ref)
+    assert torch.equal(s.nan_to_num(-1), s_ref.nan_to_num(-1))
+    d = ops.dequant_kv(q, s, z, group, torch.float32)
+    assert torch.equal(
+        d.nan_to_num(5.0), ref.dequant_kv_ref(q_ref, s_ref, z_ref, group, torch.float32).nan_to_num(5.0)
+    )
+    # the interpreter truncates float32 -> bfloat16 (the GPU rounds to nearest): one ulp allowed here
+    d16 = ops.dequant_kv(q, s, z, group, torch.bfloat16)
+    assert_epilogue_close(d16, ref.dequant_kv_ref(q_ref, s_ref, z_ref, group, torch.bfloat16))

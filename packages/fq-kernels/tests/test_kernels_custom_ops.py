@@ -1,0 +1,69 @@
+"""The ops are real `torch.library` custom ops: registered, traceable (fake kernels), compilable."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+from torch._subclasses.fake_tensor import FakeTensorMode
+
+from fq_core.quant.pack import pack_int4
+from fq_kernels import ops
+from fq_kernels.testing import random_orthogonal
+
+OPS = ("transform_quant", "w4a4_linear", "quant_kv", "dequant_kv")
+
+
+@pytest.mark.parametrize("name", OPS)
+def test_registered_under_fq_kernels(name: str) -> None:
+    assert hasattr(torch.ops.fq_kernels, name)
+
+
+def test_fake_kernels_give_shapes_and_dtypes() -> None:
+    with FakeTensorMode():
+        x = torch.empty(2, 5, 64, dtype=torch.bfloat16)
+        q, s = ops.transform_quant(x, torch.empty(8, 8), torch.empty(8, 8), torch.empty(2), 4, "packed")
+        assert (
+            q.shape == (2, 5, 32)
+            and q.dtype == torch.uint8
+            and s.shape == (2, 5)
+            and s.dtype == torch.float32
+        )
+        q8, _ = ops.transform_quant(x, None, None, torch.empty(2), 4, "fp8")
+        assert q8.shape == (2, 5, 64) and q8.dtype == torch.float8_e4m3fn
+        out = ops.w4a4_linear(
+            q, s, torch.empty(48, 32, dtype=torch.uint8), torch.empty(48), None, torch.float16
+        )
+        assert out.shape == (2, 5, 48) and out.dtype == torch.float16
+        kq, ks, kz = ops.quant_kv(torch.empty(3, 4, 256), 128, torch.empty(2))
+        assert kq.shape == (3, 4, 128) and ks.shape == kz.shape == (3, 4, 2) and kz.dtype == torch.uint8
+        assert ops.dequant_kv(kq, ks, kz, 128, torch.float32).shape == (3, 4, 256)
+
+
+def test_a_layer_compiles_with_fullgraph() -> None:
+    g = torch.Generator().manual_seed(0)
+    left, right = random_orthogonal(4, g), random_orthogonal(8, g)
+    wq = pack_int4(torch.randint(-8, 8, (16, 32), generator=g, dtype=torch.int8))
+    sw = torch.rand(16, generator=g)
+    clip = torch.tensor([0.9, 0.9])
+
+    def layer(x: torch.Tensor) -> torch.Tensor:
+        xq, sx = ops.transform_quant(x, left, right, clip, 4, "int8")
+        return ops.w4a4_linear(xq, sx, wq, sw, None, torch.float32).relu()
+
+    x = torch.randn(3, 32, generator=g)
+    compiled = torch.compile(layer, fullgraph=True, backend="aot_eager")
+    assert torch.equal(compiled(x), layer(x))
+
+
+def test_opcheck_transform_quant_and_kv() -> None:
+    x = torch.randn(4, 32)
+    torch.library.opcheck(
+        torch.ops.fq_kernels.transform_quant, (x, None, None, torch.tensor([1.0, 0.9]), 4, "int8")
+    )
+    torch.library.opcheck(torch.ops.fq_kernels.quant_kv, (x, torch.tensor([1.0, 1.0]), 16))

@@ -1,0 +1,287 @@
+"""GPU tests (`pytest -m gpu`, run by `nox -s kernels_gpu`): every kernel against its reference on
+CUDA, a fuzz over >= 200 random GEMM shapes, non-finite and all-zero inputs, QuantLinear end to end.
+
+Non-finite behaviour checked here (and documented in fq_kernels.reference): a token (KV: a group)
+holding NaN or ±inf gets scale NaN and zero integers, so the output rows that read it are NaN and
+no other row changes; an all-zero token gets scale 1 and zeros, so its output row is the bias.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+
+import pytest
+import torch
+
+pytestmark = pytest.mark.gpu
+
+from fq_core.quant.pack import pack_int4  # noqa: E402
+from fq_core.transforms.kronecker import kron_factors  # noqa: E402
+from fq_kernels import reference as ref  # noqa: E402
+from fq_kernels.testing import (  # noqa: E402
+    assert_epilogue_close,
+    assert_quant_close,
+    assert_quant_equal,
+    random_orthogonal,
+    signed_permutation,
+)
+
+DEV = "cuda"
+
+
+@pytest.fixture(autouse=True)
+def _cuda() -> None:
+    assert torch.cuda.is_available(), "a gpu test ran without CUDA: run it through `nox -s kernels_gpu`"
+    assert os.environ.get("TRITON_INTERPRET", "") in ("", "0"), (
+        "GPU tests compile real kernels: unset TRITON_INTERPRET"
+    )
+
+
+def _ops():
+    from fq_kernels import ops
+
+    return ops
+
+
+# ---------------------------------------------------------------------------------------------
+# transform_quant
+
+
+@pytest.mark.parametrize("k", [576, 1536, 4096, 11008, 14336])
+@pytest.mark.parametrize("fmt", ["packed", "int8", "fp8"])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
+def test_quantize_without_transform_is_bit_exact(k: int, fmt: str, dtype: torch.dtype) -> None:
+    g = torch.Generator().manual_seed(k)
+    x = (torch.randn(37, k, generator=g) * 4).to(dtype)
+    x[3] = 0
+    x[5, 7] = float("nan")
+    x[6, 1] = float("inf")
+    x[8, 2] = -float("inf")
+    clip = torch.tensor([0.9, 0.8])
+    q, s = _ops().quantize_act(x.to(DEV), clip.to(DEV), out_format=fmt)
+    q_ref, s_ref = ref.transform_quant_ref(x, None, None, clip, 4, fmt)
+    assert_quant_equal(q, s, q_ref, s_ref)
+    assert s[3].item() == 1.0 and torch.isnan(s[5:9]).all()
+
+
+@pytest.mark.parametrize("k", [576, 1536, 4096, 11008, 14336])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_exact_transforms_are_bit_exact(k: int, dtype: torch.dtype) -> None:
+    """Signed permutations (times 2) are exact in every dot precision: kernel == reference bit for bit."""
+    g = torch.Generator().manual_seed(k + 1)
+    n1, n2 = kron_factors(k)
+    left, right = signed_permutation(n1, g, 2.0), signed_permutation(n2, g, 0.5)
+    x = torch.randint(-64, 64, (19, k), generator=g).to(dtype) / 8
+    for fmt in ("packed", "int8", "fp8"):
+        q, s = _ops().transform_quant(x.to(DEV), left.to(DEV), right.to(DEV), (0.95, 0.9), out_format=fmt)
+        q_ref, s_ref = ref.transform_quant_ref(x, left, right, (0.95, 0.9), 4, fmt)
+        assert_quant_equal(q, s, q_ref, s_ref)
+
+
+@pytest.mark.parametrize("k", [576, 1536, 4096, 11008, 14336])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
+def test_orthogonal_transforms_match_within_dot_precision(k: int, dtype: torch.dtype) -> None:
+    g = torch.Generator().manual_seed(k + 2)
+    n1, n2 = kron_factors(k)
+    left, right = random_orthogonal(n1, g), random_orthogonal(n2, g)
+    x = (torch.randn(65, k, generator=g) * 3).to(dtype)
+    x[0] = 0
+    q, s = _ops().transform_quant(x.to(DEV), left.to(DEV), right.to(DEV), 0.97, out_format="int8")
+    q_ref, s_ref = ref.transform_quant_ref(x, left, right, 0.97, 4, "int8")
+    tight = dtype == torch.float32
+    assert_quant_close(
+        q, s, q_ref, s_ref, scale_rtol=1e-5 if tight else 2e-2, max_mismatch=1e-3 if tight else 0.05
+    )
+
+
+@pytest.mark.parametrize(("heads", "head_dim"), [(9, 64), (32, 128), (28, 128), (40, 128)])
+def test_heads_transform(heads: int, head_dim: int) -> None:
+    g = torch.Generator().manual_seed(heads)
+    p = random_orthogonal(heads, g)
+    x = torch.randn(33, heads * head_dim, generator=g).to(torch.bfloat16)
+    q, s = _ops().transform_quant_heads(x.to(DEV), p.to(DEV), (0.9, 0.9))
+    q_ref, s_ref = ref.transform_quant_ref(x, p, None, (0.9, 0.9), 4, "packed")
+    assert_quant_close(q, s, q_ref, s_ref, scale_rtol=2e-2, max_mismatch=0.05)
+    exact = signed_permutation(heads, g)
+    q, s = _ops().transform_quant_heads(x.to(DEV), exact.to(DEV), (0.9, 0.9))
+    assert_quant_equal(q, s, *ref.transform_quant_ref(x, exact, None, (0.9, 0.9), 4, "packed"))
+
+
+def test_transform_of_non_finite_token_gives_nan_scale_only_there() -> None:
+    k = 4096
+    left, right = random_orthogonal(64), random_orthogonal(64)
+    x = torch.randn(8, k).to(torch.bfloat16)
+    x[2, 100] = float("nan")
+    x[4, 5] = float("inf")
+    x[6] = 0
+    q, s = _ops().transform_quant(x.to(DEV), left.to(DEV), right.to(DEV), out_format="int8")
+    assert torch.isnan(s[[2, 4]]).all() and not torch.isnan(s[[0, 1, 3, 5, 6, 7]]).any()
+    assert (q[[2, 4, 6]] == 0).all() and s[6].item() == 1.0
+
+
+# ---------------------------------------------------------------------------------------------
+# w4a4_linear
+
+
+def _operands(m: int, k: int, n: int, layout: str, g: torch.Generator):
+    xv = torch.randint(-8, 8, (m, k), generator=g, dtype=torch.int8)
+    wv = torch.randint(-8, 8, (n, k), generator=g, dtype=torch.int8)
+    if layout == "packed":
+        return xv, pack_int4(wv)
+    if layout == "packed-packed":
+        return pack_int4(xv), pack_int4(wv)
+    if layout == "int8":
+        return xv, wv
+    return xv.to(torch.float8_e4m3fn), wv.to(torch.float8_e4m3fn)
+
+
+LAYOUTS = ["packed", "packed-packed", "int8", "fp8"]
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize(
+    ("m", "k", "n"), [(1, 4096, 4096), (16, 4096, 11008), (128, 11008, 4096), (2048, 4096, 11008)]
+)
+def test_gemm_matches_reference(layout: str, m: int, k: int, n: int) -> None:
+    g = torch.Generator().manual_seed(m + k + n)
+    xq, wq = (t.to(DEV) for t in _operands(m, k, n, layout, g))
+    acc = _ops().w4a4_matmul_int(xq, wq)
+    assert torch.equal(acc, ref.int_matmul_ref(xq, wq))
+    sx = (torch.rand(m, generator=g) + 0.1).to(DEV)
+    sw = (torch.rand(n, generator=g) * 0.01).to(DEV)
+    bias = torch.randn(n, generator=g).to(DEV)
+    for out_dtype in (torch.bfloat16, torch.float16, torch.float32):
+        out = _ops().w4a4_linear(xq, sx, wq, sw, bias, out_dtype)
+        assert_epilogue_close(out, ref.w4a4_linear_ref(xq, sx, wq, sw, bias, out_dtype))
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_gemm_adversarial_accumulators_are_exact(layout: str) -> None:
+    """Large same-sign sums (up to ~2^20) expose any accumulator that keeps too few bits."""
+    for k in (4096, 14336):
+        xv = torch.full((64, k), 7, dtype=torch.int8)
+        xv[1::2] = -8
+        wv = torch.randint(5, 8, (256, k), dtype=torch.int8)
+        wv[::3] = -8
+        if layout == "packed":
+            xq, wq = xv, pack_int4(wv)
+        elif layout == "packed-packed":
+            xq, wq = pack_int4(xv), pack_int4(wv)
+        elif layout == "int8":
+            xq, wq = xv, wv
+        else:
+            xq, wq = xv.to(torch.float8_e4m3fn), wv.to(torch.float8_e4m3fn)
+        xq, wq = xq.to(DEV), wq.to(DEV)
+        assert torch.equal(_ops().w4a4_matmul_int(xq, wq), ref.int_matmul_ref(xq, wq))
+
+
+def _fuzz_shapes(count: int) -> list[tuple[int, int, int, str]]:
+    rnd = random.Random(1234)
+    ks = [11008, 14336, 576, 1536, 4096]
+    ms = [1, 2, 3, 5, 7, 13, 16, 17, 31, 63, 127, 129, 255, 333, 511, 1023, 2047, 2049, 4095, 8191, 8192]
+    shapes = []
+    for i in range(count):
+        k = ks[i % len(ks)] if i % 3 else rnd.randrange(2, 3000, 2)  # K not a multiple of any block
+        m = ms[i % len(ms)] if i % 2 else rnd.randint(1, 8192)
+        n = rnd.choice([rnd.randint(1, 700), rnd.randrange(16, 4097, 16), 4096, 11008])
+        layout = LAYOUTS[rnd.randrange(len(LAYOUTS))]
+        shapes.append((m, k, n, layout))
+    return shapes
+
+
+def test_gemm_fuzz_200_shapes() -> None:
+    """Random shapes and layouts (odd M, K off every block size, the LLaMA K values), exact + epilogue."""
+    g = torch.Generator().manual_seed(99)
+    failures = []
+    for m, k, n, layout in _fuzz_shapes(200):
+        xq, wq = (t.to(DEV) for t in _operands(m, k, n, layout, g))
+        sx = (torch.rand(m, generator=g) + 0.1).to(DEV)
+        sw = (torch.rand(n, generator=g) * 0.01).to(DEV)
+        if m > 2:
+            sx[m // 2] = float("nan")  # a non-finite token: NaN row, nothing else
+        bias = torch.randn(n, generator=g).to(DEV) if m % 2 else None
+        try:
+            acc = _ops().w4a4_matmul_int(xq, wq)
+            assert torch.equal(acc, ref.int_matmul_ref(xq, wq)), "accumulators differ"
+            out = _ops().w4a4_linear(xq, sx, wq, sw, bias)
+            assert_epilogue_close(out, ref.w4a4_linear_ref(xq, sx, wq, sw, bias))
+        except AssertionError as exc:
+            failures.append(f"M={m} K={k} N={n} {layout}: {exc}")
+    assert not failures, "\n".join(failures[:20])
+
+
+def test_fuzz_covers_the_required_shapes() -> None:
+    shapes = _fuzz_shapes(200)
+    ks = {k for _, k, _, _ in shapes}
+    ms = {m for m, _, _, _ in shapes}
+    assert len(shapes) >= 200 and {11008, 14336, 576, 1536} <= ks
+    assert any(k % 128 for k in ks) and any(m % 2 for m in ms) and 1 in ms and max(ms) >= 8191
+
+
+def test_zero_token_gives_bias_row() -> None:
+    ops = _ops()
+    x = torch.randn(5, 4096, device=DEV, dtype=torch.bfloat16)
+    x[2] = 0
+    wq = pack_int4(torch.randint(-8, 8, (256, 4096), dtype=torch.int8)).to(DEV)
+    sw = torch.rand(256, device=DEV)
+    bias = torch.randn(256, device=DEV)
+    for fmt, w in (("int8", wq), ("packed", wq)):
+        xq, sx = ops.quantize_act(x, 1.0, out_format=fmt)
+        out = ops.w4a4_linear(xq, sx, w, sw, bias, torch.float32)
+        assert torch.equal(out[2], bias)
+
+
+# ---------------------------------------------------------------------------------------------
+# KV cache, QuantLinear, torch.compile
+
+
+@pytest.mark.parametrize("group", [64, 128])
+def test_kv_cache_round_trip_is_bit_exact(group: int) -> None:
+    g = torch.Generator().manual_seed(group)
+    x = (torch.randn(2, 8, 77, 128, generator=g) * 3).to(torch.bfloat16)
+    x[0, 0, 0] = 0
+    x[1, 2, 3, 5] = float("nan")
+    q, s, z = _ops().quant_kv(x.to(DEV), group, (0.95, 0.9))
+    q_ref, s_ref, z_ref = ref.quant_kv_ref(x, group, (0.95, 0.9))
+    assert torch.equal(q.cpu(), q_ref) and torch.equal(z.cpu(), z_ref)
+    assert torch.equal(s.cpu().nan_to_num(-1), s_ref.nan_to_num(-1))
+    for out_dtype in (torch.bfloat16, torch.float32):
+        d = _ops().dequant_kv(q, s, z, group, out_dtype)
+        d_ref = ref.dequant_kv_ref(q_ref, s_ref, z_ref, group, out_dtype)
+        assert torch.equal(d.cpu().nan_to_num(7.0), d_ref.nan_to_num(7.0))
+
+
+def test_quant_linear_from_checkpoint_on_cuda(tmp_path) -> None:
+    from fq_core.checkpoint import load_checkpoint, save_checkpoint
+    from fq_core.checkpoint.testing import random_tensors, tiny_config
+    from fq_kernels.quant_linear import QuantLinear
+
+    cfg = tiny_config()
+    save_checkpoint(tmp_path / "ck", cfg, random_tensors(cfg))
+    ckpt = load_checkpoint(tmp_path / "ck")
+    names = ["layers.0.self_attn.q_proj", "layers.0.self_attn.k_proj", "layers.0.self_attn.v_proj"]
+    for prefill in ("int8", "fp8", None):
+        layer = QuantLinear.from_checkpoint(ckpt, names, device=DEV, prefill=prefill, decode_max_tokens=4)
+        for tokens in (3, 40):
+            x = torch.randn(tokens, layer.in_features, device=DEV, dtype=torch.bfloat16)
+            y = layer(x)
+            y_ref = layer.reference_forward(x)
+            rel = ((y.float() - y_ref.float()).norm() / y_ref.float().norm()).item()
+            assert rel < 3e-2, (prefill, tokens, rel)
+
+
+def test_ops_compile_with_inductor() -> None:
+    ops = _ops()
+    left, right = random_orthogonal(64).to(DEV), random_orthogonal(64).to(DEV)
+    wq = pack_int4(torch.randint(-8, 8, (512, 4096), dtype=torch.int8)).to(DEV)
+    sw = torch.rand(512, device=DEV)
+    clip = torch.tensor([0.9, 0.9], device=DEV)
+
+    def layer(x):
+        xq, sx = ops.transform_quant(x, left, right, clip, 4, "int8")
+        return ops.w4a4_linear(xq, sx, wq, sw, None, torch.bfloat16) * 2
+
+    x = torch.randn(4, 4096, device=DEV, dtype=torch.bfloat16)
+    compiled = torch.compile(layer, fullgraph=True)
+    assert torch.equal(compiled(x), layer(x))

@@ -1,0 +1,148 @@
+"""QuantLinear: loads from the checkpoint schema, runs the kernels, equals fq-core's fake quantisation.
+
+The end-to-end contract: for a checkpoint written by the schema, QuantLinear(x) equals the
+fake-quantised linear that fq-core evaluates (activations transformed and fake-quantised with the
+site's clip factors, weights dequantised from qweight * scale) up to float rounding, because the
+integer GEMM computes the same sum exactly.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+from fq_core.checkpoint import load_checkpoint, save_checkpoint
+from fq_core.checkpoint.testing import random_tensors, tiny_config, tiny_model
+from fq_core.quant import functional as F
+from fq_core.quant.pack import unpack_int4
+from fq_core.quant.spec import QuantSpec
+from fq_core.transforms.kronecker import apply_left, kron_apply
+from fq_kernels.quant_linear import QuantLinear, site_for
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    cfg = tiny_config(model=tiny_model(qkv_bias=True))
+    path = tmp_path_factory.mktemp("ckpt") / "tiny"
+    save_checkpoint(path, cfg, random_tensors(cfg, seed=3))
+    return load_checkpoint(path)
+
+
+def _fake_quant_linear(ckpt, names, site, x):
+    """fq-core's evaluation path: transform, fake-quantise per token, F.linear with dequantised W."""
+    t = ckpt.tensors
+    y = x.double()
+    if f"{site}.left" in t:
+        y = kron_apply(y, t[f"{site}.left"].double(), t[f"{site}.right"].double())
+    elif f"{site}.heads" in t:
+        y = apply_left(y, t[f"{site}.heads"].double())
+    clip = (t[f"{site}.clip_max"], t[f"{site}.clip_min"])
+    xq = F.fake_quant(y.float(), QuantSpec(bits=4, symmetric=True, granularity="token"), clip)
+    ws, bs = [], []
+    for name in names:
+        ws.append(unpack_int4(t[f"{name}.qweight"]).float() * t[f"{name}.scale"].float())
+        bs.append(t.get(f"{name}.bias", torch.zeros(ws[-1].shape[0])).float())
+    return torch.nn.functional.linear(xq.double(), torch.cat(ws).double(), torch.cat(bs).double())
+
+
+@pytest.mark.parametrize(
+    "names",
+    [
+        "layers.0.self_attn.q_proj",
+        ("layers.1.self_attn.q_proj", "layers.1.self_attn.k_proj", "layers.1.self_attn.v_proj"),
+        "layers.0.self_attn.o_proj",
+        ("layers.1.mlp.gate_proj", "layers.1.mlp.up_proj"),
+        "layers.0.mlp.down_proj",
+    ],
+)
+@pytest.mark.parametrize("prefill", [None, "int8", "fp8"])
+def test_matches_fq_core_fake_quant(checkpoint, names, prefill) -> None:
+    names = [names] if isinstance(names, str) else list(names)
+    layer = QuantLinear.from_checkpoint(checkpoint, names, prefill=prefill, decode_max_tokens=3)
+    site = site_for(names[0])
+    g = torch.Generator().manual_seed(len(names))
+    for tokens in (2, 7):  # decode path, then prefill path (when a prefill copy exists)
+        x = torch.randn(tokens, layer.in_features, generator=g)
+        y = layer(x)
+        expected = _fake_quant_linear(checkpoint, names, site, x)
+        assert y.shape == (tokens, layer.out_features) and y.dtype == torch.float32
+        rel = ((y.double() - expected).norm() / expected.norm()).item()
+        assert rel < 1e-4, rel  # transform order/precision may flip a rounding; otherwise float noise
+
+
+def test_sites_and_transforms(checkpoint) -> None:
+    assert site_for("layers.3.self_attn.v_proj") == "layers.3.attn_in"
+    assert site_for("layers.0.mlp.down_proj") == "layers.0.down_in"
+    assert QuantLinear.from_checkpoint(checkpoint, "layers.0.self_attn.o_proj").transform == "heads"
+    assert QuantLinear.from_checkpoint(checkpoint, "layers.0.mlp.up_proj").transform == "kronecker"
+    explicit = QuantLinear.from_checkpoint(checkpoint, "layers.0.mlp.up_proj", site="layers.0.mlp_in")
+    assert torch.equal(explicit.left, checkpoint.tensors["layers.0.mlp_in.left"])
+    plain = QuantLinear.from_checkpoint(checkpoint, "layers.0.mlp.up_proj", site=None)
+    assert plain.transform == "none" and plain.clip.tolist() == [1.0, 1.0]
+    with pytest.raises(ValueError, match="site"):
+        site_for("lm_head")
+    with pytest.raises(ValueError, match="different sites"):
+        QuantLinear.from_checkpoint(checkpoint, ["layers.0.self_attn.q_proj", "layers.0.mlp.up_proj"])
+
+
+def test_fused_qkv_concatenates_outputs_and_biases(checkpoint) -> None:
+    names = ["layers.0.self_attn.q_proj", "layers.0.self_attn.k_proj", "layers.0.self_attn.v_proj"]
+    fused = QuantLinear.from_checkpoint(checkpoint, names, prefill=None)
+    parts = [QuantLinear.from_checkpoint(checkpoint, n, prefill=None) for n in names]
+    x = torch.randn(3, fused.in_features)
+    assert torch.equal(fused(x), torch.cat([p(x) for p in parts], dim=-1))
+    assert fused.bias is not None and fused.out_features == sum(p.out_features for p in parts)
+
+
+def test_rtn_checkpoint_has_clip_but_no_transform(tmp_path) -> None:
+    cfg = tiny_config(method="rtn")
+    save_checkpoint(tmp_path / "rtn", cfg, random_tensors(cfg))
+    layer = QuantLinear.from_checkpoint(tmp_path / "rtn", "layers.1.mlp.down_proj")
+    assert layer.transform == "none" and layer.in_features == 32
+    x = torch.randn(4, 32)
+    assert torch.allclose(layer(x), layer.reference_forward(x), rtol=1e-5, atol=1e-6)
+
+
+def test_refuses_unsupported_quantisation(tmp_path) -> None:
+    cfg = tiny_config(weight=QuantSpec(bits=8, symmetric=True, granularity="channel"))
+    save_checkpoint(tmp_path / "w8", cfg, random_tensors(cfg))
+    with pytest.raises(ValueError, match="4-bit symmetric per-channel weights"):
+        QuantLinear.from_checkpoint(tmp_path / "w8", "layers.0.self_attn.q_proj")
+
+
+def test_bfloat16_input_gives_bfloat16_output(checkpoint) -> None:
+    layer = QuantLinear.from_checkpoint(
+        checkpoint, "layers.0.mlp.down_proj", prefill="int8", decode_max_tokens=1
+    )
+    x = torch.randn(5, layer.in_features).to(torch.bfloat16)
+    y = layer(x)
+    assert y.dtype == torch.bfloat16
+    assert torch.allclose(y.float(), layer.reference_forward(x).float(), rtol=2e-2, atol=2e-2)
+    assert "prefill=int8" in repr(layer)
+
+
+def test_works_with_only_fq_core_base_and_fq_kernels() -> None:
+    """A deployment has no transformers: loading and running QuantLinear must not import it."""
+    code = (
+        "import os, sys, tempfile\n"
+        "os.environ.setdefault('TRITON_INTERPRET', '1')\n"
+        "sys.modules['transformers'] = None\n"
+        "import torch\n"
+        "from fq_core.checkpoint import save_checkpoint\n"
+        "from fq_core.checkpoint.testing import random_tensors, tiny_config\n"
+        "from fq_kernels import QuantLinear\n"
+        "d = tempfile.mkdtemp() + '/ck'\n"
+        "cfg = tiny_config(); save_checkpoint(d, cfg, random_tensors(cfg))\n"
+        "layer = QuantLinear.from_checkpoint(d, 'layers.0.self_attn.q_proj', prefill=None)\n"
+        "print(tuple(layer(torch.randn(2, 16)).shape))\n"
+        "print(sorted(m for m in ('transformers', 'datasets', 'lm_eval') if sys.modules.get(m)))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.split("\n")[:2] == ["(2, 16)", "[]"], result.stdout + result.stderr
