@@ -190,8 +190,10 @@ def precompile(all_cases, workers):
     ctx = mp.get_context("spawn")
     with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
         errors = list(pool.map(_precompile, all_cases, chunksize=2))
-    bad = sum(e is not None for e in errors)
-    print(f"precompiled {len(all_cases)} cases in {time.time() - t0:.1f}s ({bad} failed)", flush=True)
+    bad = [(c, e) for c, e in zip(all_cases, errors, strict=True) if e is not None]
+    print(f"precompiled {len(all_cases)} cases in {time.time() - t0:.1f}s ({len(bad)} failed)", flush=True)
+    for case, error in bad[:12]:
+        print("  failed:", {k: v for k, v in case.items() if k != "section"}, error, flush=True)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -222,7 +224,7 @@ def exactness(log):
             ref = (a.double() @ w.double().T).to(torch.int64)
             for kind, imprecise in (("int8", None), ("fp8", 0), ("fp8", 128), ("fp8", 32)):
                 dt = torch.int8 if kind == "int8" else torch.float8_e4m3fn
-                cfg = gemm_prefill.PrefillConfig(imprecise=imprecise)
+                cfg = gemm_prefill.PrefillConfig(block_n=128, num_stages=3, imprecise=imprecise)
                 out = torch.empty(m, n, dtype=torch.int32, device="cuda")
                 one = torch.ones(max(m, n), device="cuda")
                 gemm_prefill.launch_prefill(
@@ -416,13 +418,21 @@ def main():
     todo = [c for c in cases() if c["section"] in sections]
     if todo and args.workers > 0:
         precompile(todo, args.workers)
+
+    def guarded(fn, *args):
+        try:
+            return fn(*args)
+        except Exception:
+            traceback.print_exc()
+            return None
+
     if "exact" in sections:
-        exactness(log)
-    base = baselines(log) if "baseline" in sections else []
+        guarded(exactness, log)
+    base = (guarded(baselines, log) if "baseline" in sections else []) or []
     results = timing_pass(todo, log)
-    summarize(results, base)
+    guarded(summarize, results, base)
     if "asm" in sections:
-        asm_report(os.environ.get("TRITON_CACHE_DIR", str(Path.home() / ".triton" / "cache")), log)
+        guarded(asm_report, os.environ.get("TRITON_CACHE_DIR", str(Path.home() / ".triton" / "cache")), log)
     return 0
 
 

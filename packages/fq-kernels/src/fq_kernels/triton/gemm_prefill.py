@@ -19,7 +19,7 @@ alignment). Both use GROUP_M tile grouping for L2 reuse and the same epilogue.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import triton
@@ -173,10 +173,24 @@ def launch_prefill(
 
     raw=True writes the int32 accumulators instead (out must be int32): the exactness checks use it.
     """
-    m, k = a.shape
-    n = b.shape[0]
+    m, n = a.shape[0], b.shape[0]
     if m == 0 or n == 0:
         return out
+    if out.element_size() == 4 and config.block_m * config.block_n > 128 * 128:
+        # a 4-byte output tile needs twice the epilogue scratch of bf16: keep the tile within smem
+        config = replace(config, block_n=128)
+    while True:
+        try:
+            return _launch(a, b, sx, sw, bias, out, config, raw)
+        except triton.runtime.errors.OutOfResources:
+            if config.num_stages <= 2:
+                raise
+            config = replace(config, num_stages=config.num_stages - 1)
+
+
+def _launch(a, b, sx, sw, bias, out, config: PrefillConfig, raw: bool) -> torch.Tensor:
+    m, k = a.shape
+    n = b.shape[0]
     is_fp8 = a.dtype == torch.float8_e4m3fn
     imprecise = 0 if (config.imprecise is None or not is_fp8) else min(config.imprecise, config.block_k)
     bias_arg = bias if bias is not None else sw
