@@ -25,8 +25,8 @@ def app():
 
 def test_quickstart_prints_fp_and_rtn_and_writes_the_json(app, tiny_model_dir, tmp_path):
     out = tmp_path / "sub" / "results.json"
-    args = ["quickstart", "--model", str(tiny_model_dir), "--seqlen", "32", "--windows", "3"]
-    result = CliRunner().invoke(app, [*args, "--device", "cpu", "--output", str(out)])
+    args = ["quickstart", "--output", str(out), "--model", str(tiny_model_dir), "--seqlen", "32"]
+    result = CliRunner().invoke(app, [*args, "--windows", "3", "--device", "cpu"])
     assert result.exit_code == 0, result.output
     table = [line for line in result.stdout.splitlines() if "│" in line]
     assert [line.split("│")[1].strip() for line in table] == ["FP", "RTN"]

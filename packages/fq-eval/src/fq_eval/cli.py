@@ -99,9 +99,8 @@ def _table(rows: list[dict[str, Any]], facts: dict[str, Any], seqlen: int, windo
 
 def _command(ctx: typer.Context) -> str:
     """The command that reproduces this run, every option spelled out (defaults included)."""
+    values = [(param.name, ctx.params.get(param.name)) for param in ctx.command.params]  # declared order
     options = [
-        f"--{name.replace('_', '-')} {shlex.quote(str(value))}"
-        for name, value in ctx.params.items()
-        if value is not None
+        f"--{name.replace('_', '-')} {shlex.quote(str(value))}" for name, value in values if value is not None
     ]
     return " ".join([ctx.command_path, *options])
