@@ -7,8 +7,6 @@ torch, transformers and the evaluation code are imported inside the command.
 from __future__ import annotations
 
 import shlex
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -39,6 +37,7 @@ def quickstart(
     """FP vs naive W4A4 RTN perplexity on the tail of the embedded pydoc corpus."""
     import torch
 
+    from fq_core.models.quiet import quiet_transformers
     from fq_eval.quickstart import run_quickstart
     from fq_eval.report import run_record, write_json
 
@@ -50,7 +49,7 @@ def quickstart(
         raise ConfigError(f"--device {device!r} is not a torch device (e.g. cpu, cuda, cuda:1)") from error
     err = Console(stderr=True)
     # Plain step lines, not a spinner: the perplexity progress bar is a live display of its own.
-    with _quiet_transformers():
+    with quiet_transformers():
         facts, rows = run_quickstart(
             model, seqlen, windows, target, status=lambda step: err.print(f"[dim]{step}[/]")
         )
@@ -60,22 +59,6 @@ def quickstart(
         settings = {"model": model, "seqlen": seqlen, "windows": windows, "dtype": "float32", **facts}
         write_json(output, run_record(_command(ctx), target, settings, rows))
         err.print(f"wrote {output}")
-
-
-@contextmanager
-def _quiet_transformers() -> Iterator[None]:
-    """No loading bars or long-sequence warnings from transformers, only our step lines and table."""
-    from transformers.utils import logging as hf_logging
-
-    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        hf_logging.set_verbosity(verbosity)
-        if bars:
-            hf_logging.enable_progress_bar()
 
 
 def _table(rows: list[dict[str, Any]], facts: dict[str, Any], seqlen: int, windows: int) -> Table:
