@@ -1,8 +1,8 @@
 """`fq kernels ...`: fq-kernels' entry point of the ``fq.commands`` group.
 
 Only `fq kernels info` for now: whether Triton imports, which device the kernels could run on, and
-whether Triton's CPU interpreter is switched on. The kernels themselves come later; this command
-reports facts about the environment and claims nothing about kernels that do not exist yet.
+whether Triton's CPU interpreter is switched on. It reports facts about the environment; it does not
+run the kernels (their tests do).
 
 Nothing heavy is imported at module level: `fq` imports every plugin on each invocation.
 """
