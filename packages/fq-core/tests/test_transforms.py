@@ -11,6 +11,7 @@ from fq_core.transforms import (
     SVDMatrix,
     apply_left,
     apply_right,
+    factor_cache,
     frozen,
     hadamard_like,
     kron_apply,
@@ -141,3 +142,18 @@ def test_smoothquant_scale_hand_computed():
     torch.testing.assert_close(s, torch.tensor([0.5, 1.0]))
     s3 = smoothquant_scale(torch.tensor([8.0]), torch.tensor([8.0]), alpha=0.3)
     torch.testing.assert_close(s3, torch.tensor([8.0**0.7 / 8.0**0.3]))
+
+
+def test_factor_cache_reuses_within_the_block_and_matches_uncached():
+    factor = SVDMatrix(6, torch.Generator().manual_seed(4))
+    _perturb(factor)
+    plain = factor.matrix(), factor.inverse()
+    with factor_cache():
+        first = factor.matrix()
+        assert factor.matrix() is first  # computed once per block
+        cached_inverse = factor.inverse()
+        (first.sum() + cached_inverse.sum()).backward()  # gradients flow through cached tensors
+    assert factor.matrix() is not factor.matrix()  # no caching outside a block
+    torch.testing.assert_close(first, plain[0])
+    torch.testing.assert_close(cached_inverse, plain[1])
+    assert factor.singular.grad is not None and factor.u.skew.grad is not None

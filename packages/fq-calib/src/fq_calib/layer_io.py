@@ -14,6 +14,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from fq_core.transforms import factor_cache
+
 
 class _Captured(Exception):
     """Raised by the stand-in first layer to stop the model's forward once the input is recorded."""
@@ -95,7 +97,7 @@ def map_layer(
 ) -> torch.Tensor:
     """Outputs of `layer` for every cached input, stored where the inputs are (float32)."""
     outputs = torch.empty_like(inputs)
-    with autocast(device, amp):
+    with autocast(device, amp), factor_cache():
         for rows in batches(inputs.shape[0], batch_size):
             outputs[rows] = run_layer(layer, inputs[rows].to(device), layer_kwargs).float().to(outputs.device)
     return outputs
@@ -113,7 +115,7 @@ def mse(
 ) -> float:
     """Mean squared error of the layer's outputs against the targets, over all samples."""
     total = 0.0
-    with autocast(device, amp):
+    with autocast(device, amp), factor_cache():
         for rows in batches(inputs.shape[0], batch_size):
             out = run_layer(layer, inputs[rows].to(device), layer_kwargs).float()
             total += (out - targets[rows].to(device)).pow(2).sum().item()

@@ -18,6 +18,7 @@ from torch import nn
 
 from fq_calib.layer_io import autocast, batches, map_layer, mse, run_layer
 from fq_calib.recipe import CalibRecipe
+from fq_core.transforms import factor_cache
 
 
 @dataclass
@@ -107,12 +108,13 @@ def calibrate_layer(
     for epoch in range(recipe.epochs):
         total = 0.0
         for rows in batches(recipe.nsamples, bs):
-            with autocast(device, recipe.amp):
-                out = run_layer(layer, inputs[rows].to(device), layer_kwargs)
-            loss = (out.float() - targets[rows].to(device)).pow(2).mean()
+            with factor_cache():  # each transform factor built once per step, not once per use
+                with autocast(device, recipe.amp):
+                    out = run_layer(layer, inputs[rows].to(device), layer_kwargs)
+                loss = (out.float() - targets[rows].to(device)).pow(2).mean()
+                optimizer.zero_grad(set_to_none=True)
+                (loss / loss.detach()).backward()
             total += loss.item()
-            optimizer.zero_grad(set_to_none=True)
-            (loss / loss.detach()).backward()
             optimizer.step()
             schedule.step()
         epoch_losses.append(total / recipe.steps_per_epoch)

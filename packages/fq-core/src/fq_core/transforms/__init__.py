@@ -7,6 +7,7 @@ from fq_core.transforms.matrices import (
     FixedMatrix,
     Parametrization,
     SVDMatrix,
+    factor_cache,
     frozen,
     learnable_factor,
 )
@@ -20,6 +21,7 @@ __all__ = [
     "SVDMatrix",
     "apply_left",
     "apply_right",
+    "factor_cache",
     "frozen",
     "hadamard_like",
     "kron_apply",

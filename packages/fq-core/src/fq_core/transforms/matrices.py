@@ -10,6 +10,9 @@ The "direct" option learns M itself and inverts it in float64.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Literal
 
 import torch
@@ -18,6 +21,34 @@ from torch import nn
 from fq_core.transforms.orthogonal import random_orthogonal
 
 Parametrization = Literal["svd", "direct"]
+
+
+_CACHE: ContextVar[dict[tuple[int, str], torch.Tensor] | None] = ContextVar("factor_cache", default=None)
+
+
+@contextmanager
+def factor_cache() -> Iterator[None]:
+    """Compute each learnable factor's matrix and inverse once inside the block.
+
+    One forward pass asks for the same factor many times (the activation side once, the weight
+    side once per consumer linear); the Cayley solves dominate small layers. Parameters must not
+    change inside the block: wrap one forward (and its backward), not an optimiser step.
+    """
+    token = _CACHE.set({})
+    try:
+        yield
+    finally:
+        _CACHE.reset(token)
+
+
+def _cached(owner: object, kind: str, compute) -> torch.Tensor:
+    cache = _CACHE.get()
+    if cache is None:
+        return compute()
+    key = (id(owner), kind)
+    if key not in cache:
+        cache[key] = compute()
+    return cache[key]
 
 
 def cayley(skew: torch.Tensor) -> torch.Tensor:
@@ -53,11 +84,22 @@ class SVDMatrix(nn.Module):
     def size(self) -> int:
         return self.singular.shape[0]
 
+    def _uv(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return _cached(self, "uv", lambda: (self.u(), self.v()))
+
     def matrix(self) -> torch.Tensor:
-        return (self.u() * self.singular) @ self.v().T
+        def compute() -> torch.Tensor:
+            u, v = self._uv()
+            return (u * self.singular) @ v.T
+
+        return _cached(self, "matrix", compute)
 
     def inverse(self) -> torch.Tensor:
-        return (self.v() / self.singular) @ self.u().T
+        def compute() -> torch.Tensor:
+            u, v = self._uv()
+            return (v / self.singular) @ u.T
+
+        return _cached(self, "inverse", compute)
 
     def exact(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(matrix, inverse) built in float64 from the learned parts, for merging into weights."""
@@ -80,7 +122,7 @@ class DirectMatrix(nn.Module):
         return self.weight
 
     def inverse(self) -> torch.Tensor:
-        return torch.linalg.inv(self.weight.double()).to(self.weight.dtype)
+        return _cached(self, "inverse", lambda: torch.linalg.inv(self.weight.double()).to(self.weight.dtype))
 
     def exact(self) -> tuple[torch.Tensor, torch.Tensor]:
         m = self.weight.double()
