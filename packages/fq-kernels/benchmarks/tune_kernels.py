@@ -28,83 +28,31 @@ from pathlib import Path
 
 import torch
 
-PREFILL_SHAPES = [
-    (2048, 4096, 11008),
-    (2048, 11008, 4096),
-    (2048, 4096, 4096),
-    (2048, 4096, 14336),
-    (8192, 4096, 11008),
-    (128, 4096, 11008),
-]
-DECODE_SHAPES = [
-    (m, k, n)
-    for m in (1, 16)
-    for k, n in ((4096, 4096), (4096, 11008), (11008, 4096), (4096, 14336), (14336, 4096))
-]
-TQ_SHAPES = [(m, k) for m in (16, 2048) for k in (4096, 11008, 14336)]
-
-
-def prefill_configs():
-    from fq_kernels.triton.gemm_prefill import PrefillConfig as C
-
-    return [
-        C(128, 256, 128, 8, 8, 3, "tma"),
-        C(128, 256, 128, 8, 8, 4, "tma"),
-        C(128, 128, 128, 8, 8, 4, "tma"),
-        C(128, 128, 128, 8, 4, 4, "tma"),
-        C(256, 128, 128, 8, 8, 3, "tma"),
-        C(128, 256, 128, 8, 8, 3, "ptr"),
-        C(128, 128, 128, 8, 4, 3, "ptr"),
-        C(64, 256, 128, 8, 4, 4, "tma"),
-    ]
-
-
-def decode_configs():
-    from fq_kernels.triton.gemm_packed import PackedConfig as C
-
-    out = []
-    for bn, bkp, split, unpack, warps, stages in [
-        (64, 256, 1, 0, 4, 4),
-        (64, 256, 2, 0, 4, 4),
-        (64, 256, 4, 0, 4, 4),
-        (32, 256, 4, 0, 4, 4),
-        (128, 128, 4, 0, 4, 4),
-        (64, 256, 4, 1, 4, 4),
-        (64, 512, 2, 1, 4, 3),
-        (32, 512, 4, 1, 4, 3),
-        (128, 256, 2, 1, 8, 3),
-        (64, 128, 8, 1, 4, 4),
-        (32, 256, 8, 0, 2, 4),
-        (16, 256, 8, 1, 2, 4),
-    ]:
-        out.append(C(16, bn, bkp, split, warps, stages, unpack))
-    return out
+BENCH_SHAPES = [(4096, 4096), (4096, 11008), (11008, 4096), (4096, 14336), (14336, 4096)]
+PREFILL_SHAPES = [(m, k, n) for m in (128, 2048, 8192) for k, n in BENCH_SHAPES]
+DECODE_SHAPES = [(m, k, n) for m in (1, 16) for k, n in BENCH_SHAPES]
+TQ_SHAPES = [(m, k) for m in (1, 16, 128, 2048, 8192) for k in (4096, 11008, 14336)]
 
 
 def cases():
+    """Every candidate configuration of the kernels at the benchmark's shapes."""
+    from fq_core.transforms.kronecker import kron_factors
+    from fq_kernels._runtime import next_pow2
+    from fq_kernels.triton import gemm_packed, gemm_prefill
+    from fq_kernels.triton import transform_quant as tqm
+
     out = []
     for m, k, n in PREFILL_SHAPES:
-        for kind, imprecise in (("int8", None), ("fp8", 0), ("fp8", 128)):
-            for cfg in prefill_configs():
-                out.append(
-                    {
-                        "section": "prefill",
-                        "m": m,
-                        "k": k,
-                        "n": n,
-                        "kind": kind,
-                        "imprecise": imprecise,
-                        "cfg": asdict(cfg),
-                    }
-                )
+        for cfg in gemm_prefill.candidates(m, n, k, False):
+            out.append({"section": "prefill", "m": m, "k": k, "n": n, "kind": "int8", "cfg": asdict(cfg)})
     for m, k, n in DECODE_SHAPES:
-        for cfg in decode_configs():
+        for cfg in gemm_packed.candidates(m, n, k // 2):
             out.append({"section": "decode", "m": m, "k": k, "n": n, "cfg": asdict(cfg)})
     for m, k in TQ_SHAPES:
-        for dot in ("bf16", "tf32"):
-            for fmt in ("int8", "packed"):
-                for stages in (1, 3):
-                    out.append({"section": "tq", "m": m, "k": k, "dot": dot, "fmt": fmt, "stages": stages})
+        n1, n2 = kron_factors(k)
+        fmt = "packed" if m <= 16 else "int8"
+        for cfg in tqm.candidates(next_pow2(n1), next_pow2(n2)):
+            out.append({"section": "tq", "m": m, "k": k, "dot": "bf16", "fmt": fmt, "cfg": asdict(cfg)})
     return out
 
 
@@ -130,6 +78,7 @@ def _inputs(m, k, n, copies=1):
             "w8": w,
             "wf8": [t.to(torch.float8_e4m3fn) for t in w],
             "wp": [pack_int4(t) for t in w],
+            "ap": pack_int4(a),
             "sx": torch.rand(m, device="cuda") + 0.5,
             "sw": torch.rand(n, device="cuda") * 0.01,
             "out": torch.empty(m, n, device="cuda", dtype=torch.bfloat16),
@@ -142,7 +91,7 @@ def make_call(case, copies=1):
     from fq_kernels.triton.transform_quant import launch_transform_quant
 
     if case["section"] == "prefill":
-        cfg = gemm_prefill.PrefillConfig(**{**case["cfg"], "imprecise": case["imprecise"]})
+        cfg = gemm_prefill.PrefillConfig(**case["cfg"])
         t = _inputs(case["m"], case["k"], case["n"], copies)
         a = t["a8"] if case["kind"] == "int8" else t["af8"]
         ws = t["w8"] if case["kind"] == "int8" else t["wf8"]
@@ -164,15 +113,10 @@ def make_call(case, copies=1):
         right = torch.linalg.qr(torch.randn(n2, n2, device="cuda"))[0]
         clip = torch.tensor([0.95, 0.9], device="cuda")
 
-        def call():
-            old = tqm.NUM_STAGES
-            tqm.NUM_STAGES = case["stages"]
-            try:
-                return launch_transform_quant(x, left, right, clip, 4, case["fmt"], dot=case["dot"])
-            finally:
-                tqm.NUM_STAGES = old
-
-        return lambda i: call
+        cfg = tqm.TQConfig(**case["cfg"])
+        return lambda i: (
+            lambda: launch_transform_quant(x, left, right, clip, 4, case["fmt"], case["dot"], cfg)
+        )
     raise ValueError(case)
 
 
@@ -311,7 +255,7 @@ def summarize(results, base):
     for r in results:
         if r["section"] != "prefill" or "error" in r:
             continue
-        key = (r["m"], r["k"], r["n"], r["kind"], r["imprecise"])
+        key = (r["m"], r["k"], r["n"], r["kind"], r.get("imprecise"))
         if key not in best or r["median_ms"] < best[key]["median_ms"]:
             best[key] = r
     for key, r in sorted(best.items(), key=lambda kv: (kv[0][:3], str(kv[0][3:]))):
@@ -350,11 +294,11 @@ def summarize(results, base):
     for r in results:
         if r["section"] == "tq":
             if "error" in r:
-                print(r["m"], r["k"], r["dot"], r["fmt"], r["stages"], r["error"])
+                print(r["m"], r["k"], r["dot"], r["fmt"], r["cfg"], r["error"])
             else:
                 gbs = r["m"] * r["k"] * (2 + (0.5 if r["fmt"] == "packed" else 1)) / r["median_ms"] / 1e6
                 print(
-                    f"M={r['m']:5d} K={r['k']:5d} {r['dot']} {r['fmt']:6s} s{r['stages']}: "
+                    f"M={r['m']:5d} K={r['k']:5d} {r['dot']} {r['fmt']:6s} {r['cfg']}: "
                     f"{r['median_ms'] * 1000:7.1f} us {gbs:5.0f} GB/s"
                 )
     errors = [r for r in results if "error" in r]
@@ -399,6 +343,7 @@ def main():
     parser.add_argument("--out", default="tune-out")
     parser.add_argument("--workers", type=int, default=12)
     parser.add_argument("--sections", default="exact,baseline,prefill,decode,tq,asm")
+    parser.add_argument("--precompile-only", action="store_true", help="only fill the Triton cache")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -418,6 +363,8 @@ def main():
     todo = [c for c in cases() if c["section"] in sections]
     if todo and args.workers > 0:
         precompile(todo, args.workers)
+    if args.precompile_only:
+        return 0
 
     def guarded(fn, *args):
         try:

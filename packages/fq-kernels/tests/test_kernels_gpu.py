@@ -48,9 +48,9 @@ def _ops():
 # transform_quant
 
 
-@pytest.mark.parametrize("k", [576, 1536, 4096, 11008, 14336])
+@pytest.mark.parametrize("k", [576, 11008, 14336])
 @pytest.mark.parametrize("fmt", ["packed", "int8", "fp8"])
-@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
 def test_quantize_without_transform_is_bit_exact(k: int, fmt: str, dtype: torch.dtype) -> None:
     g = torch.Generator().manual_seed(k)
     x = (torch.randn(37, k, generator=g) * 4).to(dtype)
@@ -65,8 +65,8 @@ def test_quantize_without_transform_is_bit_exact(k: int, fmt: str, dtype: torch.
     assert s[3].item() == 1.0 and torch.isnan(s[[5, 6, 8]]).all() and not torch.isnan(s[7])
 
 
-@pytest.mark.parametrize("k", [576, 1536, 4096, 11008, 14336])
-@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+@pytest.mark.parametrize("k", [576, 4096, 11008, 14336])
+@pytest.mark.parametrize("dtype", [torch.bfloat16])
 def test_exact_transforms_are_bit_exact(k: int, dtype: torch.dtype) -> None:
     """Signed permutations (times 2) are exact in every dot precision: kernel == reference bit for bit."""
     g = torch.Generator().manual_seed(k + 1)
@@ -79,7 +79,7 @@ def test_exact_transforms_are_bit_exact(k: int, dtype: torch.dtype) -> None:
         assert_quant_equal(q, s, q_ref, s_ref)
 
 
-@pytest.mark.parametrize("k", [576, 1536, 4096, 11008, 14336])
+@pytest.mark.parametrize("k", [1536, 4096, 11008, 14336])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
 def test_orthogonal_transforms_match_within_dot_precision(k: int, dtype: torch.dtype) -> None:
     g = torch.Generator().manual_seed(k + 2)

@@ -198,11 +198,10 @@ def _gemm(a, b, sx, sw, bias, out, raw: bool) -> torch.Tensor:
     if b.dtype == torch.uint8:
         from fq_kernels.triton import gemm_packed
 
-        return gemm_packed.launch_packed(a, b, sx, sw, bias, out, gemm_packed.config_for(a, *b.shape), raw)
+        return gemm_packed.launch_tuned(a, b, sx, sw, bias, out, raw)
     from fq_kernels.triton import gemm_prefill
 
-    cfg = gemm_prefill.default_config(a.shape[0], b.shape[0], b.shape[1], b.dtype == torch.float8_e4m3fn)
-    return gemm_prefill.launch_prefill(a, b, sx, sw, bias, out, cfg, raw)
+    return gemm_prefill.launch_tuned(a, b, sx, sw, bias, out, raw)
 
 
 @_w4a4_linear_op.register_fake

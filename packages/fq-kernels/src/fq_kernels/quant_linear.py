@@ -5,7 +5,7 @@ per-token int4 activations, packed int4 weights with per-channel scales, exact i
 Two paths, one result:
 
 - decode (tokens <= `decode_max_tokens`, or no prefill copy): the checkpoint's packed weights
-  [N, K/2], read once per call; the activations go out as int8 values (a few KB);
+  [N, K/2], read once per call, and packed int4 activations (contiguous bytes, like the weights);
 - prefill: a one-time int8 or fp8 copy of the weights [N, K] (1 byte per weight, made at load)
   so the tensor cores read both operands straight from shared memory; the activation kernel
   writes the same storage type.
@@ -138,7 +138,7 @@ class QuantLinear(nn.Module):
         tokens = x.numel() // self.in_features
         out_dtype = x.dtype if x.dtype in (torch.bfloat16, torch.float16, torch.float32) else torch.bfloat16
         if self.uses_decode_path(tokens):
-            weight, fmt = self.qweight, "int8"
+            weight, fmt = self.qweight, "packed"
         else:
             weight = self.prefill_weight
             fmt = "fp8" if weight.dtype == torch.float8_e4m3fn else "int8"

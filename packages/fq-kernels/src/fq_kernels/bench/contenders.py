@@ -90,7 +90,7 @@ def _ours_weights(p: LinearProblem, prefill: str) -> tuple[list[torch.Tensor], s
     kind = "packed" if decode else prefill
     per_copy = p.n * p.k // 2 if decode else p.n * p.k
     count = copies_to_defeat_l2(per_copy)
-    fmt = "int8" if decode else ("fp8" if prefill == "fp8" else "int8")
+    fmt = "packed" if decode else ("fp8" if prefill == "fp8" else "int8")
     return p.weight_copies(kind, count), fmt, count
 
 
@@ -108,7 +108,7 @@ def ours(p: LinearProblem, prefill: str = PREFILL_DEFAULT) -> tuple[MakeCall, in
 
 
 def ours_transform_quant(p: LinearProblem, prefill: str = PREFILL_DEFAULT) -> tuple[MakeCall, int]:
-    fmt = "int8" if p.m <= DECODE_MAX_TOKENS or prefill != "fp8" else "fp8"
+    fmt = "packed" if p.m <= DECODE_MAX_TOKENS else ("fp8" if prefill == "fp8" else "int8")
     return (lambda i: lambda: transform_quant(p.x, p.left, p.right, p.clip, 4, fmt)), 1
 
 

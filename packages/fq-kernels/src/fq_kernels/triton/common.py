@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import triton
 import triton.language as tl
+from triton.language.extra import libdevice
 
 
 @triton.jit
@@ -18,6 +19,16 @@ def round_half_even(v):
     odd = (f.to(tl.int32) & 1) == 1
     up = (frac > 0.5) | ((frac == 0.5) & odd)
     return tl.where(up, f + 1.0, f)
+
+
+@triton.jit
+def rint(v, NATIVE: tl.constexpr):
+    """Round half to even: one `cvt.rni` on the GPU (NATIVE), `round_half_even` in the interpreter."""
+    if NATIVE:  # noqa: SIM108 (constexpr branches)
+        r = libdevice.rint(v)
+    else:
+        r = round_half_even(v)
+    return r
 
 
 @triton.jit

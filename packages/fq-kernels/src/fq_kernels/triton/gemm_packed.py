@@ -27,7 +27,8 @@ import torch
 import triton
 import triton.language as tl
 
-from fq_kernels._runtime import interpreting, sm_count
+from fq_kernels import tuning
+from fq_kernels._runtime import interpreting
 from fq_kernels.triton.common import scaled_epilogue
 
 
@@ -91,7 +92,7 @@ def _packed_kernel(
     first = pid_k * per_split
     last = tl.minimum(first + per_split, k_steps)
     acc = tl.zeros((BM, BN), dtype=tl.int32)
-    a_sum = tl.zeros((BM,), dtype=tl.int32)
+    a_sum = tl.zeros((BM, BKP), dtype=tl.int32)  # reduced once after the loop
     for step in range(first, last):
         kp = step * BKP + offs_kp
         k_mask = kp < KP
@@ -109,12 +110,12 @@ def _packed_kernel(
             u = w ^ 0x88
             w_lo = (u & 15).to(tl.int8)
             w_hi = (u >> 4).to(tl.int8)
-            a_sum += tl.sum(a_lo.to(tl.int32) + a_hi.to(tl.int32), axis=1)
+            a_sum += a_lo.to(tl.int32) + a_hi.to(tl.int32)
         acc = tl.dot(a_lo, w_lo.T, acc, out_dtype=tl.int32)
         acc = tl.dot(a_hi, w_hi.T, acc, out_dtype=tl.int32)
     if UNPACK == 1:
         # masked K bytes load as 0 -> u = 0x88 -> 8 + 8 in both nibbles, i.e. weight 0: consistent
-        acc = acc - 8 * a_sum[:, None]
+        acc = acc - 8 * tl.sum(a_sum, axis=1)[:, None]
     if SPLIT_K == 1:
         scaled_epilogue(acc, offs_m, offs_n, M, N, c_ptr, stride_cm, sx_ptr, sw_ptr, bias_ptr, HAS_BIAS, RAW)
     else:
@@ -210,20 +211,44 @@ def launch_packed(
     return out
 
 
-def default_config(m: int, n: int, kp: int, device_sms: int | None = None) -> PackedConfig:
-    """Tiles and split-K so that the weight stream fills the GPU (measured on an H100)."""
+def candidates(m: int, n: int, kp: int) -> list[PackedConfig]:
+    """Configurations for the decode GEMM, the measured best first (docs/benchmarks/kernels.md)."""
     if interpreting():
-        return PackedConfig(block_m=16, block_n=16, block_kp=32, split_k=2, num_warps=4, num_stages=1)
+        return [PackedConfig(block_m=16, block_n=16, block_kp=32, split_k=2, num_warps=4, num_stages=1)]
     block_m = 16 if m <= 16 else 32 if m <= 32 else 64
-    block_n = 64
-    block_kp = 256
-    tiles = triton.cdiv(m, block_m) * triton.cdiv(n, block_n)
-    sms = device_sms or 132
-    split = 1
-    while tiles * split < 2 * sms and split < 8 and triton.cdiv(kp, block_kp * split * 2) >= 2:
-        split *= 2
-    return PackedConfig(block_m=block_m, block_n=block_n, block_kp=block_kp, split_k=split)
+    grid = [
+        (64, 128, 8, 4, 4, 1),
+        (64, 256, 4, 4, 4, 1),
+        (128, 128, 4, 4, 4, 0),
+        (64, 256, 4, 4, 4, 0),
+        (32, 256, 8, 4, 4, 1),
+        (128, 256, 2, 8, 3, 1),
+        (64, 128, 4, 4, 4, 0),
+        (128, 128, 8, 4, 4, 1),
+        (32, 512, 4, 4, 3, 1),
+    ]
+    out = []
+    for bn, bkp, split, warps, stages, unpack in grid:
+        split = max(1, min(split, triton.cdiv(kp, bkp)))
+        out.append(PackedConfig(block_m, bn, bkp, split, warps, stages, unpack))
+    return out
 
 
-def config_for(a: torch.Tensor, n: int, kp: int) -> PackedConfig:
-    return default_config(a.shape[0], n, kp, sm_count(a) if a.is_cuda else None)
+def launch_tuned(
+    a: torch.Tensor,
+    b: torch.Tensor,
+    sx: torch.Tensor,
+    sw: torch.Tensor,
+    bias: torch.Tensor | None,
+    out: torch.Tensor,
+    raw: bool = False,
+) -> torch.Tensor:
+    """`launch_packed` with the configuration from `candidates` (timed at first use if autotuning)."""
+    m = a.shape[0]
+    n, kp = b.shape
+    key = ("packed", m if m <= 16 else 1 << (m - 1).bit_length(), n, kp, a.dtype, raw)
+
+    def run(cfg: PackedConfig) -> torch.Tensor:
+        return launch_packed(a, b, sx, sw, bias, out, cfg, raw)
+
+    return run(tuning.choose(key, candidates(m, n, kp), run))

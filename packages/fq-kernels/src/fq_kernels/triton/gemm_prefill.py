@@ -25,6 +25,7 @@ import torch
 import triton
 import triton.language as tl
 
+from fq_kernels import tuning
 from fq_kernels._runtime import interpreting, sm_count
 from fq_kernels.triton.common import grouped_tile, scaled_epilogue
 
@@ -237,17 +238,43 @@ def _launch(a, b, sx, sw, bias, out, config: PrefillConfig, raw: bool) -> torch.
     return out
 
 
-def interpreter_config() -> PrefillConfig:
-    """Small tiles: the interpreter runs every program in turn on the CPU."""
-    return PrefillConfig(block_m=16, block_n=32, block_k=32, group_m=2, num_warps=4, num_stages=1)
-
-
-def default_config(m: int, n: int, k: int, fp8: bool) -> PrefillConfig:
-    """Tile choice by problem size (measured on an H100; docs/benchmarks/kernels.md)."""
+def candidates(m: int, n: int, k: int, fp8: bool) -> list[PrefillConfig]:
+    """Tile choices by problem size, the measured best first (H100; docs/benchmarks/kernels.md)."""
     if interpreting():
-        return interpreter_config()
-    if m <= 64:
-        return PrefillConfig(block_m=64, block_n=128, block_k=128, num_warps=4, num_stages=4)
+        return [PrefillConfig(block_m=16, block_n=32, block_k=32, group_m=2, num_warps=4, num_stages=1)]
+    c = PrefillConfig
     if m <= 256:
-        return PrefillConfig(block_m=128, block_n=128, block_k=128, num_warps=8, num_stages=4)
-    return PrefillConfig()
+        return [
+            c(128, 128, 128, 8, 4, 4, "tma"),
+            c(64, 128, 128, 8, 4, 4, "tma"),
+            c(128, 128, 128, 8, 8, 4, "tma"),
+        ]
+    return [
+        c(128, 128, 128, 8, 4, 3, "ptr"),
+        c(128, 256, 128, 8, 8, 4, "tma"),
+        c(128, 256, 128, 8, 8, 3, "tma"),
+        c(128, 128, 128, 8, 4, 4, "tma"),
+        c(128, 256, 128, 8, 8, 3, "ptr"),
+        c(256, 128, 128, 8, 8, 3, "tma"),
+    ]
+
+
+def launch_tuned(
+    a: torch.Tensor,
+    b: torch.Tensor,
+    sx: torch.Tensor,
+    sw: torch.Tensor,
+    bias: torch.Tensor | None,
+    out: torch.Tensor,
+    raw: bool = False,
+) -> torch.Tensor:
+    """`launch_prefill` with the configuration from `candidates` (timed at first use if autotuning)."""
+    m, k = a.shape
+    n = b.shape[0]
+    fp8 = a.dtype == torch.float8_e4m3fn
+    key = ("prefill", 1 << max(m - 1, 0).bit_length(), n, k, a.dtype, out.dtype, raw)
+
+    def run(cfg: PrefillConfig) -> torch.Tensor:
+        return launch_prefill(a, b, sx, sw, bias, out, cfg, raw)
+
+    return run(tuning.choose(key, candidates(m, n, k, fp8), run))

@@ -19,12 +19,15 @@ transform the result is bit-exact with the reference.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import triton
 import triton.language as tl
 
+from fq_kernels import tuning
 from fq_kernels._runtime import interpreting, next_pow2, sm_count
-from fq_kernels.triton.common import round_half_even
+from fq_kernels.triton.common import rint
 
 OUT_CODES: dict[str, int] = {"packed": 0, "int8": 1, "fp8": 2}
 DOT_CODES: dict[str, int] = {"ieee": 0, "tf32": 1, "bf16": 2, "fp16": 3}
@@ -34,9 +37,23 @@ DEFAULT_DOT: dict[torch.dtype, str] = {
     torch.float16: "fp16",
 }
 """Dot precision per input dtype on the GPU (the benchmark records which one it ran)."""
-PROGRAMS_PER_SM = 8
-NUM_STAGES = 1
-"""Software-pipelining depth of the token loop (loads of the next token during this one's math)."""
+
+
+@dataclass(frozen=True)
+class TQConfig:
+    num_warps: int = 4
+    num_stages: int = 1  # software pipelining of the token loop
+    programs_per_sm: int = 8
+
+
+def candidates(b1: int, b2: int) -> list[TQConfig]:
+    """Configurations for a token tile of b1 x b2 elements, the measured best first."""
+    elems = b1 * b2
+    if elems <= 1024:
+        return [TQConfig(2), TQConfig(4)]
+    if elems <= 4096:
+        return [TQConfig(4), TQConfig(8), TQConfig(4, programs_per_sm=16), TQConfig(8, num_stages=2)]
+    return [TQConfig(16, programs_per_sm=4), TQConfig(8), TQConfig(8, programs_per_sm=4), TQConfig(16)]
 
 
 @triton.jit
@@ -73,6 +90,7 @@ def _transform_quant_kernel(
     DOT: tl.constexpr,
     QMIN: tl.constexpr,
     QMAX: tl.constexpr,
+    NATIVE: tl.constexpr,
 ):
     pid = tl.program_id(0).to(tl.int64)  # int64 token index: M * K may pass 2^31
     nprog = tl.num_programs(0)
@@ -102,16 +120,27 @@ def _transform_quant_kernel(
             y = _dot(x, right, DOT)
         if HAS_LEFT:
             y = _dot(left_t, y, DOT)
-        ymax = tl.maximum(tl.max(y), 0.0) * clip_max
-        ymin = tl.minimum(tl.min(y), 0.0) * clip_min
+        # One pass of reductions: a non-finite value turns the max into +inf (NaN compares false).
+        ymax = tl.max(tl.where(tl.abs(y) < float("inf"), y, float("inf")))
+        ymin = tl.min(y)
+        bad = ymax == float("inf")
+        ymax = tl.maximum(ymax, 0.0) * clip_max
+        ymin = tl.minimum(ymin, 0.0) * clip_min
         absmax = tl.maximum(ymax, -ymin)
         scale = tl.math.div_rn(absmax, tl.full([], QMAX, tl.float32))
         scale = tl.where(absmax == 0.0, 1.0, scale)
-        nonfinite = tl.sum(tl.where(tl.abs(y) < float("inf"), 0, 1))
-        v = tl.math.div_rn(y, tl.zeros_like(y) + scale)
-        v = tl.minimum(tl.maximum(v, QMIN - 1.0), QMAX + 1.0)
-        q = tl.minimum(tl.maximum(round_half_even(v), QMIN), QMAX)
-        bad = nonfinite > 0
+        # y * (1/scale) is within 2 ulp of the IEEE quotient y / scale that the reference rounds, so
+        # the two round to different integers only when a value sits within 2^-18 of a tie; such a
+        # (rare) token is redone with IEEE division, which keeps the result bit-exact.
+        inv = tl.math.div_rn(tl.full([], 1.0, tl.float32), scale)
+        v = tl.minimum(tl.maximum(y * inv, QMIN - 1.0), QMAX + 1.0)
+        r = rint(v, NATIVE)
+        near = tl.abs(tl.abs(v - r) - 0.5) < 3.814697265625e-06
+        if tl.max(near.to(tl.int32)) > 0:
+            v = tl.math.div_rn(y, tl.zeros_like(y) + scale)
+            v = tl.minimum(tl.maximum(v, QMIN - 1.0), QMAX + 1.0)
+            r = rint(v, NATIVE)
+        q = tl.minimum(tl.maximum(r, QMIN), QMAX)
         q = tl.where(bad, 0.0, q)
         scale = tl.where(bad, float("nan"), scale)
         q_row = q_ptr + t * stride_qm
@@ -157,6 +186,7 @@ def launch_transform_quant(
     bits: int,
     out_format: str,
     dot: str | None = None,
+    config: TQConfig | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Run the kernel on x2 [M, K] (last dim contiguous); returns (values [M, K or K/2], scales [M]).
 
@@ -181,32 +211,37 @@ def launch_transform_quant(
     if m > 0:
         left32 = left.to(device=device, dtype=torch.float32).contiguous() if has_left else clip
         right32 = right.to(device=device, dtype=torch.float32).contiguous() if has_right else clip
-        elems = b1 * b2
-        num_warps = 2 if elems <= 1024 else 4 if elems <= 4096 else 8
-        grid = (min(m, sm_count(x2) * PROGRAMS_PER_SM),)
-        _transform_quant_kernel[grid](
-            x2,
-            left32,
-            right32,
-            clip,
-            q,
-            scale,
-            m,
-            x2.stride(0),
-            q.stride(0),
-            N1=n1,
-            N2=n2,
-            B1=b1,
-            B2=b2,
-            HAS_LEFT=has_left,
-            HAS_RIGHT=has_right,
-            OUT=OUT_CODES[fmt],
-            DOT=DOT_CODES[dot],
-            QMIN=-(2 ** (bits - 1)),
-            QMAX=2 ** (bits - 1) - 1,
-            num_warps=num_warps,
-            num_stages=NUM_STAGES,
-        )
+
+        def run(cfg: TQConfig) -> None:
+            grid = (min(m, sm_count(x2) * cfg.programs_per_sm),)
+            _transform_quant_kernel[grid](
+                x2,
+                left32,
+                right32,
+                clip,
+                q,
+                scale,
+                m,
+                x2.stride(0),
+                q.stride(0),
+                N1=n1,
+                N2=n2,
+                B1=b1,
+                B2=b2,
+                HAS_LEFT=has_left,
+                HAS_RIGHT=has_right,
+                OUT=OUT_CODES[fmt],
+                DOT=DOT_CODES[dot],
+                QMIN=-(2 ** (bits - 1)),
+                QMAX=2 ** (bits - 1) - 1,
+                NATIVE=not interpreting(),
+                num_warps=cfg.num_warps,
+                num_stages=cfg.num_stages,
+            )
+
+        cands = candidates(b1, b2) if config is None else [config]
+        key = ("transform_quant", min(next_pow2(m), 4096), n1, n2, has_left, has_right, fmt, dot)
+        run(tuning.choose(key, cands, run))
     if fmt != out_format:  # packed output of an odd-n2 tile
         from fq_core.quant.pack import pack_int4
 
