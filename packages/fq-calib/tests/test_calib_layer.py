@@ -49,3 +49,17 @@ def test_frozen_layer_reproduces_the_trained_fake_quant_layer(first_layer):
     assert (merged - trained).norm() <= 1e-2 * trained.norm()
     assert frozen.self_attn.attn_in.transform.scale is None  # channel scales were folded away
     assert not torch.equal(frozen.input_layernorm.weight, layer.input_layernorm.weight)
+
+
+def test_gptq_rounding_freezes_a_valid_layer_that_differs_from_rtn(first_layer):
+    model, _, inputs, kwargs = first_layer
+    layers = {}
+    for rounding in ("rtn", "gptq"):
+        layer = copy.deepcopy(model.model.layers[0])
+        run = preset("paper", nsamples=8, seqlen=24, epochs=1, batch_size=4, weight_rounding=rounding)
+        freeze = lambda trained: freeze_layer(trained, model)  # noqa: E731
+        stats, _ = calibrate_layer(0, layer, inputs, kwargs, run, CPU, freeze)
+        assert stats.mse_final < stats.mse_init
+        layers[rounding] = layer
+    rtn, gptq = layers["rtn"].mlp.down_proj, layers["gptq"].mlp.down_proj
+    assert rtn.qweight.shape == gptq.qweight.shape and not torch.equal(rtn.qweight, gptq.qweight)

@@ -79,6 +79,7 @@ def calib(
     batch_size: Annotated[int | None, typer.Option(help="Windows per step.")] = None,
     lr: Annotated[float | None, typer.Option(help="Learning rate of transforms (clipping gets 10x).")] = None,
     feed: Annotated[str | None, typer.Option(help="Next layer's inputs: 'fp' (paper) or 'quant'.")] = None,
+    gptq: Annotated[bool, typer.Option(help="Round merged weights with GPTQ instead of to nearest.")] = False,
     seed: Annotated[int, typer.Option(help="Seed of windows and transform inits.")] = 0,
     device: Annotated[str, typer.Option(help="torch device; 'auto' takes CUDA when available.")] = "auto",
     resume: Annotated[
@@ -116,6 +117,7 @@ def calib(
             "batch_size": batch_size,
             "lr": lr,
             "feed": feed,
+            "weight_rounding": "gptq" if gptq else None,
         }
         flat = {"lwc": lwc, "lac": lac, "channel_scale": add_diag, "diag_alpha": diag_alpha}
         flat["parametrization"] = "direct" if direct_inv else "svd"

@@ -16,6 +16,7 @@ from fq_core.flat import FlatConfig
 from fq_core.quant import NO_QUANT, QuantSpec
 
 FeedForward = Literal["fp", "quant"]
+WeightRounding = Literal["rtn", "gptq"]
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,8 @@ class CalibRecipe:
     feed: which outputs become the next layer's inputs: "fp" (the reference) or "quant" (the
         calibrated layer's fake-quant outputs, so later layers learn to correct earlier errors).
     amp: autocast the layer forward in bfloat16 on CUDA (transforms stay float32); CPU runs float32.
+    weight_rounding: "rtn" rounds the merged weights to nearest; "gptq" runs GPTQ on them with the
+        layer's real (transformed, quantised) inputs.
     """
 
     flat: FlatConfig = field(default_factory=FlatConfig)
@@ -43,6 +46,7 @@ class CalibRecipe:
     weight_decay: float = 0.01
     feed: FeedForward = "fp"
     amp: bool = True
+    weight_rounding: WeightRounding = "rtn"
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -61,6 +65,8 @@ class CalibRecipe:
             raise ConfigError(f"lr must be > 0, got {self.lr}")
         if self.feed not in ("fp", "quant"):
             raise ConfigError(f"feed must be 'fp' or 'quant', got {self.feed!r}")
+        if self.weight_rounding not in ("rtn", "gptq"):
+            raise ConfigError(f"weight_rounding must be 'rtn' or 'gptq', got {self.weight_rounding!r}")
 
     @property
     def steps_per_epoch(self) -> int:

@@ -18,6 +18,7 @@ from torch import nn
 
 from fq_calib.layer_io import autocast, batches, map_layer, mse, run_layer
 from fq_calib.recipe import CalibRecipe
+from fq_core.flat import FlatLinear
 from fq_core.transforms import factor_cache
 
 
@@ -59,6 +60,36 @@ def init_channel_scales(layer: nn.Module, alpha: float) -> None:
     gate_up, down = mlp.weight_absmax_for_scale()
     mlp.mlp_in.init_channel_scale(gate_up, alpha)
     mlp.down_in.init_channel_scale(down, alpha)
+
+
+@torch.no_grad()
+def collect_hessians(
+    layer: nn.Module,
+    inputs: torch.Tensor,
+    layer_kwargs: dict[str, Any],
+    device: torch.device,
+    bs: int,
+    amp: bool,
+) -> None:
+    """Give every quantised linear of the layer E[x x^T] of the inputs it really receives
+    (transformed and fake-quantised), so that freezing rounds its weights with GPTQ."""
+    sums: dict[FlatLinear, torch.Tensor] = {}
+    counts: dict[FlatLinear, int] = {}
+
+    def record(linear: FlatLinear, args: tuple[Any, ...]) -> None:
+        x = args[0].detach().reshape(-1, args[0].shape[-1]).float()
+        sums[linear] = sums.get(linear, 0) + x.T @ x
+        counts[linear] = counts.get(linear, 0) + x.shape[0]
+
+    linears = [m for m in layer.modules() if isinstance(m, FlatLinear) and m.spec.enabled]
+    hooks = [linear.register_forward_pre_hook(record) for linear in linears]
+    try:
+        map_layer(layer, inputs, layer_kwargs, device, bs, amp)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    for linear in linears:
+        linear.hessian = sums[linear] / counts[linear]
 
 
 def optimizer_for(layer: nn.Module, recipe: CalibRecipe) -> tuple[torch.optim.Optimizer, Any]:
@@ -120,6 +151,8 @@ def calibrate_layer(
         epoch_losses.append(total / recipe.steps_per_epoch)
         on_epoch(epoch, epoch_losses[-1])
     layer.eval()
+    if recipe.weight_rounding == "gptq":
+        collect_hessians(layer, inputs, layer_kwargs, device, bs, recipe.amp)
     freeze(layer)
     mse_final = mse(layer, inputs, targets, layer_kwargs, device, bs, recipe.amp)
     stats = LayerStats(index, mse_init, mse_final, epoch_losses, time.perf_counter() - start)

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fq_core.quant.functional import dequantize, to_reduction_view
+from fq_core.quant.gptq import gptq_quantize
 from fq_core.quant.quantizers import WeightQuantizer
 from fq_core.quant.spec import QuantSpec
 
@@ -30,6 +31,8 @@ class FlatLinear(nn.Module):
         self.register_buffer("bias", None if linear.bias is None else linear.bias.detach())
         self.quantizer = WeightQuantizer(spec, self.out_features, learnable_clip and spec.enabled)
         self.frozen = False
+        self.hessian: torch.Tensor | None = None
+        """Set (by calibration) to E[x x^T] of this layer's inputs to freeze with GPTQ instead of RTN."""
 
     @property
     def spec(self) -> QuantSpec:
@@ -71,6 +74,14 @@ class FlatLinear(nn.Module):
         weight = weight.float()
         if self.spec.enabled:
             q, scale, zero = self.quantizer.quantize_int(weight)
+            if self.hessian is not None:
+                clipped = self.quantizer.clipped(weight)
+                groups = scale.reshape(self.out_features, -1)
+                q = gptq_quantize(
+                    clipped, self.hessian, groups, zero.reshape(self.out_features, -1), self.spec
+                )
+                q = q.to(torch.int8 if self.spec.symmetric else torch.uint8)
+                self.hessian = None
             self.register_buffer("qweight", q)
             self.register_buffer("scale", scale.reshape(self.out_features, -1))
             self.register_buffer("zero", zero.reshape(self.out_features, -1))

@@ -41,6 +41,15 @@ class WeightQuantizer(nn.Module):
         return F.fake_quant(weight, self.spec, self.clip_factors(weight), clamp_to_range=self.learnable_clip)
 
     @torch.no_grad()
+    def clipped(self, weight: torch.Tensor) -> torch.Tensor:
+        """The weight clamped into its learned clipping range (unchanged without LWC)."""
+        if not self.learnable_clip:
+            return weight
+        rows = F.to_reduction_view(weight, self.spec)
+        xmin, xmax = F.quant_range(weight, self.spec, self.clip_factors(weight))
+        return torch.maximum(torch.minimum(rows, xmax), xmin).reshape(weight.shape)
+
+    @torch.no_grad()
     def quantize_int(self, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Integer weights shaped like `weight` (int8 if symmetric, uint8 if asymmetric, so 8-bit
         values 0..255 fit), scales and zeros (shaped (groups, 1)).
