@@ -29,7 +29,7 @@ def test_calibration_lowers_the_layer_mse(first_layer):
     stats, targets = calibrate_layer(
         0, model.model.layers[0], inputs, kwargs, recipe, CPU, lambda layer: freeze_layer(layer, model)
     )
-    assert stats.mse_final < 0.8 * stats.mse_init
+    assert stats.mse_final < 0.9 * stats.mse_init
     assert stats.epoch_losses[-1] < stats.epoch_losses[0]
     assert targets.shape == inputs.shape
 

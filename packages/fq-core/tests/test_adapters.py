@@ -4,12 +4,12 @@ import copy
 
 import pytest
 import torch
-from tiny_models import FAMILIES, tiny_model
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from fq_core.adapters import get_adapter, supported_model_types
 from fq_core.errors import UnsupportedModelError
 from fq_core.flat import FlatAttention, FlatConfig, FlatMLP, freeze_layer, quantize_, set_fp
+from fq_core.models.testing import FAMILIES, tiny_model
 from fq_core.quant import NO_QUANT
 
 FP16_FLAT = FlatConfig(weight=NO_QUANT, act=NO_QUANT)
@@ -26,7 +26,7 @@ def _randomise_transforms(model: torch.nn.Module) -> None:
                 param.copy_(0.3 * torch.randn(param.shape, generator=g))
 
 
-@pytest.mark.parametrize("family", sorted(FAMILIES))
+@pytest.mark.parametrize("family", FAMILIES)
 def test_adapter_geometry(family):
     model = tiny_model(family)
     geometry = get_adapter(model).geometry(model.config)
@@ -50,7 +50,7 @@ def test_adapter_geometry(family):
     assert (attention.q_proj.bias is not None) is geometry["qkv_bias"]
 
 
-@pytest.mark.parametrize("family", sorted(FAMILIES))
+@pytest.mark.parametrize("family", FAMILIES)
 def test_fp_mode_reproduces_original_logits_exactly(family):
     model = tiny_model(family)
     ids = torch.randint(0, 64, (2, 16))
@@ -64,7 +64,7 @@ def test_fp_mode_reproduces_original_logits_exactly(family):
     assert torch.equal(flat(ids).logits, expected)
 
 
-@pytest.mark.parametrize("family", sorted(FAMILIES))
+@pytest.mark.parametrize("family", FAMILIES)
 def test_16bit_transformed_model_matches_original_before_and_after_merging(family):
     model = tiny_model(family)
     ids = torch.randint(0, 64, (2, 16))
@@ -81,7 +81,7 @@ def test_16bit_transformed_model_matches_original_before_and_after_merging(famil
     )
 
 
-@pytest.mark.parametrize("family", sorted(FAMILIES))
+@pytest.mark.parametrize("family", FAMILIES)
 def test_generate_with_kv_cache_matches_original_in_fp_mode(family):
     model = tiny_model(family)
     prompt = torch.randint(0, 64, (1, 6))

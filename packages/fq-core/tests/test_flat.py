@@ -3,9 +3,9 @@
 import copy
 
 import torch
-from tiny_models import tiny_model
 
 from fq_core.flat import FlatConfig, quantize_, set_fp
+from fq_core.models.testing import tiny_model
 from fq_core.quant import QuantSpec, fake_quant
 
 W4A4_KV4 = FlatConfig(

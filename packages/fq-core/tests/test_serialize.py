@@ -2,11 +2,11 @@
 
 import pytest
 import torch
-from tiny_models import FAMILIES, tiny_model
 
 from fq_core.checkpoint import ModelMismatchError, load_checkpoint
 from fq_core.errors import ConfigError
 from fq_core.flat import FlatConfig, freeze_layer, load_quantized, quantize_, save_quantized
+from fq_core.models.testing import FAMILIES, tiny_model
 from fq_core.quant import QuantSpec, unpack_int4
 
 KV4 = QuantSpec(4, False, "group", group_size=12)
@@ -41,7 +41,7 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("family", sorted(FAMILIES))
+@pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_round_trip_reproduces_logits_bit_exactly(tmp_path, family, case):
     config = CASES[case]
