@@ -69,6 +69,19 @@ def test_transform_quant_matches_reference(n1: int, n2: int, variant: str) -> No
         assert s[1] == 1
 
 
+@pytest.mark.parametrize("reduce_axes", [False, True])
+def test_kernel_configurations_agree(reduce_axes: bool) -> None:
+    from fq_kernels.triton.transform_quant import TQConfig, launch_transform_quant
+
+    g = torch.Generator().manual_seed(6)
+    left, right = signed_permutation(8, g), signed_permutation(16, g, 0.5)
+    x = torch.randint(-40, 40, (5, 128), generator=g).float() / 4
+    x[2, 3] = float("nan")
+    cfg = TQConfig(num_warps=4, programs_per_sm=1, reduce_axes=reduce_axes)
+    q, s = launch_transform_quant(x, left, right, ref.clip_pair(0.9), 4, "int8", config=cfg)
+    assert_quant_equal(q, s, *ref.transform_quant_ref(x, left, right, 0.9, 4, "int8"))
+
+
 def test_exactly_representable_transform_is_bit_exact() -> None:
     g = torch.Generator().manual_seed(5)
     left, right = signed_permutation(8, g, 2.0), signed_permutation(16, g)
@@ -139,14 +152,21 @@ def _operands(m: int, k: int, n: int, g: torch.Generator):
 @pytest.mark.parametrize("unpack", [0, 1])
 @pytest.mark.parametrize("split", [1, 3])
 @pytest.mark.parametrize("a_layout", ["int8", "packed"])
-def test_packed_gemm_is_exact(m: int, k: int, n: int, unpack: int, split: int, a_layout: str) -> None:
+@pytest.mark.parametrize("gemv", [False, True])
+def test_packed_gemm_is_exact(
+    m: int, k: int, n: int, unpack: int, split: int, a_layout: str, gemv: bool
+) -> None:
     from fq_kernels.triton.gemm_packed import WORKSPACE, PackedConfig, launch_packed
 
+    if gemv and (m != 1 or unpack):
+        pytest.skip("the CUDA-core kernel serves one token and unpacks signed nibbles")
     g = torch.Generator().manual_seed(m * k + n)
     xv, wv = _operands(m, k, n, g)
     a = xv if a_layout == "int8" else pack_int4(xv)
     wq = pack_int4(wv)
-    cfg = PackedConfig(block_m=16, block_n=16, block_kp=16, split_k=split, num_stages=1, unpack=unpack)
+    cfg = PackedConfig(
+        block_m=16, block_n=16, block_kp=16, split_k=split, num_stages=1, unpack=unpack, gemv=gemv
+    )
     one = torch.ones(max(m, n))
     acc = launch_packed(a, wq, one, one, None, torch.empty(m, n, dtype=torch.int32), cfg, raw=True)
     assert torch.equal(acc, ref.int_matmul_ref(xv, wq))

@@ -41,6 +41,7 @@ class PackedConfig:
     num_warps: int = 4
     num_stages: int = 4
     unpack: int = 0  # 0 signed, 1 offset (see module docstring)
+    gemv: bool = False  # M == 1 only: CUDA-core kernel instead of tensor-core dots
 
 
 @triton.jit
@@ -116,6 +117,46 @@ def _packed_kernel(
     if UNPACK == 1:
         # masked K bytes load as 0 -> u = 0x88 -> 8 + 8 in both nibbles, i.e. weight 0: consistent
         acc = acc - 8 * tl.sum(a_sum, axis=1)[:, None]
+    _finish(
+        acc,
+        offs_m,
+        offs_n,
+        M,
+        N,
+        pid_mn,
+        c_ptr,
+        stride_cm,
+        sx_ptr,
+        sw_ptr,
+        bias_ptr,
+        ws_ptr,
+        lock_ptr,
+        SPLIT_K,
+        HAS_BIAS,
+        RAW,
+    )
+
+
+@triton.jit
+def _finish(
+    acc,
+    offs_m,
+    offs_n,
+    M,
+    N,
+    tile,
+    c_ptr,
+    stride_cm,
+    sx_ptr,
+    sw_ptr,
+    bias_ptr,
+    ws_ptr,
+    lock_ptr,
+    SPLIT_K: tl.constexpr,
+    HAS_BIAS: tl.constexpr,
+    RAW: tl.constexpr,
+):
+    """Epilogue, directly (SPLIT_K == 1) or by the last of the tile's split-K programs."""
     if SPLIT_K == 1:
         scaled_epilogue(acc, offs_m, offs_n, M, N, c_ptr, stride_cm, sx_ptr, sw_ptr, bias_ptr, HAS_BIAS, RAW)
     else:
@@ -123,13 +164,81 @@ def _packed_kernel(
         ws_ptrs = ws_ptr + offs_m[:, None].to(tl.int64) * N + offs_n[None, :]
         tl.atomic_add(ws_ptrs, acc, mask=mask, sem="relaxed")
         tl.debug_barrier()
-        arrived = tl.atomic_add(lock_ptr + pid_mn, 1, sem="acq_rel")
+        arrived = tl.atomic_add(lock_ptr + tile, 1, sem="acq_rel")
         if arrived == SPLIT_K - 1:
             total = tl.atomic_xchg(ws_ptrs, tl.zeros_like(acc), mask=mask, sem="acq_rel")
-            tl.atomic_xchg(lock_ptr + pid_mn, 0, sem="relaxed")
+            tl.atomic_xchg(lock_ptr + tile, 0, sem="relaxed")
             scaled_epilogue(
                 total, offs_m, offs_n, M, N, c_ptr, stride_cm, sx_ptr, sw_ptr, bias_ptr, HAS_BIAS, RAW
             )
+
+
+@triton.jit
+def _gemv_kernel(
+    a_ptr,
+    b_ptr,
+    c_ptr,
+    sx_ptr,
+    sw_ptr,
+    bias_ptr,
+    ws_ptr,
+    lock_ptr,
+    N,
+    KP,
+    stride_bn,
+    stride_cm,
+    BN: tl.constexpr,
+    BKP: tl.constexpr,
+    SPLIT_K: tl.constexpr,
+    A_PACKED: tl.constexpr,
+    HAS_BIAS: tl.constexpr,
+    RAW: tl.constexpr,
+):
+    """One token (M == 1) without tensor cores: int32 multiply-adds on the unpacked nibbles, summed
+    along K once after the loop, so no lane of an MMA is wasted on padding rows."""
+    pid_n = tl.program_id(0)
+    pid_k = tl.program_id(1)
+    offs_n = pid_n * BN + tl.arange(0, BN)
+    offs_kp = tl.arange(0, BKP)
+    rows_b = tl.where(offs_n < N, offs_n, 0).to(tl.int64)
+    k_steps = tl.cdiv(KP, BKP)
+    per_split = tl.cdiv(k_steps, SPLIT_K)
+    first = pid_k * per_split
+    last = tl.minimum(first + per_split, k_steps)
+    acc2 = tl.zeros((BN, BKP), dtype=tl.int32)
+    for step in range(first, last):
+        kp = step * BKP + offs_kp
+        k_mask = kp < KP
+        w = tl.load(b_ptr + rows_b[:, None] * stride_bn + kp[None, :], mask=k_mask[None, :], other=0)
+        if A_PACKED:
+            a_lo, a_hi = _signed_nibbles(tl.load(a_ptr + kp, mask=k_mask, other=0))
+        else:
+            a_lo = tl.load(a_ptr + 2 * kp, mask=k_mask, other=0)
+            a_hi = tl.load(a_ptr + 2 * kp + 1, mask=k_mask, other=0)
+        w_lo, w_hi = _signed_nibbles(w)
+        acc2 += (
+            w_lo.to(tl.int32) * a_lo.to(tl.int32)[None, :] + w_hi.to(tl.int32) * a_hi.to(tl.int32)[None, :]
+        )
+    acc = tl.reshape(tl.sum(acc2, axis=1), [1, BN])
+    offs_m = tl.arange(0, 1)
+    _finish(
+        acc,
+        offs_m,
+        offs_n,
+        1,
+        N,
+        pid_n,
+        c_ptr,
+        stride_cm,
+        sx_ptr,
+        sw_ptr,
+        bias_ptr,
+        ws_ptr,
+        lock_ptr,
+        SPLIT_K,
+        HAS_BIAS,
+        RAW,
+    )
 
 
 class _Workspace:
@@ -178,10 +287,36 @@ def launch_packed(
     a_packed = a.dtype == torch.uint8
     tiles = triton.cdiv(m, cfg.block_m) * triton.cdiv(n, cfg.block_n)
     split = max(1, min(cfg.split_k, triton.cdiv(kp, cfg.block_kp)))
+    if cfg.gemv and m == 1:
+        tiles = triton.cdiv(n, cfg.block_n)
     if split > 1:
         ws, locks = WORKSPACE.get(out.device, m * n, tiles)
     else:
         ws = locks = sw  # unused
+    if cfg.gemv and m == 1:
+        _gemv_kernel[(tiles, split)](
+            a,
+            b,
+            out,
+            sx,
+            sw,
+            bias if bias is not None else sw,
+            ws,
+            locks,
+            n,
+            kp,
+            b.stride(0),
+            out.stride(0),
+            BN=cfg.block_n,
+            BKP=cfg.block_kp,
+            SPLIT_K=split,
+            A_PACKED=a_packed,
+            HAS_BIAS=bias is not None,
+            RAW=raw,
+            num_warps=cfg.num_warps,
+            num_stages=cfg.num_stages,
+        )
+        return out
     _packed_kernel[(tiles, split)](
         a,
         b,
@@ -227,10 +362,20 @@ def candidates(m: int, n: int, kp: int) -> list[PackedConfig]:
         (128, 128, 8, 4, 4, 1),
         (32, 512, 4, 4, 3, 1),
     ]
+    grid += [(32, 256, 2, 4, 4, 1), (32, 128, 4, 4, 4, 1), (16, 256, 4, 4, 4, 1)]
     out = []
     for bn, bkp, split, warps, stages, unpack in grid:
         split = max(1, min(split, triton.cdiv(kp, bkp)))
         out.append(PackedConfig(block_m, bn, bkp, split, warps, stages, unpack))
+    if m == 1:
+        for bn, bkp, split, warps, stages in (
+            (32, 256, 4, 4, 3),
+            (16, 256, 4, 4, 3),
+            (64, 128, 4, 4, 3),
+            (32, 512, 2, 8, 3),
+        ):
+            split = max(1, min(split, triton.cdiv(kp, bkp)))
+            out.append(PackedConfig(1, bn, bkp, split, warps, stages, 0, gemv=True))
     return out
 
 

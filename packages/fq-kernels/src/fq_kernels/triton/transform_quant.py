@@ -44,6 +44,7 @@ class TQConfig:
     num_warps: int = 4
     num_stages: int = 1  # software pipelining of the token loop
     programs_per_sm: int = 8
+    reduce_axes: bool = False  # reduce rows then columns instead of the flattened tile
 
 
 def candidates(b1: int, b2: int) -> list[TQConfig]:
@@ -52,8 +53,18 @@ def candidates(b1: int, b2: int) -> list[TQConfig]:
     if elems <= 1024:
         return [TQConfig(2), TQConfig(4)]
     if elems <= 4096:
-        return [TQConfig(4), TQConfig(8), TQConfig(4, programs_per_sm=16), TQConfig(8, num_stages=2)]
-    return [TQConfig(16, programs_per_sm=4), TQConfig(8), TQConfig(8, programs_per_sm=4), TQConfig(16)]
+        return [
+            TQConfig(4),
+            TQConfig(4, reduce_axes=True),
+            TQConfig(8, reduce_axes=True),
+            TQConfig(4, 2, 16, True),
+        ]
+    return [
+        TQConfig(16, programs_per_sm=4),
+        TQConfig(16, 1, 4, True),
+        TQConfig(8, 1, 8, True),
+        TQConfig(8, 1, 4),
+    ]
 
 
 @triton.jit
@@ -91,6 +102,7 @@ def _transform_quant_kernel(
     QMIN: tl.constexpr,
     QMAX: tl.constexpr,
     NATIVE: tl.constexpr,
+    REDUCE_AXES: tl.constexpr,
 ):
     pid = tl.program_id(0).to(tl.int64)  # int64 token index: M * K may pass 2^31
     nprog = tl.num_programs(0)
@@ -121,8 +133,12 @@ def _transform_quant_kernel(
         if HAS_LEFT:
             y = _dot(left_t, y, DOT)
         # One pass of reductions: a non-finite value turns the max into +inf (NaN compares false).
-        ymax = tl.max(tl.where(tl.abs(y) < float("inf"), y, float("inf")))
-        ymin = tl.min(y)
+        if REDUCE_AXES:  # row then column: stays in the dot's register layout
+            ymax = tl.max(tl.max(tl.where(tl.abs(y) < float("inf"), y, float("inf")), axis=1), axis=0)
+            ymin = tl.min(tl.min(y, axis=1), axis=0)
+        else:
+            ymax = tl.max(tl.where(tl.abs(y) < float("inf"), y, float("inf")))
+            ymin = tl.min(y)
         bad = ymax == float("inf")
         ymax = tl.maximum(ymax, 0.0) * clip_max
         ymin = tl.minimum(ymin, 0.0) * clip_min
@@ -136,7 +152,11 @@ def _transform_quant_kernel(
         v = tl.minimum(tl.maximum(y * inv, QMIN - 1.0), QMAX + 1.0)
         r = rint(v, NATIVE)
         near = tl.abs(tl.abs(v - r) - 0.5) < 3.814697265625e-06
-        if tl.max(near.to(tl.int32)) > 0:
+        if REDUCE_AXES:
+            n_near = tl.max(tl.max(near.to(tl.int32), axis=1), axis=0)
+        else:
+            n_near = tl.max(near.to(tl.int32))
+        if n_near > 0:
             v = tl.math.div_rn(y, tl.zeros_like(y) + scale)
             v = tl.minimum(tl.maximum(v, QMIN - 1.0), QMAX + 1.0)
             r = rint(v, NATIVE)
@@ -235,6 +255,7 @@ def launch_transform_quant(
                 QMIN=-(2 ** (bits - 1)),
                 QMAX=2 ** (bits - 1) - 1,
                 NATIVE=not interpreting(),
+                REDUCE_AXES=cfg.reduce_axes,
                 num_warps=cfg.num_warps,
                 num_stages=cfg.num_stages,
             )
