@@ -6,6 +6,7 @@ each results JSON carries them (versions come from package metadata, without imp
 
 from __future__ import annotations
 
+import datetime
 import importlib.metadata
 import json
 import platform
@@ -14,7 +15,17 @@ from typing import Any
 
 import torch
 
-PACKAGES = ("fq-core", "fq-eval", "torch", "transformers", "tokenizers", "gguf")
+PACKAGES = (
+    "fq-core",
+    "fq-eval",
+    "fq-calib",
+    "torch",
+    "transformers",
+    "tokenizers",
+    "gguf",
+    "datasets",
+    "lm-eval",
+)
 
 
 def versions() -> dict[str, str | None]:
@@ -29,7 +40,13 @@ def versions() -> dict[str, str | None]:
 
 def describe_device(device: torch.device) -> dict[str, Any]:
     if device.type == "cuda":
-        return {"type": "cuda", "name": torch.cuda.get_device_name(device)}
+        major, minor = torch.cuda.get_device_capability(device)
+        return {
+            "type": "cuda",
+            "name": torch.cuda.get_device_name(device),
+            "capability": f"{major}.{minor}",
+            "cuda": torch.version.cuda,
+        }
     return {
         "type": device.type,
         "name": platform.processor() or platform.machine(),
@@ -41,6 +58,7 @@ def run_record(
     command: str, device: torch.device, settings: dict[str, Any], results: list[dict[str, Any]]
 ) -> dict[str, Any]:
     return {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "command": command,
         "device": describe_device(device),
         "versions": versions(),
