@@ -23,6 +23,7 @@ from fq_kernels.testing import (
     assert_epilogue_close,
     assert_quant_close,
     assert_quant_equal,
+    epilogue_terms,
     random_orthogonal,
     signed_permutation,
 )
@@ -172,7 +173,8 @@ def test_packed_gemm_is_exact(
     assert torch.equal(acc, ref.int_matmul_ref(xv, wq))
     sx, sw, bias = torch.rand(m, generator=g), torch.rand(n, generator=g), torch.randn(n, generator=g)
     out = launch_packed(a, wq, sx, sw, bias, torch.empty(m, n, dtype=torch.bfloat16), cfg)
-    assert_epilogue_close(out, ref.w4a4_linear_ref(xv, sx, wq, sw, bias, torch.bfloat16))
+    terms = epilogue_terms(xv, sx, wq, sw, bias)
+    assert_epilogue_close(out, ref.w4a4_linear_ref(xv, sx, wq, sw, bias, torch.bfloat16), terms)
     for ws, locks in WORKSPACE._buffers.values():  # split-K leaves its workspace clean
         assert not ws.any() and not locks.any()
 
@@ -197,7 +199,8 @@ def test_prefill_gemm_is_exact(m: int, k: int, n: int, kind: str, schedule: str)
     sx[m // 2] = float("nan")
     for bias in (None, torch.randn(n, generator=g)):
         out = launch_prefill(a, b, sx, sw, bias, torch.empty(m, n, dtype=torch.float16), cfg)
-        assert_epilogue_close(out, ref.w4a4_linear_ref(xv, sx, wv, sw, bias, torch.float16))
+        terms = epilogue_terms(xv, sx, wv, sw, bias)
+        assert_epilogue_close(out, ref.w4a4_linear_ref(xv, sx, wv, sw, bias, torch.float16), terms)
         assert torch.isnan(out[m // 2]).all()
 
 

@@ -23,6 +23,7 @@ from fq_kernels.testing import (  # noqa: E402
     assert_epilogue_close,
     assert_quant_close,
     assert_quant_equal,
+    epilogue_terms,
     random_orthogonal,
     signed_permutation,
 )
@@ -151,9 +152,10 @@ def test_gemm_matches_reference(layout: str, m: int, k: int, n: int) -> None:
     sx = (torch.rand(m, generator=g) + 0.1).to(DEV)
     sw = (torch.rand(n, generator=g) * 0.01).to(DEV)
     bias = torch.randn(n, generator=g).to(DEV)
+    terms = epilogue_terms(xq, sx, wq, sw, bias)
     for out_dtype in (torch.bfloat16, torch.float16, torch.float32):
         out = _ops().w4a4_linear(xq, sx, wq, sw, bias, out_dtype)
-        assert_epilogue_close(out, ref.w4a4_linear_ref(xq, sx, wq, sw, bias, out_dtype))
+        assert_epilogue_close(out, ref.w4a4_linear_ref(xq, sx, wq, sw, bias, out_dtype), terms)
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
@@ -205,7 +207,8 @@ def test_gemm_fuzz_200_shapes() -> None:
             acc = _ops().w4a4_matmul_int(xq, wq)
             assert torch.equal(acc, ref.int_matmul_ref(xq, wq)), "accumulators differ"
             out = _ops().w4a4_linear(xq, sx, wq, sw, bias)
-            assert_epilogue_close(out, ref.w4a4_linear_ref(xq, sx, wq, sw, bias))
+            terms = epilogue_terms(xq, sx, wq, sw, bias)
+            assert_epilogue_close(out, ref.w4a4_linear_ref(xq, sx, wq, sw, bias), terms)
         except AssertionError as exc:
             failures.append(f"M={m} K={k} N={n} {layout}: {exc}")
     assert not failures, "\n".join(failures[:20])

@@ -74,13 +74,30 @@ def assert_quant_close(
     assert frac <= max_mismatch, f"{frac:.3%} of values differ by one step (> {max_mismatch:.3%})"
 
 
-def assert_epilogue_close(out: torch.Tensor, ref: torch.Tensor) -> None:
-    """Equal up to one rounding of the output dtype; NaN exactly where the reference has NaN."""
+def epilogue_terms(
+    xq: torch.Tensor, sx: torch.Tensor, wq: torch.Tensor, sw: torch.Tensor, bias: torch.Tensor | None = None
+) -> torch.Tensor:
+    """|acc * sx * sw| + |bias|: the size of the float32 terms the epilogue adds (see below)."""
+    from fq_kernels.reference import int_matmul_ref
+
+    terms = (int_matmul_ref(xq, wq).float() * sx.reshape(-1, 1).float() * sw.reshape(1, -1).float()).abs()
+    return terms if bias is None else terms + bias.reshape(1, -1).float().abs()
+
+
+def assert_epilogue_close(out: torch.Tensor, ref: torch.Tensor, terms: torch.Tensor | None = None) -> None:
+    """Equal up to one rounding of the output dtype; NaN exactly where the reference has NaN.
+
+    `terms` (from `epilogue_terms`) widens the bound by one float32 rounding of the summands: a
+    kernel may fuse `acc*sx*sw + bias` into one FMA, and where the sum cancels that single rounding
+    is large relative to the result.
+    """
     assert out.dtype == ref.dtype and out.shape == ref.shape, (out.dtype, out.shape, ref.dtype, ref.shape)
     a, b = out.float(), ref.to(out.device).float()
     assert torch.equal(torch.isnan(a), torch.isnan(b)), "NaN positions differ"
     keep = ~torch.isnan(b)
     rtol = EPILOGUE_RTOL[out.dtype]
     err = (a[keep] - b[keep]).abs()
-    bound = b[keep].abs() * rtol + 1e-30
+    bound = torch.maximum(a[keep].abs(), b[keep].abs()) * rtol + 1e-30
+    if terms is not None:
+        bound = bound + terms.to(out.device).float().reshape(b.shape)[keep] * 2.0**-22
     assert bool((err <= bound).all()), f"epilogue differs by {(err / bound).max():.3g} ulp-bounds"
