@@ -31,7 +31,8 @@ from fq_kernels.ops import transform_quant, w4a4_linear
 DECODE_MAX_TOKENS = 16
 """Token counts up to this use the packed-weight decode kernel (weight-bandwidth bound)."""
 PREFILL_DEFAULT = "int8"
-"""Storage of the prefill weight copy when `prefill="auto"` on CUDA (the faster exact one measured)."""
+"""Storage of the prefill weight copy when `prefill="auto"` on CUDA: int8 was the faster *exact* one
+on the H100 (fp8 with exact accumulation is ~20% slower; docs/benchmarks/kernels.md)."""
 
 SITE_OF: dict[str, str] = {
     "self_attn.q_proj": "attn_in",

@@ -9,8 +9,9 @@ once at load. Exactness is unchanged:
 - int8 x int8 accumulates in int32: exact;
 - fp8 x fp8 products of int4 values are exact and fp32 sums of integers stay exact below 2^24,
   but Hopper's fp8 wgmma accumulates internally with fewer mantissa bits unless partial sums are
-  promoted to a float32 accumulator; `imprecise` = None uses Triton's fast default, an integer n
-  promotes every n products (n <= 128 keeps every partial sum of int4 products below 2^13).
+  promoted to a float32 accumulator: `imprecise` = None or 0 uses Triton's fast default, which was
+  measured WRONG on large sums (docs/benchmarks/kernels.md); an integer n promotes every n products
+  (the default 128 was exact on every probe, and is ~20% slower than int8, so prefill stores int8).
 
 Two schedules, same math: `tma` (persistent grid over output tiles, operands through the TMA copy
 engine, zero-filled out of bounds) and `ptr` (one program per tile, masked pointer loads; any
