@@ -248,7 +248,7 @@ def _command(ctx: typer.Context) -> str:
     values = [(param.name, ctx.params.get(param.name)) for param in ctx.command.params]  # declared order
     options = []
     for name, value in values:
-        for item in value if isinstance(value, list) else [value]:
+        for item in value if isinstance(value, (list, tuple)) else [value]:
             if item is not None:
                 options.append(f"--{name.replace('_', '-')} {shlex.quote(str(item))}")
     return " ".join([ctx.command_path, *options])
