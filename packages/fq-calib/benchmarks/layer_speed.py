@@ -1,0 +1,121 @@
+"""Calibration speed of one decoder layer of a real model shape (random weights: speed does not
+depend on values). Prints and writes JSON: the fixed per-layer cost and the time per epoch.
+
+    python packages/fq-calib/benchmarks/layer_speed.py --shape llama-3-8b --epochs 2 --out speed.json
+    python packages/fq-calib/benchmarks/layer_speed.py --shape tiny --nsamples 8 --seqlen 64   # CPU smoke
+
+The paper's recipe (128 x 2048 windows, batch 4) on a LLaMA-3-8B layer is the figure compared with
+the reference code (METHOD.md: 5.1-5.7 s per epoch plus ~2.5 s per layer on an H100).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import platform
+import sys
+import time
+
+import torch
+from transformers import LlamaConfig
+from transformers.models.llama.modeling_llama import LlamaDecoderLayer, LlamaRotaryEmbedding
+
+from fq_calib import preset
+from fq_calib.train import calibrate_layer
+from fq_core.flat import freeze_layer, quantize_
+
+SHAPES = {
+    "llama-3-8b": dict(
+        hidden_size=4096, intermediate_size=14336, num_attention_heads=32, num_key_value_heads=8
+    ),
+    "llama-2-7b": dict(
+        hidden_size=4096, intermediate_size=11008, num_attention_heads=32, num_key_value_heads=32
+    ),
+    "tiny": dict(hidden_size=64, intermediate_size=128, num_attention_heads=4, num_key_value_heads=2),
+}
+
+
+class OneLayer(torch.nn.Module):
+    """The smallest model `quantize_` accepts: a config and one decoder layer."""
+
+    def __init__(self, config: LlamaConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.layers = torch.nn.ModuleList([LlamaDecoderLayer(config, 0)])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--shape", choices=SHAPES, default="llama-3-8b")
+    ap.add_argument("--nsamples", type=int, default=128)
+    ap.add_argument("--seqlen", type=int, default=2048)
+    ap.add_argument("--epochs", type=int, default=2)
+    ap.add_argument("--kv4", action="store_true", help="W4A4KV4 instead of W4A4")
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args()
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    config = LlamaConfig(num_hidden_layers=1, vocab_size=128, **SHAPES[args.shape])
+    config._attn_implementation = "sdpa"
+    model = OneLayer(config).to(device)
+    recipe = preset(
+        "paper",
+        "w4a4kv4" if args.kv4 else "w4a4",
+        nsamples=args.nsamples,
+        seqlen=args.seqlen,
+        epochs=args.epochs,
+    )
+    quantize_(model, recipe.flat)
+    g = torch.Generator(device=device).manual_seed(0)
+    inputs = torch.randn(args.nsamples, args.seqlen, config.hidden_size, device=device, generator=g)
+    position_ids = torch.arange(args.seqlen, device=device).unsqueeze(0)
+    kwargs = {
+        "position_embeddings": LlamaRotaryEmbedding(config).to(device)(inputs[:1], position_ids),
+        "position_ids": position_ids,
+    }
+
+    marks: list[float] = []
+    sync = torch.cuda.synchronize if device.type == "cuda" else lambda: None
+
+    def on_epoch(epoch: int, loss: float) -> None:
+        sync()
+        marks.append(time.perf_counter())
+
+    sync()
+    start = time.perf_counter()
+    stats, _ = calibrate_layer(
+        0,
+        model.layers[0],
+        inputs,
+        kwargs,
+        recipe,
+        device,
+        lambda trained: freeze_layer(trained, model),
+        on_epoch,
+    )
+    sync()
+    total = time.perf_counter() - start
+    epoch_s = [b - a for a, b in itertools.pairwise(marks)] or [marks[0] - start]
+    per_epoch = min(epoch_s)  # the first epoch also pays for compilation/allocation warm-up
+    result = {
+        "shape": args.shape,
+        "recipe": {"nsamples": args.nsamples, "seqlen": args.seqlen, "epochs": args.epochs, "kv4": args.kv4},
+        "device": torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or "cpu",
+        "torch": torch.__version__,
+        "seconds_total": total,
+        "seconds_per_epoch": per_epoch,
+        "seconds_fixed": total - per_epoch * args.epochs,
+        "epoch_seconds": epoch_s,
+        "mse_init": stats.mse_init,
+        "mse_final": stats.mse_final,
+        "command": " ".join(sys.argv),
+    }
+    print(json.dumps(result, indent=1))
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(result, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
