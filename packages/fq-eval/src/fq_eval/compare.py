@@ -22,7 +22,7 @@ from fq_core.errors import ConfigError
 from fq_eval.latency import SHAPE_PREFIX, LatencySettings, random_model, run_latency
 from fq_eval.methods import Bits, build, describe
 from fq_eval.perplexity import perplexity
-from fq_eval.ppl_data import PplData, load_ppl_data
+from fq_eval.ppl_data import PROTOCOLS, PplData, load_ppl_data, resolve_path
 
 
 @dataclass
@@ -72,6 +72,11 @@ def check_plan(plan: EvalPlan) -> None:
         )
     if not (plan.ppl or plan.zero_shot or plan.latency):
         raise ConfigError("nothing to evaluate: ask for --ppl, --zero-shot and/or --latency")
+    for name in plan.ppl:  # names and local files, before minutes go into loading a model
+        if name not in PROTOCOLS:
+            raise ConfigError(f"unknown perplexity dataset {name!r}: use one of {', '.join(PROTOCOLS)}")
+        if name != "pydoc":
+            resolve_path(name, plan.data, plan.data_dir)
 
 
 def run_eval(

@@ -13,6 +13,7 @@ lm-eval is imported inside the functions, so `fq` starts without it.
 
 from __future__ import annotations
 
+import functools
 import logging
 import tempfile
 import time
@@ -52,6 +53,14 @@ def parse_tasks(spec: str) -> list[str]:
     if not names:
         raise ConfigError("--zero-shot names no task: use e.g. 'paper', 'local' or 'arc_easy,piqa'")
     return names
+
+
+@functools.cache
+def _lm_eval_index() -> Any:
+    """lm-eval's own task index (building it scans thousands of YAMLs: ~15 s, so once per process)."""
+    from lm_eval.tasks import TaskManager
+
+    return TaskManager()
 
 
 def _task_yaml(manager: Any, name: str) -> Path:
@@ -94,25 +103,23 @@ def build_specs(
 
     specs: list[Any] = []
     overrides: list[tuple[str, Path, Path]] = []
-    defaults = TaskManager(verbosity="ERROR")
     for name in names:
         if name in LOCAL_TASKS:
             specs.append(task_config(name))
             continue
-        yaml_path = _task_yaml(defaults, name)
+        yaml_path = _task_yaml(_lm_eval_index(), name)
         dataset_path = load_yaml(yaml_path, resolve_func=False).get("dataset_path")
         if not dataset_path:
             raise ConfigError(f"zero-shot task {name!r} has no dataset_path to point at local data")
         local = local_dataset_path(name, dataset_path, paths or {}, data_dir)
         overrides.append((name, yaml_path, local))
         specs.append(name)
-    if not overrides:
-        return specs, defaults
     for name, yaml_path, local in overrides:
         # include: the original YAML (absolute path, so its !function helpers resolve beside it).
         text = f"include: {yaml_path.resolve()}\ntask: {name}\ndataset_path: {local.resolve()}\n"
         (override_dir / f"{name}.yaml").write_text(text)
-    return specs, TaskManager(include_path=str(override_dir), verbosity="ERROR")
+    # Only the overrides are indexed (the defaults are not needed to build them): fast.
+    return specs, TaskManager(include_path=str(override_dir), include_defaults=False)
 
 
 def primary_metric(result: dict[str, Any]) -> str:
@@ -130,10 +137,14 @@ def run_zero_shot(
     data_dir: Path | None = None,
     status: Callable[[str], None] = lambda message: None,
 ) -> list[dict[str, Any]]:
-    """One row per task: {task, metric, accuracy, stderr, acc, acc_norm, n, eval_s} (fractions in [0, 1])."""
+    """One row per task: {task, metric, accuracy, stderr, acc, acc_norm, n, n_total, eval_s}; fractions.
+
+    n: items scored (fewer than n_total, the split's size, under `limit`).
+    """
     import lm_eval
     from lm_eval.models.huggingface import HFLM
 
+    names = parse_tasks(",".join(names))
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="fq-eval-tasks-") as override_dir:
         specs, manager = build_specs(names, Path(override_dir), paths, data_dir)
@@ -167,6 +178,7 @@ def run_zero_shot(
                 "acc": result.get("acc,none"),
                 "acc_norm": result.get("acc_norm,none"),
                 "n": out["n-samples"][name]["effective"],
+                "n_total": out["n-samples"][name]["original"],
                 "eval_s": seconds / len(names),
             }
         )
