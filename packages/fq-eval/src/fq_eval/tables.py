@@ -77,10 +77,11 @@ def latency_table(rows: list[dict[str, Any]], device_name: str) -> Table | None:
 
 
 def quickstart_table(rows: list[dict[str, Any]], facts: dict[str, Any], seqlen: int, windows: int) -> Table:
-    table = Table(
-        title=f"pydoc tail: {windows} windows x {seqlen} tokens",
-        caption=", ".join(f"{k.removesuffix('_s')} {v:.1f} s" for k, v in facts.items() if k.endswith("_s")),
-    )
+    """FP / RTN / FlatQuant PPL, with every part's seconds in the caption (CPU time is shared: be honest)."""
+    seconds = {k.removesuffix("_s").replace("_", " "): v for k, v in facts.items() if k.endswith("_s")}
+    parts = [f"{name} {value:.1f} s" for name, value in seconds.items()]
+    parts += [f"{row['method']} eval {row['eval_s']:.1f} s" for row in rows]
+    table = Table(title=f"pydoc tail: {windows} windows x {seqlen} tokens", caption=", ".join(parts))
     table.add_column("method")
     table.add_column("W/A bits", justify="center")
     table.add_column("PPL", justify="right")
