@@ -13,8 +13,10 @@ lm-eval is imported inside the functions, so `fq` starts without it.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -152,16 +154,17 @@ def run_zero_shot(
         status(f"lm-eval: {', '.join(names)}")
         level = logging.getLogger("lm_eval").level
         try:
-            out = lm_eval.simple_evaluate(
-                lm,
-                tasks=specs,
-                num_fewshot=0,
-                limit=limit,
-                task_manager=manager,
-                log_samples=False,
-                bootstrap_iters=BOOTSTRAP_ITERS,
-                verbosity="ERROR",
-            )
+            with contextlib.redirect_stdout(sys.stderr):  # lm-eval prints progress: stdout is for tables
+                out = lm_eval.simple_evaluate(
+                    lm,
+                    tasks=specs,
+                    num_fewshot=0,
+                    limit=limit,
+                    task_manager=manager,
+                    log_samples=False,
+                    bootstrap_iters=BOOTSTRAP_ITERS,
+                    verbosity="ERROR",
+                )
         finally:
             logging.getLogger("lm_eval").setLevel(level)
     seconds = time.perf_counter() - start
