@@ -6,11 +6,12 @@ from pathlib import Path
 import pytest
 import torch
 from tokenizers import Tokenizer, models, pre_tokenizers
-from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+from transformers import LlamaForCausalLM, PreTrainedTokenizerFast
 
 from fq_core.errors import DataError
 from fq_core.models import cache, embedded, load_model, resolve_model_path
 from fq_core.models.cache import cache_root, gguf_cache_dir, is_complete, write_entry
+from fq_core.models.testing import tiny_model
 
 WORDS = ["the", "a", "of", "to", "and", "in", "is", "it", "for", "that", "def", "return", "class", "import"]
 
@@ -21,17 +22,7 @@ def save_tiny_model(folder: Path) -> LlamaForCausalLM:
     backend = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
     backend.pre_tokenizer = pre_tokenizers.Whitespace()
     PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="[UNK]").save_pretrained(folder)
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        vocab_size=len(vocab),
-        max_position_embeddings=64,
-    )
-    model = LlamaForCausalLM(config).eval()
+    model = tiny_model("llama", vocab_size=len(vocab))
     model.save_pretrained(folder)
     return model
 
@@ -44,6 +35,7 @@ def test_hf_folder_loads_in_eval_mode_with_the_asked_dtype(tmp_path):
     ids = torch.tensor([tokenizer("the def return a", add_special_tokens=False)["input_ids"]])
     assert ids.tolist() == [[1, 11, 12, 2]]  # 1-based positions in WORDS
     fp32, _ = load_model(str(tmp_path))
+    fp32.config._attn_implementation = saved.config._attn_implementation  # same kernel, same bits
     with torch.no_grad():
         assert torch.equal(fp32(ids).logits, saved(ids).logits)
 

@@ -7,9 +7,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import LlamaConfig, LlamaForCausalLM
 
 from fq_core.errors import DataError
+from fq_core.models.testing import tiny_model
 from fq_eval.perplexity import perplexity, window_nlls
 
 VOCAB, SEQLEN = 96, 16
@@ -17,17 +17,7 @@ VOCAB, SEQLEN = 96, 16
 
 @pytest.fixture(scope="module")
 def model():
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        vocab_size=VOCAB,
-        max_position_embeddings=64,
-    )
-    return LlamaForCausalLM(config).eval()
+    return tiny_model("llama", vocab_size=VOCAB)
 
 
 @pytest.fixture(scope="module")
