@@ -20,11 +20,11 @@ from torch import nn
 from fq_calib.layer_io import capture_inputs, map_layer, move
 from fq_calib.recipe import CalibRecipe
 from fq_calib.state import RunState, work_dir_for
-from fq_calib.train import LayerStats, calibrate_layer, set_fp
+from fq_calib.train import LayerStats, calibrate_layer
 from fq_core.adapters import get_adapter
 from fq_core.checkpoint import CheckpointConfig
 from fq_core.errors import ConfigError, DataError
-from fq_core.flat import freeze_layer, layer_tensors, load_layer, quantize_, save_quantized
+from fq_core.flat import freeze_layer, layer_tensors, load_layer, quantize_, save_quantized, set_fp
 
 
 def default_device() -> torch.device:

@@ -18,7 +18,7 @@ from torch import nn
 
 from fq_calib.layer_io import autocast, batches, map_layer, mse, run_layer
 from fq_calib.recipe import CalibRecipe
-from fq_core.flat import FlatLinear
+from fq_core.flat import FlatLinear, set_fp
 from fq_core.transforms import factor_cache
 
 
@@ -39,11 +39,6 @@ class LayerStats:
 
 def flat_parts(layer: nn.Module) -> tuple[nn.Module, nn.Module]:
     return layer.self_attn, layer.mlp
-
-
-def set_fp(layer: nn.Module, fp: bool) -> None:
-    for part in flat_parts(layer):
-        part.fp = fp
 
 
 def set_observing(layer: nn.Module, observing: bool) -> None:

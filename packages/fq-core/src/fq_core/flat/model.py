@@ -55,7 +55,8 @@ def flat_modules(model: nn.Module) -> Iterator[FlatAttention | FlatMLP]:
 
 
 def set_fp(model: nn.Module, fp: bool) -> None:
-    """Switch every flat module between full precision (original computation) and fake quant."""
+    """Switch every flat module of `model` (a whole model or one decoder layer) between full
+    precision (the original computation) and fake quant."""
     for module in flat_modules(model):
         if fp and module.frozen:
             raise RuntimeError(

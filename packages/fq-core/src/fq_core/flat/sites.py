@@ -15,7 +15,7 @@ from fq_core.flat.linear import WeightMap
 from fq_core.quant.quantizers import ActivationQuantizer
 from fq_core.quant.spec import QuantSpec
 from fq_core.transforms.affine import KroneckerAffine, smoothquant_scale
-from fq_core.transforms.kronecker import apply_right, kron_factors
+from fq_core.transforms.kronecker import apply_left, apply_right, kron_factors
 from fq_core.transforms.matrices import Factor, FixedMatrix, frozen, learnable_factor
 from fq_core.transforms.orthogonal import hadamard_like
 
@@ -80,11 +80,7 @@ class HeadsSite(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.heads is not None:
-            n = self.heads.size
-            shape = x.shape
-            x = torch.matmul(self.heads.matrix().to(x.dtype).T, x.reshape(-1, n, shape[-1] // n)).reshape(
-                shape
-            )
+            x = apply_left(x, self.heads.matrix().to(x.dtype))
         return self.quant(x)
 
     def freeze(self) -> None:
