@@ -89,11 +89,13 @@ def calib(
     """Calibrate FlatQuant transforms and clipping layer by layer, then write the checkpoint."""
     import torch
 
-    from fq_calib.data import windows_for
+    from fq_calib.data import check_source, windows_for
     from fq_calib.recipe import CalibRecipe, preset
     from fq_calib.run import calibrate
     from fq_calib.state import PROGRESS, work_dir_for
+    from fq_core.devices import resolve_device
     from fq_core.models import load_model
+    from fq_core.models.quiet import quiet_transformers
 
     err = Console(stderr=True)
     if resume is not None:
@@ -127,23 +129,23 @@ def calib(
         run_recipe = preset(
             recipe, bits, seed=seed, **{k: v for k, v in overrides.items() if v is not None}, **flat
         )
-    target = torch.device(
-        "cuda" if device == "auto" and torch.cuda.is_available() else "cpu" if device == "auto" else device
-    )
+    target = resolve_device(device)
 
+    check_source(data)  # a missing data file fails before the model is loaded
     err.print(f"[dim]loading {model}[/]")
-    base, tokenizer = load_model(model, dtype=torch.float32)
-    windows = windows_for(tokenizer, data, run_recipe.nsamples, run_recipe.seqlen, run_recipe.seed)
-    config = calibrate(
-        base,
-        windows,
-        run_recipe,
-        output,
-        source=model,
-        data_source=data,
-        resume=resume is not None,
-        device=target,
-    )
+    with quiet_transformers():
+        base, tokenizer = load_model(model, dtype=torch.float32)
+        windows = windows_for(tokenizer, data, run_recipe.nsamples, run_recipe.seqlen, run_recipe.seed)
+        config = calibrate(
+            base,
+            windows,
+            run_recipe,
+            output,
+            source=model,
+            data_source=data,
+            resume=resume is not None,
+            device=target,
+        )
     log = config.options["calibration"]
     mse_init = sum(entry["mse_init"] for entry in log) / len(log)
     mse_final = sum(entry["mse_final"] for entry in log) / len(log)

@@ -14,17 +14,21 @@ PYDOC_EVAL_WINDOWS, PYDOC_EVAL_SEQLEN = 16, 512
 """The pydoc evaluation tail (fq-eval's protocol); calibration never draws from it."""
 
 
-def calibration_tokens(tokenizer, source: str) -> torch.Tensor:
-    """Token ids to draw windows from: pydoc without its eval tail, or all of a local text file."""
-    if source == PYDOC:
-        ids = tokenize(tokenizer, pydoc_text())
-        return split_calibration_eval(ids, PYDOC_EVAL_WINDOWS, PYDOC_EVAL_SEQLEN)[0]
-    path = Path(source)
-    if not path.is_file():
+def check_source(source: str) -> None:
+    """Refuse a missing data file before anything is loaded."""
+    if source != PYDOC and not Path(source).is_file():
         raise DataError(
             f"calibration data {source!r} is neither 'pydoc' nor a text file: pass an existing file"
         )
-    return tokenize(tokenizer, read_text(path)).reshape(-1)
+
+
+def calibration_tokens(tokenizer, source: str) -> torch.Tensor:
+    """Token ids to draw windows from: pydoc without its eval tail, or all of a local text file."""
+    check_source(source)
+    if source == PYDOC:
+        ids = tokenize(tokenizer, pydoc_text())
+        return split_calibration_eval(ids, PYDOC_EVAL_WINDOWS, PYDOC_EVAL_SEQLEN)[0]
+    return tokenize(tokenizer, read_text(Path(source))).reshape(-1)
 
 
 def windows_for(tokenizer, source: str, nsamples: int, seqlen: int, seed: int) -> torch.Tensor:

@@ -23,12 +23,9 @@ from fq_calib.state import RunState, work_dir_for
 from fq_calib.train import LayerStats, calibrate_layer
 from fq_core.adapters import get_adapter
 from fq_core.checkpoint import CheckpointConfig
+from fq_core.devices import resolve_device
 from fq_core.errors import ConfigError, DataError
 from fq_core.flat import freeze_layer, layer_tensors, load_layer, quantize_, save_quantized, set_fp
-
-
-def default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def _storage_for(n_bytes: int, device: torch.device) -> torch.device:
@@ -71,7 +68,7 @@ def calibrate(
     output = Path(output)
     if output.exists() and not resume:
         raise ConfigError(f"{output} already exists: choose another --output or delete it")
-    device = device or default_device()
+    device = device or resolve_device("auto")
     identity = {
         "recipe": recipe.to_dict(),
         "model": source,
@@ -175,4 +172,4 @@ def _replay_layer(
     return outputs
 
 
-__all__ = ["LayerStats", "calibrate", "check_windows", "default_device"]
+__all__ = ["LayerStats", "calibrate", "check_windows"]

@@ -25,14 +25,9 @@ def register(app: typer.Typer) -> None:
 
 
 def _device(device: str) -> Any:
-    import torch
+    from fq_core.devices import resolve_device
 
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        return torch.device(device)
-    except RuntimeError as error:
-        raise ConfigError(f"--device {device!r} is not a torch device (e.g. cpu, cuda, cuda:1)") from error
+    return resolve_device(device)
 
 
 def quickstart(
