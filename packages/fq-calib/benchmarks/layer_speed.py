@@ -45,17 +45,8 @@ class OneLayer(torch.nn.Module):
         self.layers = torch.nn.ModuleList([LlamaDecoderLayer(config, 0)])
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--shape", choices=SHAPES, default="llama-3-8b")
-    ap.add_argument("--nsamples", type=int, default=128)
-    ap.add_argument("--seqlen", type=int, default=2048)
-    ap.add_argument("--epochs", type=int, default=2)
-    ap.add_argument("--kv4", action="store_true", help="W4A4KV4 instead of W4A4")
-    ap.add_argument("--out", default=None)
-    args = ap.parse_args()
-
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+def build(args: argparse.Namespace, device: torch.device):
+    """A one-layer flat model of the shape, its random inputs, the layer kwargs and the recipe."""
     config = LlamaConfig(num_hidden_layers=1, vocab_size=128, **SHAPES[args.shape])
     config._attn_implementation = "sdpa"
     model = OneLayer(config).to(device)
@@ -74,6 +65,28 @@ def main() -> None:
         "position_embeddings": LlamaRotaryEmbedding(config).to(device)(inputs[:1], position_ids),
         "position_ids": position_ids,
     }
+    return model, inputs, kwargs, recipe
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--shape", choices=SHAPES, default="llama-3-8b")
+    ap.add_argument("--nsamples", type=int, default=128)
+    ap.add_argument("--seqlen", type=int, default=2048)
+    ap.add_argument("--epochs", type=int, default=2)
+    ap.add_argument("--kv4", action="store_true", help="W4A4KV4 instead of W4A4")
+    ap.add_argument("--out", default=None)
+    ap.add_argument(
+        "--profile",
+        type=int,
+        default=0,
+        metavar="N",
+        help="then profile one epoch over N windows (torch.profiler) and print the top ops",
+    )
+    args = ap.parse_args()
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model, inputs, kwargs, recipe = build(args, device)
 
     marks: list[float] = []
     sync = torch.cuda.synchronize if device.type == "cuda" else lambda: None
@@ -84,7 +97,7 @@ def main() -> None:
 
     sync()
     start = time.perf_counter()
-    stats, _ = calibrate_layer(
+    stats, _, _ = calibrate_layer(
         0,
         model.layers[0],
         inputs,
@@ -115,6 +128,22 @@ def main() -> None:
     if args.out:
         with open(args.out, "w") as f:
             json.dump(result, f, indent=1)
+    if args.profile:
+        profile(args, device)
+
+
+def profile(args: argparse.Namespace, device: torch.device) -> None:
+    """Where one epoch's time goes: a fresh layer calibrated on `--profile` windows for one epoch."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    small = argparse.Namespace(**{**vars(args), "nsamples": args.profile, "epochs": 1, "profile": 0})
+    model, inputs, kwargs, recipe = build(small, device)
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with torch_profile(activities=activities) as prof:
+        calibrate_layer(0, model.layers[0], inputs, kwargs, recipe, device, lambda t: freeze_layer(t, model))
+    key = "cuda_time_total" if device.type == "cuda" else "cpu_time_total"
+    print(prof.key_averages().table(sort_by=key, row_limit=30))
 
 
 if __name__ == "__main__":

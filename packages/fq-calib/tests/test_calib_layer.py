@@ -8,7 +8,7 @@ import torch
 from fq_calib import preset
 from fq_calib.layer_io import capture_inputs, map_layer
 from fq_calib.train import calibrate_layer
-from fq_core.flat import freeze_layer, quantize_
+from fq_core.flat import freeze_layer, quantize_, set_fp
 from fq_core.models import load_model
 
 CPU = torch.device("cpu")
@@ -26,7 +26,7 @@ def first_layer(tiny_model_dir):
 
 def test_calibration_lowers_the_layer_mse(first_layer):
     model, recipe, inputs, kwargs = first_layer
-    stats, targets = calibrate_layer(
+    stats, targets, _ = calibrate_layer(
         0, model.model.layers[0], inputs, kwargs, recipe, CPU, lambda layer: freeze_layer(layer, model)
     )
     assert stats.mse_final < 0.9 * stats.mse_init
@@ -58,8 +58,33 @@ def test_gptq_rounding_freezes_a_valid_layer_that_differs_from_rtn(first_layer):
         layer = copy.deepcopy(model.model.layers[0])
         run = preset("paper", nsamples=8, seqlen=24, epochs=1, batch_size=4, weight_rounding=rounding)
         freeze = lambda trained: freeze_layer(trained, model)  # noqa: E731
-        stats, _ = calibrate_layer(0, layer, inputs, kwargs, run, CPU, freeze)
+        stats, _, _ = calibrate_layer(0, layer, inputs, kwargs, run, CPU, freeze)
         assert stats.mse_final < stats.mse_init
         layers[rounding] = layer
     rtn, gptq = layers["rtn"].mlp.down_proj, layers["gptq"].mlp.down_proj
     assert rtn.qweight.shape == gptq.qweight.shape and not torch.equal(rtn.qweight, gptq.qweight)
+
+
+def test_feed_quant_trains_on_quantised_inputs_against_fp_targets(first_layer):
+    model, _, fp_inputs, kwargs = first_layer
+    layer = model.model.layers[0]
+    quant_inputs = fp_inputs + 0.05 * torch.randn(fp_inputs.shape, generator=torch.Generator().manual_seed(1))
+    fp_layer = copy.deepcopy(layer)
+    fp_layer.requires_grad_(False)
+    set_fp(fp_layer, True)
+    expected_targets = map_layer(fp_layer, fp_inputs, kwargs, CPU, 4, amp=False)
+
+    run = preset("paper", nsamples=8, seqlen=24, epochs=2, batch_size=4, feed="quant")
+    stats, targets, outputs = calibrate_layer(
+        0,
+        layer,
+        quant_inputs,
+        kwargs,
+        run,
+        CPU,
+        lambda trained: freeze_layer(trained, model),
+        fp_inputs=fp_inputs,
+    )
+    torch.testing.assert_close(targets, expected_targets)  # targets: the FP layer on the FP stream
+    torch.testing.assert_close(outputs, map_layer(layer, quant_inputs, kwargs, CPU, 4, amp=False))
+    assert stats.mse_final == pytest.approx((outputs[:4] - targets[:4]).pow(2).mean().item())

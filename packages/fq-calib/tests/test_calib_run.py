@@ -34,17 +34,19 @@ def test_calib_writes_a_valid_checkpoint_with_a_layer_log(tmp_path, tiny_model_d
     assert not (tmp_path / "ckpt.partial").exists()
 
 
-def test_resume_after_a_kill_gives_the_same_checkpoint(tmp_path, tiny_model_dir):
+@pytest.mark.parametrize("levers", [[], ["--feed", "quant", "--gptq"]], ids=["paper", "feed-quant-gptq"])
+def test_resume_after_a_kill_gives_the_same_checkpoint(tmp_path, tiny_model_dir, levers):
+    recipe = [*RECIPE, *levers]
     whole = tmp_path / "whole"
     subprocess.run(
-        fq("calib", "--model", str(tiny_model_dir), "-o", str(whole), *RECIPE),
+        fq("calib", "--model", str(tiny_model_dir), "-o", str(whole), *recipe),
         check=True,
         capture_output=True,
     )
 
     killed = tmp_path / "killed"
     proc = subprocess.Popen(
-        fq("calib", "--model", str(tiny_model_dir), "-o", str(killed), *RECIPE), stderr=subprocess.DEVNULL
+        fq("calib", "--model", str(tiny_model_dir), "-o", str(killed), *recipe), stderr=subprocess.DEVNULL
     )
     first_layer = tmp_path / "killed.partial" / "layer_000.safetensors"
     deadline = time.monotonic() + 300

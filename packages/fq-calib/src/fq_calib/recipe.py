@@ -28,8 +28,9 @@ class CalibRecipe:
     lr: AdamW learning rate of transforms and channel scales; clip_lr_scale multiplies it for the
         clipping factors; the cosine schedule ends at lr * lr_min_ratio.
     weight_decay: AdamW's (the reference keeps torch's default 0.01).
-    feed: which outputs become the next layer's inputs: "fp" (the reference) or "quant" (the
-        calibrated layer's fake-quant outputs, so later layers learn to correct earlier errors).
+    feed: which activations each layer is trained on: "fp" (the reference: the FP model's) or
+        "quant" (the frozen quantised layers' outputs, while the targets stay the FP model's, so
+        each layer learns to correct the error accumulated before it).
     amp: autocast the layer forward in bfloat16 on CUDA (transforms stay float32); CPU runs float32.
     weight_rounding: "rtn" rounds the merged weights to nearest; "gptq" runs GPTQ on them with the
         layer's real (transformed, quantised) inputs.

@@ -99,9 +99,12 @@ def calibrate(
     ) as progress:
         layer_task = progress.add_task("layers", total=len(layers), completed=state.done)
         epoch_task = progress.add_task("epochs", total=recipe.epochs)
+        fp_inputs = None if recipe.feed == "fp" else inputs  # the FP stream, when it differs
         for index, layer in enumerate(layers):
             if index < state.done:
-                inputs = _replay_layer(model, index, layer, inputs, layer_kwargs, recipe, device, state)
+                inputs, fp_inputs = _replay_layer(
+                    model, index, layer, inputs, fp_inputs, layer_kwargs, recipe, device, state
+                )
             else:
                 progress.reset(epoch_task, description=f"layer {index}")
 
@@ -111,7 +114,7 @@ def calibrate(
                     )
 
                 layer.to(device)
-                stats, targets = calibrate_layer(
+                stats, targets, outputs = calibrate_layer(
                     index,
                     layer,
                     inputs,
@@ -120,10 +123,9 @@ def calibrate(
                     device,
                     lambda trained: freeze_layer(trained, model),
                     on_epoch,
+                    fp_inputs,
                 )
-                inputs = (
-                    targets if recipe.feed == "fp" else _outputs(layer, inputs, layer_kwargs, recipe, device)
-                )
+                inputs, fp_inputs = (targets, None) if outputs is None else (outputs, targets)
                 layer.to("cpu")
                 state.record_layer(index, layer_tensors(model, index)[0], stats.to_dict())
             progress.update(layer_task, completed=index + 1)
@@ -151,25 +153,23 @@ def _replay_layer(
     index: int,
     layer: nn.Module,
     inputs: torch.Tensor,
+    fp_inputs: torch.Tensor | None,
     layer_kwargs: dict[str, Any],
     recipe: CalibRecipe,
     device: torch.device,
     state: RunState,
-) -> torch.Tensor:
-    """A layer finished before the resume: install its saved state and reproduce its outputs."""
-    if recipe.feed == "fp":
-        layer.to(device)
-        set_fp(layer, True)
-        outputs = _outputs(layer, inputs, layer_kwargs, recipe, device)
-        set_fp(layer, False)
-        layer.to("cpu")
-        load_layer(model, index, state.load_layer(index))
-        return outputs
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """A layer finished before the resume: reproduce its outputs (the FP stream, and with
+    feed="quant" the frozen layer's quantised stream) and install its saved state."""
+    layer.to(device)
+    set_fp(layer, True)
+    fp_outputs = _outputs(layer, inputs if fp_inputs is None else fp_inputs, layer_kwargs, recipe, device)
+    set_fp(layer, False)
     load_layer(model, index, state.load_layer(index))
     layer.to(device)
-    outputs = _outputs(layer, inputs, layer_kwargs, recipe, device)
+    quant_outputs = None if recipe.feed == "fp" else _outputs(layer, inputs, layer_kwargs, recipe, device)
     layer.to("cpu")
-    return outputs
+    return (fp_outputs, None) if quant_outputs is None else (quant_outputs, fp_outputs)
 
 
 __all__ = ["LayerStats", "calibrate", "check_windows"]

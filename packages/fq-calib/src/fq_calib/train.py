@@ -24,8 +24,9 @@ from fq_core.transforms import factor_cache
 
 @dataclass
 class LayerStats:
-    """What the JSON log records per layer. MSEs are over all calibration samples: mse_init with the
-    untrained (random orthogonal, SmoothQuant-scaled) transforms, mse_final after freezing."""
+    """What the JSON log records per layer. MSEs are measured on the probe batch (the first batch of
+    windows; a full pass would cost an extra epoch's forward): mse_init with the untrained (random
+    orthogonal, SmoothQuant-scaled) transforms, mse_final after freezing."""
 
     layer: int
     mse_init: float
@@ -115,18 +116,30 @@ def calibrate_layer(
     device: torch.device,
     freeze: Callable[[nn.Module], None],
     on_epoch: Callable[[int, float], None] = lambda epoch, loss: None,
-) -> tuple[LayerStats, torch.Tensor]:
-    """Train and freeze one layer; returns its stats and its FP outputs (the targets)."""
+    fp_inputs: torch.Tensor | None = None,
+) -> tuple[LayerStats, torch.Tensor, torch.Tensor | None]:
+    """Train and freeze one layer.
+
+    inputs: what the quantised layer is trained on. With feed="fp" (the paper) these are the FP
+    model's activations; with feed="quant" they are the previous frozen layers' quantised outputs
+    and `fp_inputs` holds the FP activations, so the targets stay the FP model's own outputs and the
+    layer learns to undo the error accumulated before it.
+    Returns the stats, the targets (the next layer's FP inputs) and, with feed="quant", the frozen
+    layer's outputs (the next layer's quantised inputs).
+    """
     start = time.perf_counter()
     bs = recipe.batch_size
+    probe = slice(0, bs)
     set_fp(layer, True)
     set_observing(layer, True)
-    targets = map_layer(layer, inputs, layer_kwargs, device, bs, recipe.amp)
+    targets = map_layer(
+        layer, inputs if fp_inputs is None else fp_inputs, layer_kwargs, device, bs, recipe.amp
+    )
     set_observing(layer, False)
     set_fp(layer, False)
     if recipe.flat.channel_scale:
         init_channel_scales(layer, recipe.flat.diag_alpha)
-    mse_init = mse(layer, inputs, targets, layer_kwargs, device, bs, recipe.amp)
+    mse_init = mse(layer, inputs[probe], targets[probe], layer_kwargs, device, bs, recipe.amp)
 
     optimizer, schedule = optimizer_for(layer, recipe)
     epoch_losses = []
@@ -149,6 +162,11 @@ def calibrate_layer(
     if recipe.weight_rounding == "gptq":
         collect_hessians(layer, inputs, layer_kwargs, device, bs, recipe.amp)
     freeze(layer)
-    mse_final = mse(layer, inputs, targets, layer_kwargs, device, bs, recipe.amp)
+    if recipe.feed == "quant":
+        outputs = map_layer(layer, inputs, layer_kwargs, device, bs, recipe.amp)
+        mse_final = (outputs[probe] - targets[probe]).pow(2).mean().item()
+    else:
+        outputs = None
+        mse_final = mse(layer, inputs[probe], targets[probe], layer_kwargs, device, bs, recipe.amp)
     stats = LayerStats(index, mse_init, mse_final, epoch_losses, time.perf_counter() - start)
-    return stats, targets
+    return stats, targets, outputs
