@@ -14,6 +14,7 @@ from fq_core.flat.serialize import (
     layer_tensors,
     load_layer,
     load_quantized,
+    model_from_hf_config,
     save_quantized,
 )
 
@@ -30,6 +31,7 @@ __all__ = [
     "layer_tensors",
     "load_layer",
     "load_quantized",
+    "model_from_hf_config",
     "quantize_",
     "save_quantized",
     "set_fp",

@@ -229,7 +229,7 @@ def load_quantized(
     stored HF config, since the checkpoint holds every tensor.
     """
     if model is None:
-        model = _model_from_hf_config(read_config(path).model.hf_config, dtype)
+        model = model_from_hf_config(read_config(path).model.hf_config, dtype)
     geometry = get_adapter(model).geometry(model.config)
     checkpoint = load_checkpoint(path, expected_model=geometry, device=device)
     config, tensors = checkpoint.config, checkpoint.tensors
@@ -320,7 +320,12 @@ def _load_linear(linear: FlatLinear, prefix: str, tensors: dict[str, torch.Tenso
     linear.frozen = True
 
 
-def _model_from_hf_config(hf_config: dict[str, Any], dtype: torch.dtype) -> nn.Module:
+def model_from_hf_config(hf_config: dict[str, Any], dtype: torch.dtype) -> nn.Module:
+    """The base architecture of a checkpoint's `model.hf_config`, randomly initialised, in eval mode.
+
+    Built under `torch.device("meta")` it allocates nothing: the int4 runtime (fq-kernels) does that
+    and fills in only the modules it keeps.
+    """
     from transformers import AutoConfig, AutoModelForCausalLM
 
     settings = dict(hf_config)
