@@ -1,0 +1,110 @@
+"""`Int4Attention`: a decoder layer's attention with int4 GEMMs and, optionally, an int4 KV cache.
+
+The same computation as fq-core's frozen `FlatAttention` (docs/architecture.md, the sites table),
+with real kernels in place of fake quantisation:
+  x -> [attn_in transform + int4 quant, once] -> q|k|v as one int4 GEMM -> [q/k norm] -> RoPE
+    -> k @ P_k, q @ P_k^-T (scores unchanged) -> int4 KV cache -> attention
+    -> [o_in heads transform + int4 quant] -> o_proj int4 GEMM
+The HF decoder layer around it (norms, residuals, masks, cache plumbing) is untouched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+from transformers.cache_utils import Cache
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+from transformers.models.llama.modeling_llama import eager_attention_forward
+
+from fq_core.adapters.base import DecoderAdapter
+from fq_core.transforms.kronecker import apply_right
+from fq_kernels.quant_linear import QuantLinear
+from fq_kernels.runtime.kv_cache import KVQuant, int4_layer
+
+
+class Int4Attention(nn.Module):
+    """Replaces `attention` (an HF attention module, whose config, RoPE and q/k norms it keeps).
+
+    qkv_proj: q, k and v fused (their input site is shared); key_transform: the k_cache site's
+    (P_k, P_k^-1), present when the keys are quantised; kv_quant: the cache quantisers, or None for
+    a full-precision cache.
+    """
+
+    def __init__(
+        self,
+        attention: nn.Module,
+        adapter: DecoderAdapter,
+        qkv_proj: QuantLinear,
+        o_proj: QuantLinear,
+        key_transform: tuple[torch.Tensor, torch.Tensor] | None,
+        kv_quant: KVQuant | None,
+    ) -> None:
+        super().__init__()
+        # What transformers' attention functions read from the module they are given:
+        self.config = attention.config
+        self.layer_idx = attention.layer_idx
+        self.head_dim = attention.head_dim
+        self.num_key_value_groups = attention.num_key_value_groups
+        self.scaling = attention.scaling
+        self.attention_dropout = attention.attention_dropout
+        self.is_causal = True
+
+        self.sliding_window = adapter.sliding_window(attention)
+        self.rope: Callable = adapter.rope_function(attention)
+        names = adapter.names
+        self.q_norm = getattr(attention, names.q_norm) if adapter.qk_norm else None
+        self.k_norm = getattr(attention, names.k_norm) if adapter.qk_norm else None
+        kv_size = self.config.num_key_value_heads * self.head_dim
+        self.split = (qkv_proj.out_features - 2 * kv_size, kv_size, kv_size)
+        self.qkv_proj = qkv_proj
+        self.o_proj = o_proj
+        self.kv_quant = kv_quant
+        key_map, key_inverse = key_transform if key_transform is not None else (None, None)
+        self.register_buffer("key_map", key_map)
+        self.register_buffer("query_map", None if key_inverse is None else key_inverse.T.contiguous())
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        position_embeddings: tuple[torch.Tensor, torch.Tensor],
+        attention_mask: torch.Tensor | None = None,
+        past_key_values: Cache | None = None,
+        **kwargs: Any,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        input_shape = hidden_states.shape[:-1]
+        hidden_shape = (*input_shape, -1, self.head_dim)
+        q, k, v = self.qkv_proj(hidden_states).split(self.split, dim=-1)
+        q, k, v = q.view(hidden_shape), k.view(hidden_shape), v.view(hidden_shape)
+        if self.q_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+        cos, sin = position_embeddings
+        q, k = self.rope(q, k, cos, sin)
+
+        if self.key_map is not None:
+            q = apply_right(q, self.query_map.to(q.dtype))
+            k = apply_right(k, self.key_map.to(k.dtype))
+        if self.kv_quant is not None:
+            k, v = int4_layer(past_key_values, self.layer_idx, self.kv_quant).update(k, v)
+        elif past_key_values is not None:
+            k, v = past_key_values.update(k, v, self.layer_idx)
+
+        attention_interface = ALL_ATTENTION_FUNCTIONS.get_interface(
+            self.config._attn_implementation, eager_attention_forward
+        )
+        if self.sliding_window is not None:
+            kwargs["sliding_window"] = self.sliding_window
+        out, weights = attention_interface(
+            self,
+            q,
+            k,
+            v,
+            attention_mask,
+            dropout=0.0 if not self.training else self.attention_dropout,
+            scaling=self.scaling,
+            **kwargs,
+        )
+        return self.o_proj(out.reshape(*input_shape, -1).contiguous()), weights

@@ -1,0 +1,19 @@
+"""The `hf` extra: the runtime builds transformers models, which a kernels-only deployment lacks."""
+
+from __future__ import annotations
+
+import importlib.util
+
+from fq_core.errors import FqError
+
+HF_EXTRA_HINT = "pip install fq-kernels[hf]"
+
+
+class MissingExtraError(FqError, ImportError):
+    """An optional dependency of fq-kernels is not installed (`fq` prints the one-line fix)."""
+
+
+def require_transformers() -> None:
+    """Fail with the install command, not with an ImportError from deep inside a module."""
+    if importlib.util.find_spec("transformers") is None:
+        raise MissingExtraError(f"the int4 runtime builds transformers models: {HF_EXTRA_HINT}")

@@ -1,0 +1,26 @@
+"""`Int4MLP`: a gated MLP whose three linears are int4 GEMMs (gate and up fused: one shared input)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from fq_kernels.quant_linear import QuantLinear
+
+Activation = Callable[[torch.Tensor], torch.Tensor]
+
+
+class Int4MLP(nn.Module):
+    """down(act(gate(x)) * up(x)); each QuantLinear applies its site's online transform and clipping."""
+
+    def __init__(self, act_fn: Activation, gate_up_proj: QuantLinear, down_proj: QuantLinear) -> None:
+        super().__init__()
+        self.act_fn = act_fn
+        self.gate_up_proj = gate_up_proj
+        self.down_proj = down_proj
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gate, up = self.gate_up_proj(x).chunk(2, dim=-1)
+        return self.down_proj(self.act_fn(gate) * up)
