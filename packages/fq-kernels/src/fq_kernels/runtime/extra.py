@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-
 from fq_core.errors import FqError
 
 HF_EXTRA_HINT = "pip install fq-kernels[hf]"
@@ -15,5 +13,7 @@ class MissingExtraError(FqError, ImportError):
 
 def require_transformers() -> None:
     """Fail with the install command, not with an ImportError from deep inside a module."""
-    if importlib.util.find_spec("transformers") is None:
-        raise MissingExtraError(f"the int4 runtime builds transformers models: {HF_EXTRA_HINT}")
+    try:
+        import transformers  # noqa: F401  (the runtime's modules import it right after)
+    except ImportError as error:
+        raise MissingExtraError(f"the int4 runtime builds transformers models: {HF_EXTRA_HINT}") from error
