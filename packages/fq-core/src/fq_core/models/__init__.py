@@ -5,7 +5,7 @@ Needs the `hf` extra (transformers, gguf, accelerate), imported only when a mode
 
 from fq_core.models.cache import cache_root, gguf_cache_dir
 from fq_core.models.embedded import EMBEDDED_GGUF, INSTALL_HINT, embedded_gguf_path
-from fq_core.models.loading import DEFAULT_MODEL, convert_gguf, load_model, resolve_model_path
+from fq_core.models.loading import DEFAULT_MODEL, convert_gguf, load_model, load_tokenizer, resolve_model_path
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -16,5 +16,6 @@ __all__ = [
     "embedded_gguf_path",
     "gguf_cache_dir",
     "load_model",
+    "load_tokenizer",
     "resolve_model_path",
 ]

@@ -63,6 +63,25 @@ def load_model(
     return model.to(device=device, dtype=dtype).eval(), tokenizer
 
 
+def load_tokenizer(spec: str | Path = DEFAULT_MODEL) -> PreTrainedTokenizerBase:
+    """The tokenizer `load_model(spec)` would return, without loading (or converting) the weights.
+
+    For a GGUF file that is the cached converted model's tokenizer when there is one, else the one
+    transformers reads from the GGUF header (the conversion saves that same tokenizer).
+    """
+    from transformers import AutoTokenizer
+
+    path = resolve_model_path(spec)
+    folder, kwargs = path, {}
+    if path.is_file():
+        entry = gguf_cache_dir(path)
+        folder, kwargs = (entry, {}) if is_complete(entry) else (path.parent, {"gguf_file": path.name})
+    try:
+        return AutoTokenizer.from_pretrained(folder, local_files_only=True, **kwargs)
+    except (OSError, ValueError) as error:
+        raise DataError(f"cannot load the tokenizer of {spec}: {_first_line(error)}") from error
+
+
 def _load_hf_dir(path: Path, dtype: torch.dtype) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
