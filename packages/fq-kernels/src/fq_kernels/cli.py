@@ -1,8 +1,9 @@
-"""`fq kernels ...`: fq-kernels' entry point of the ``fq.commands`` group.
+"""fq-kernels' commands, its entry point of the ``fq.commands`` group.
 
-Only `fq kernels info` for now: whether Triton imports, which device the kernels could run on, and
-whether Triton's CPU interpreter is switched on. It reports facts about the environment; it does not
-run the kernels (their tests do).
+- `fq kernels info`: whether Triton imports, which device the kernels could run on, and whether
+  Triton's CPU interpreter is switched on (facts about the environment; it runs no kernel);
+- `fq generate`: a checkpoint's real-int4 model continues a prompt (needs fq-kernels[hf]);
+- `fq export`: a checkpoint in a serving layout (compressed-tensors).
 
 Nothing heavy is imported at module level: `fq` imports every plugin on each invocation.
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 import importlib.metadata
 import json
 import os
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -128,8 +130,50 @@ def _info(
     typer.echo(_verdict(report))
 
 
+def _generate(
+    prompt: Annotated[str, typer.Argument(help="The text to continue.")],
+    checkpoint: Annotated[Path, typer.Option(help="A W4A4 or W4A4KV4 flatquant checkpoint directory.")],
+    max_new_tokens: Annotated[int, typer.Option(min=1, help="Tokens to generate (greedy).")] = 64,
+    tokenizer: Annotated[
+        str | None,
+        typer.Option(help="'default' or a local model dir/.gguf; default: the checkpoint's source model."),
+    ] = None,
+    device: Annotated[str, typer.Option(help="torch device; 'auto' takes CUDA when available.")] = "auto",
+) -> None:
+    """Continue PROMPT with the checkpoint's real-int4 model (int4 GEMMs and KV cache), streaming tokens."""
+    import sys
+
+    from fq_core.devices import resolve_device
+    from fq_core.models.quiet import quiet_transformers
+    from fq_kernels.runtime import require_transformers
+
+    require_transformers()
+    from fq_kernels.runtime.generate import stream_generate
+
+    with quiet_transformers():
+        stream_generate(checkpoint, prompt, sys.stdout, max_new_tokens, resolve_device(device), tokenizer)
+
+
+def _export(
+    checkpoint: Annotated[Path, typer.Option(help="The flatquant checkpoint directory to export.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Directory to write; must not exist.")],
+    format: Annotated[
+        str, typer.Option("--format", help="compressed-tensors: int4 weights packed in int32, + transforms.")
+    ] = "compressed-tensors",
+) -> None:
+    """Write a checkpoint in a serving layout (atomically: OUT is complete or absent)."""
+    from fq_core.errors import ConfigError
+    from fq_kernels.export import FORMATS, export_compressed_tensors
+
+    if format not in FORMATS:
+        raise ConfigError(f"--format {format!r} is unknown: use {', '.join(FORMATS)}")
+    written = export_compressed_tensors(checkpoint, output)
+    size = sum(f.stat().st_size for f in written.iterdir())
+    typer.echo(f"wrote {written} ({format}, {len(list(written.iterdir()))} files, {size / 2**20:.1f} MiB)")
+
+
 def register(app: typer.Typer) -> None:
-    """Entry point of ``fq.commands``: adds the `fq kernels` sub-app."""
+    """Entry point of ``fq.commands``: adds `fq kernels`, `fq generate` and `fq export`."""
     kernels = typer.Typer(
         name="kernels",
         help="FlatQuant fused kernels (Triton): environment checks.",
@@ -138,3 +182,5 @@ def register(app: typer.Typer) -> None:
     )
     kernels.command("info")(_info)
     app.add_typer(kernels, name="kernels")
+    app.command("generate")(_generate)
+    app.command("export")(_export)
