@@ -101,6 +101,10 @@ def evaluate(
     checkpoint: Annotated[
         Path | None, typer.Option(help="An fq-calib checkpoint dir: adds the 'flatquant' method.")
     ] = None,
+    real: Annotated[
+        bool,
+        typer.Option(help="Run the checkpoint on fq-kernels' int4 kernels instead of fake quantisation."),
+    ] = False,
     method: Annotated[
         str | None,
         typer.Option(help="Comma list of fp (= fp16), rtn, hadamard, flatquant. [default: fp,rtn,hadamard]"),
@@ -177,6 +181,7 @@ def evaluate(
         methods=parse_methods(methods, bool(checkpoint)),
         bits=Bits(w_bits, a_bits, kv_bits),
         checkpoint=checkpoint,
+        real=real,
         ppl=_csv(ppl if ppl is not None else ("none" if random_weights else "pydoc")),
         seqlen=seqlen,
         ppl_batch=batch_size,
@@ -227,6 +232,7 @@ def evaluate(
         settings = {
             "model": model,
             "checkpoint": str(checkpoint) if checkpoint else None,
+            "real": real,
             "methods": plan.methods,
             "bits": {"w": w_bits, "a": a_bits, "kv": kv_bits},
             "ppl": plan.ppl,

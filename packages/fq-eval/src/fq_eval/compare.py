@@ -33,6 +33,8 @@ class EvalPlan:
     methods: list[str] = field(default_factory=lambda: ["fp", "rtn", "hadamard"])
     bits: Bits = field(default_factory=Bits)
     checkpoint: Path | None = None
+    real: bool = False
+    """Run the flatquant checkpoint on fq-kernels' int4 kernels instead of fake quantisation."""
     ppl: list[str] = field(default_factory=lambda: ["pydoc"])
     seqlen: int | None = None
     ppl_batch: int = 4
@@ -69,6 +71,11 @@ def check_plan(plan: EvalPlan) -> None:
         raise ConfigError(
             f"{plan.model} has random weights and no tokenizer: only --latency runs on it "
             "(pass --ppl none and no --zero-shot)"
+        )
+    if plan.real and "flatquant" not in plan.methods:
+        raise ConfigError(
+            "--real runs the flatquant method on the int4 kernels: pass --checkpoint DIR and keep "
+            "flatquant in --method"
         )
     if not (plan.ppl or plan.zero_shot or plan.latency):
         raise ConfigError("nothing to evaluate: ask for --ppl, --zero-shot and/or --latency")
@@ -109,7 +116,7 @@ def run_eval(
     for method in plan.methods:
         status(f"building {method}")
         start = time.perf_counter()
-        model = build(method, fp_model, plan.bits, plan.checkpoint, device)
+        model = build(method, fp_model, plan.bits, plan.checkpoint, device, plan.real)
         row = {**describe(method, model, dtype), "build_s": time.perf_counter() - start}
         row.update(_evaluate(model, tokenizer, plan, datasets, status))
         rows.append(row)

@@ -3,7 +3,8 @@
 - fp: the model as loaded (float16 on CUDA like the reference, float32 on the CPU);
 - rtn: plain round-to-nearest, weights per output channel, activations per token, no transform;
 - hadamard: QuaRot-style fixed Hadamard(-like) rotations at FlatQuant's places, then RTN;
-- flatquant: a calibrated checkpoint from fq-calib (`load_quantized`), with the bits it was made for.
+- flatquant: a calibrated checkpoint from fq-calib (`load_quantized`), with the bits it was made for;
+  with `real`, the same checkpoint on fq-kernels' int4 kernels (`fq eval --real`) instead.
 
 Quantised methods work on a deep copy, so the FP model stays intact for the next method.
 """
@@ -73,8 +74,8 @@ def flat_config(method: str, bits: Bits) -> FlatConfig:
 
 
 def bits_of(model: nn.Module) -> dict[str, int]:
-    """{"w", "a", "k", "v"} bits of a flat model (16 everywhere for a plain one)."""
-    config = getattr(model, "flat_config", None)
+    """{"w", "a", "k", "v"} bits of a flat or int4 model (16 everywhere for a plain one)."""
+    config = getattr(model, "flat_config", None) or getattr(model, "fq_quant", None)
     if config is None:
         return {"w": 16, "a": 16, "k": 16, "v": 16}
     return {"w": config.weight.bits, "a": config.act.bits, "k": config.key.bits, "v": config.value.bits}
@@ -87,21 +88,47 @@ def bits_label(bits: dict[str, int]) -> str:
 
 
 def build(
-    method: str, fp_model: nn.Module, bits: Bits, checkpoint: Path | None, device: torch.device
+    method: str,
+    fp_model: nn.Module,
+    bits: Bits,
+    checkpoint: Path | None,
+    device: torch.device,
+    real: bool = False,
 ) -> nn.Module:
-    """The model of `method`: the FP model itself for fp, else a quantised deep copy of it."""
+    """The model of `method`: the FP model itself for fp, else a quantised deep copy of it (or, for
+    flatquant with `real`, the checkpoint's int4 model, which needs no FP weights)."""
     if method == "fp":
         return fp_model
-    model = copy.deepcopy(fp_model)
     if method == "flatquant":
         assert checkpoint is not None
-        return load_quantized(checkpoint, model=model, device=str(device)).eval()
+        if real:
+            return int4_model(checkpoint, device, next(fp_model.parameters()).dtype)
+        return load_quantized(checkpoint, model=copy.deepcopy(fp_model), device=str(device)).eval()
+    model = copy.deepcopy(fp_model)
     quantize_(model, flat_config(method, bits))
     return model.eval()
 
 
+def int4_model(checkpoint: Path, device: torch.device, dtype: torch.dtype) -> nn.Module:
+    """The checkpoint on fq-kernels' int4 GEMMs and KV cache; fq-kernels is an optional dependency."""
+    try:
+        from fq_kernels.runtime import load_int4_model
+    except ImportError as error:
+        raise ConfigError(
+            "--real runs the checkpoint on fq-kernels' int4 kernels: pip install fq-eval[kernels]"
+        ) from error
+    return load_int4_model(checkpoint, device=device, dtype=dtype)
+
+
 def describe(method: str, model: nn.Module, dtype: torch.dtype) -> dict[str, Any]:
-    """Row header facts: method, its bits and label, and the compute dtype."""
+    """Row header facts: method, its bits and label (marked when int4 kernels ran it), compute dtype."""
     bits = bits_of(model)
-    label = FP_LABELS.get(dtype, "FP") if method == "fp" else bits_label(bits)
-    return {"method": method, "bits": bits, "label": label, "dtype": str(dtype).removeprefix("torch.")}
+    real = getattr(model, "fq_quant", None) is not None
+    label = FP_LABELS.get(dtype, "FP") if method == "fp" else bits_label(bits) + (" int4" if real else "")
+    return {
+        "method": method,
+        "bits": bits,
+        "label": label,
+        "real": real,
+        "dtype": str(dtype).removeprefix("torch."),
+    }

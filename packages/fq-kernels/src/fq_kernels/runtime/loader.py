@@ -10,6 +10,7 @@ model is an ordinary transformers model: `model(ids)`, `model.generate(...)`, pi
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 
 import torch
 from torch import nn
@@ -19,6 +20,7 @@ from fq_core.adapters.base import DecoderAdapter
 from fq_core.checkpoint import Checkpoint, CheckpointConfig, load_checkpoint, read_config
 from fq_core.errors import ConfigError
 from fq_core.flat import model_from_hf_config
+from fq_core.quant import NO_QUANT
 from fq_kernels.quant_linear import QuantLinear
 from fq_kernels.runtime.attention import Int4Attention
 from fq_kernels.runtime.kv_cache import KVQuant
@@ -38,6 +40,8 @@ def load_int4_model(
         checkpoint was calibrated with KV4 (the cache's clipping factors are learned, not defaults).
     dtype: of activations, embeddings and norms; default float16 on CUDA, float32 elsewhere (as
         `fq eval`, so the real model is compared with the fake-quant one at the same precision).
+
+    The model's `fq_quant` is the checkpoint's `QuantConfig` as run (KV16 when kv_bits=16).
     """
     device = torch.device(device)
     dtype = dtype or (torch.float16 if device.type == "cuda" else torch.float32)
@@ -55,6 +59,8 @@ def load_int4_model(
         mlp = getattr(layer, names.mlp)
         setattr(layer, names.mlp, _mlp(mlp.act_fn, checkpoint, index))
     _load_base_tensors(model, checkpoint, dtype, device)
+    kv = {} if quantise_kv else {"key": NO_QUANT, "value": NO_QUANT}
+    model.fq_quant = replace(config.quant, **kv)  # what it runs (the fields of a FlatConfig's specs)
     return model.eval()
 
 
