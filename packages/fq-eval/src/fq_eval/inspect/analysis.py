@@ -37,7 +37,7 @@ HADAMARD_SEED = 0
 
 @dataclass(frozen=True)
 class Stats:
-    """One transform at one site. Errors are relative: ||error||^2 / ||exact||^2."""
+    """One transform at one site. Errors are relative, per row: mean of ||error||^2 / ||exact||^2."""
 
     act_magnitude: torch.Tensor
     """Per-channel max |X'| in channel order (what the plots sort and draw)."""

@@ -27,8 +27,14 @@ def flatness(magnitude: torch.Tensor) -> float:
 
 
 def relative_error(approx: torch.Tensor, exact: torch.Tensor) -> float:
-    """||approx - exact||^2 / ||exact||^2 (0 when `exact` is all zero and `approx` equals it)."""
-    exact64 = exact.double()
-    error = float((approx.double() - exact64).pow(2).sum())
-    energy = float(exact64.pow(2).sum())
-    return error / energy if energy > 0 else error
+    """Mean over rows of ||approx_row - exact_row||^2 / ||exact_row||^2 (an all-zero row counts its
+    plain squared error, 0 when reproduced).
+
+    Rows are tokens (activations, outputs) or output channels (weights). Per row, because the few
+    tokens with massive activations would dominate one ratio over the whole tensor, and hide the
+    error of every other token.
+    """
+    exact64 = exact.double().reshape(-1, exact.shape[-1])
+    error = (approx.double().reshape(exact64.shape) - exact64).pow(2).sum(1)
+    energy = exact64.pow(2).sum(1)
+    return float(torch.where(energy > 0, error / energy.where(energy > 0, 1.0), error).mean())

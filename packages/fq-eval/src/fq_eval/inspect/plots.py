@@ -53,7 +53,7 @@ def summary_figure(reports: Sequence[LayerReport], title: str) -> Figure:
     figure = Figure(figsize=(4 * len(SITES), 7.2), dpi=DPI, layout="constrained")
     axes = figure.subplots(2, len(SITES), sharex=True)
     layers = [report.layer for report in reports]
-    rows = (("act_flatness", "activation flatness (max / mean)"), ("output_error", "output error"))
+    rows = (("act_flatness", "activation flatness (max / mean)"), ("output_error", "per-token output error"))
     for column, site in enumerate(SITES):
         for row, (number, ylabel) in enumerate(rows):
             ax = axes[row][column]
@@ -65,7 +65,7 @@ def summary_figure(reports: Sequence[LayerReport], title: str) -> Figure:
             ax.set_ylabel(ylabel if column == 0 else "")
         axes[0][column].set_title(site, fontsize=10)
         axes[1][column].set_xlabel("layer")
-    axes[0][0].legend(fontsize=8)
+    figure.legend(*axes[0][0].get_legend_handles_labels(), loc="outside lower center", ncols=len(TRANSFORMS))
     figure.suptitle(title, fontsize=11)
     return figure
 

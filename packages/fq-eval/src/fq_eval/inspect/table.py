@@ -12,7 +12,7 @@ from fq_eval.inspect.transforms import TRANSFORMS
 
 COLUMNS = {
     "act_flatness": ("activation flatness (max / mean of per-channel max |x|)", "{:.1f}"),
-    "output_error": ("relative output error of the linears under W/A round-to-nearest", "{:.2e}"),
+    "output_error": ("per-token relative output error of the linears, W/A round-to-nearest", "{:.2e}"),
 }
 """The numbers shown (the JSON has all of them), with their table title and format."""
 
