@@ -317,13 +317,15 @@ def kernels_gpu(session: nox.Session) -> None:
 
 @nox.session(venv_backend=GPU_BACKEND)
 def bench(session: nox.Session) -> None:
-    """fq-kernels benchmarks (`pytest --benchmark-only`) on a CUDA device; fails without one."""
+    """fq-kernels benchmarks on a CUDA device (fails without one): `pytest --benchmark-only`, then
+    the table and plot of docs/benchmarks/kernels.md (`kernels_table.py`, written to $FQ_BENCH_OUT,
+    default bench-out/)."""
     install(session, stamp="-torch")
     require_cuda(session, "bench")
     benchmarks = PACKAGES["fq-kernels"] / "benchmarks"
     if not benchmarks.is_dir():
         session.error(f"{benchmarks.relative_to(ROOT)} does not exist: there are no benchmarks to run yet")
-    install(session, _editable(_local_requirements("fq-kernels", ("test",))))
+    install(session, _editable(_local_requirements("fq-kernels", ("test", "bench"))))
     pytest(
         session,
         "--benchmark-only",
@@ -331,4 +333,13 @@ def bench(session: nox.Session) -> None:
         "python_files=test_*.py bench_*.py",
         paths=[benchmarks],
         env=GPU_TEST_ENV,
+    )
+    table_dir = os.environ.get("FQ_BENCH_OUT", "bench-out")
+    session.run(
+        "python",
+        str((benchmarks / "kernels_table.py").relative_to(ROOT)),
+        "--out",
+        table_dir,
+        env={**GPU_TEST_ENV, "FQ_KERNELS_AUTOTUNE": "1"},
+        external=system_python(session),
     )
