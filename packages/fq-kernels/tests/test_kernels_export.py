@@ -89,7 +89,7 @@ def test_config_json_is_the_hf_config_with_a_compressed_tensors_quantization_con
         "symmetric": True,
         "strategy": "channel",
         "group_size": None,
-        "dynamic": True,
+        "dynamic": False,
     }
     assert scheme["input_activations"]["strategy"] == "token" and scheme["input_activations"]["dynamic"]
     assert q["kv_cache_scheme"]["num_bits"] == KV4.bits and q["kv_cache_scheme"]["group_size"] == 8

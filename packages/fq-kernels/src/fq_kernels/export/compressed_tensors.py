@@ -75,17 +75,21 @@ def check_exportable(config: CheckpointConfig) -> None:
         )
 
 
-def _args(spec: QuantSpec, strategy: str) -> dict[str, Any] | None:
-    """A QuantSpec as compressed-tensors' QuantizationArgs (None: not quantised)."""
+def _args(spec: QuantSpec, dynamic: bool) -> dict[str, Any] | None:
+    """A QuantSpec as compressed-tensors' QuantizationArgs (None: not quantised).
+
+    dynamic: scales computed per call (activations, KV) or stored (weights, whatever fq-core's
+    spec says: its `dynamic` only means something for activations).
+    """
     if not spec.enabled:
         return None
     return {
         "num_bits": spec.bits,
         "type": "int",
         "symmetric": spec.symmetric,
-        "strategy": strategy,
+        "strategy": spec.granularity,
         "group_size": spec.group_size,
-        "dynamic": spec.dynamic,
+        "dynamic": dynamic,
     }
 
 
@@ -98,14 +102,14 @@ def quantization_config(quant: QuantConfig) -> dict[str, Any]:
         "config_groups": {
             "group_0": {
                 "targets": ["Linear"],
-                "weights": _args(quant.weight, quant.weight.granularity),
-                "input_activations": _args(quant.act, quant.act.granularity),
+                "weights": _args(quant.weight, dynamic=False),
+                "input_activations": _args(quant.act, dynamic=quant.act.dynamic),
                 "output_activations": None,
                 "format": FORMAT,
             }
         },
         "ignore": ["lm_head"],
-        "kv_cache_scheme": _args(quant.key, quant.key.granularity),
+        "kv_cache_scheme": _args(quant.key, dynamic=quant.key.dynamic),  # keys and values alike
     }
 
 
