@@ -54,7 +54,8 @@ def test_one_layer_writes_its_png_and_the_numbers(tiny_model_dir, checkpoint, tm
         for numbers in by_transform.values():
             assert numbers["act_flatness"] >= 1 and numbers["weight_flatness"] >= 1
             assert 0 < numbers["output_error"] < 1
-    assert record["settings"]["act"]["bits"] == 4 and "--layer 1" in record["command"]
+    assert record["settings"]["act"]["bits"] == 4
+    assert record["command"].startswith(f"fq inspect --checkpoint {checkpoint} --layer 1 --model ")
 
     stdout = capsys.readouterr().out
     assert "activation flatness" in stdout and "relative output error" in stdout and "down_in" in stdout
@@ -70,7 +71,9 @@ def test_all_layers_add_a_summary_plot(tiny_model_dir, checkpoint, tmp_path):
         "inspect_layers.json",
         "inspect_layers.png",
     ]
-    assert [r["layer"] for r in json.loads((out / "inspect_layers.json").read_text())["results"]] == [0, 1]
+    record = json.loads((out / "inspect_layers.json").read_text())
+    assert [r["layer"] for r in record["results"]] == [0, 1]
+    assert f"--checkpoint {checkpoint} --all-layers --model" in record["command"]  # a runnable command
 
 
 @pytest.mark.parametrize(

@@ -6,6 +6,7 @@ Imported on every `fq` call, so torch, transformers and matplotlib are imported 
 from __future__ import annotations
 
 import json
+import shlex
 from pathlib import Path
 from typing import Annotated
 
@@ -20,7 +21,6 @@ def register(app: typer.Typer) -> None:
 
 
 def inspect_command(
-    ctx: typer.Context,
     checkpoint: Annotated[Path, typer.Option(help="A flatquant checkpoint directory (from fq calib).")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Directory for the PNGs and the JSON.")],
     layer: Annotated[int | None, typer.Option(help="The decoder layer to inspect (0-based).")] = None,
@@ -41,7 +41,6 @@ def inspect_command(
     """
     from fq_core.devices import resolve_device
     from fq_core.models.quiet import quiet_transformers
-    from fq_eval.cli import _command
     from fq_eval.inspect.analysis import inspect_checkpoint, plan_layers
     from fq_eval.inspect.files import write_atomically
     from fq_eval.inspect.plots import layer_figure, save_png, summary_figure
@@ -93,7 +92,10 @@ def inspect_command(
         "weight": quant.weight.to_dict(),
         "smooth_alpha": SMOOTH_ALPHA,
     }
-    record = run_record(_command(ctx), target, settings, [report.to_dict() for report in reports])
+    which = ["--all-layers"] if all_layers else ["--layer", str(layer)]
+    command = ["fq", "inspect", "--checkpoint", str(checkpoint), *which, "--model", model]
+    command += ["--samples", str(samples), "--seqlen", str(seqlen), "--device", device, "-o", str(output)]
+    record = run_record(shlex.join(command), target, settings, [report.to_dict() for report in reports])
     paths.append(output / f"{stem}.json")
     write_atomically(paths[-1], lambda tmp: tmp.write_text(json.dumps(record, indent=2) + "\n"))
     for path in paths:
