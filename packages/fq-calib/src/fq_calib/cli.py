@@ -1,18 +1,24 @@
 """`fq calib`: calibrate a model with FlatQuant and write the checkpoint (resumable).
 
 Registered through the `fq.commands` entry point; heavy imports happen inside the command.
+`--ranks N` runs N processes that calibrate together (`fq_calib.distributed`); so does torchrun.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 
 from fq_core.errors import ConfigError
+
+if TYPE_CHECKING:
+    import torch
+
+    from fq_calib.recipe import CalibRecipe
 
 
 def register(app: typer.Typer) -> None:
@@ -85,19 +91,22 @@ def calib(
     resume: Annotated[
         Path | None, typer.Option(help="Continue a killed run: its output dir (or <output>.partial).")
     ] = None,
+    ranks: Annotated[
+        int,
+        typer.Option(
+            "--ranks",
+            "--gpus",
+            help="Processes sharing every batch: one per GPU on CUDA (NCCL), else on the CPU (gloo).",
+        ),
+    ] = 1,
 ) -> None:
     """Calibrate FlatQuant transforms and clipping layer by layer, then write the checkpoint."""
-    import torch
-
-    from fq_calib.data import check_source, windows_for
+    from fq_calib import distributed
+    from fq_calib.data import check_source
     from fq_calib.recipe import CalibRecipe, preset
-    from fq_calib.run import calibrate
     from fq_calib.state import PROGRESS, work_dir_for
     from fq_core.devices import resolve_device
-    from fq_core.models import load_model
-    from fq_core.models.quiet import quiet_transformers
 
-    err = Console(stderr=True)
     if resume is not None:
         output = resume.with_name(resume.name.removesuffix(".partial"))
         progress = work_dir_for(output) / PROGRESS
@@ -130,21 +139,41 @@ def calib(
             recipe, bits, seed=seed, **{k: v for k, v in overrides.items() if v is not None}, **flat
         )
     target = resolve_device(device)
-
     check_source(data)  # a missing data file fails before the model is loaded
+    torchrun_world = distributed.torchrun_world()
+    if ranks < 1:
+        raise ConfigError(f"--ranks (--gpus) must be >= 1, got {ranks}")
+    if torchrun_world > 1 and ranks > 1:
+        raise ConfigError("--ranks starts fq calib's own processes: leave it out under torchrun")
+    distributed.check_batch_size(run_recipe.batch_size, max(ranks, torchrun_world))
+    job = (run_recipe, model, data, output, resume is not None)
+    if torchrun_world > 1:
+        distributed.run_torchrun_rank(_run, target, *job)
+    elif ranks > 1:
+        distributed.spawn(_run, ranks, target, *job)
+    else:
+        _run(target, *job)
+
+
+def _run(
+    device: torch.device, recipe: CalibRecipe, model: str, data: str, output: Path, resume: bool
+) -> None:
+    """Load the model and the windows, calibrate, and (on rank 0) report. Runs in every rank."""
+    import torch
+
+    from fq_calib.data import windows_for
+    from fq_calib.distributed import is_main
+    from fq_calib.run import calibrate
+    from fq_core.models import load_model
+    from fq_core.models.quiet import quiet_transformers
+
+    err = Console(stderr=True, quiet=not is_main())
     err.print(f"[dim]loading {model}[/]")
     with quiet_transformers():
         base, tokenizer = load_model(model, dtype=torch.float32)
-        windows = windows_for(tokenizer, data, run_recipe.nsamples, run_recipe.seqlen, run_recipe.seed)
+        windows = windows_for(tokenizer, data, recipe.nsamples, recipe.seqlen, recipe.seed)
         config = calibrate(
-            base,
-            windows,
-            run_recipe,
-            output,
-            source=model,
-            data_source=data,
-            resume=resume is not None,
-            device=target,
+            base, windows, recipe, output, source=model, data_source=data, resume=resume, device=device
         )
     log = config.options["calibration"]
     mse_init = sum(entry["mse_init"] for entry in log) / len(log)

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from fq_calib.distributed import mean_over_ranks
 from fq_core.transforms import factor_cache
 
 
@@ -113,10 +114,11 @@ def mse(
     batch_size: int,
     amp: bool,
 ) -> float:
-    """Mean squared error of the layer's outputs against the targets, over all samples."""
+    """Mean squared error of the layer's outputs against the targets, over all samples (of every
+    rank: each holds an equal share)."""
     total = 0.0
     with autocast(device, amp), factor_cache():
         for rows in batches(inputs.shape[0], batch_size):
             out = run_layer(layer, inputs[rows].to(device), layer_kwargs).float()
             total += (out - targets[rows].to(device)).pow(2).sum().item()
-    return total / targets.numel()
+    return mean_over_ranks(total / targets.numel())

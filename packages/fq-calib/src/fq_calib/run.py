@@ -3,6 +3,10 @@
 One decoder layer is on the accelerator at a time; the cached activations live there too when they
 fit, else on the CPU. After each layer its frozen tensors and stats are saved (see `state.py`), so
 `calibrate(..., resume=True)` continues a killed run and yields the same checkpoint.
+
+Called by every rank of a process group (`fq calib --ranks N`, torchrun), each rank calibrates on
+its shard of the windows (see `distributed`) and rank 0 alone writes the run directory and the
+checkpoint; the result equals one process's up to float rounding.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from torch import nn
 
+from fq_calib.distributed import check_batch_size, is_main, on_main, rank, shard_rows, world_size
 from fq_calib.layer_io import capture_inputs, map_layer, move
 from fq_calib.recipe import CalibRecipe
 from fq_calib.state import RunState, work_dir_for
@@ -65,6 +70,7 @@ def calibrate(
     what a resume must match, with a fingerprint of the windows).
     """
     check_windows(windows, recipe)
+    check_batch_size(recipe.batch_size, world_size())
     output = Path(output)
     if output.exists() and not resume:
         raise ConfigError(f"{output} already exists: choose another --output or delete it")
@@ -83,7 +89,8 @@ def calibrate(
     movable = [m for m in (base.embed_tokens, getattr(base, "rotary_emb", None)) if m is not None]
     for module in movable:
         module.to(device)
-    inputs, layer_kwargs = capture_inputs(model, layers, windows, device, torch.device("cpu"))
+    shard = windows[shard_rows(recipe.nsamples, recipe.batch_size, rank(), world_size())]
+    inputs, layer_kwargs = capture_inputs(model, layers, shard, device, torch.device("cpu"))
     for module in movable:
         module.to("cpu")
     inputs = inputs.to(_storage_for(inputs.numel() * 4, device))
@@ -94,7 +101,7 @@ def calibrate(
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
-        disable=not show_progress,
+        disable=not (show_progress and is_main()),
         transient=True,
     ) as progress:
         layer_task = progress.add_task("layers", total=len(layers), completed=state.done)
@@ -137,15 +144,19 @@ def calibrate(
         "data": data_source,
         "calibration": state.layers,
     }
-    config = save_quantized(model, output, options=options, producers=producers)
-    shutil.rmtree(state.dir)
-    return config
+
+    def save() -> CheckpointConfig:
+        config = save_quantized(model, output, options=options, producers=producers)
+        shutil.rmtree(state.dir)
+        return config
+
+    return on_main(save)
 
 
 def _outputs(
     layer: nn.Module, inputs: torch.Tensor, layer_kwargs: dict[str, Any], recipe: CalibRecipe, device
 ):
-    return map_layer(layer, inputs, layer_kwargs, device, recipe.batch_size, recipe.amp)
+    return map_layer(layer, inputs, layer_kwargs, device, recipe.batch_size // world_size(), recipe.amp)
 
 
 def _replay_layer(

@@ -5,6 +5,7 @@ entry per finished layer) and `layer_NNN.safetensors` (that layer's frozen tenso
 naming). Every file is written to a temporary name and renamed, so a run killed at any moment
 leaves either the old or the new file, never half of one. Calibration is deterministic (fixed
 seeds, batches in order), so a resumed run produces the same checkpoint as an uninterrupted one.
+With several ranks only rank 0 checks and writes the directory; the others read it (to resume).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from fq_calib.distributed import is_main, on_main
 from fq_core.errors import ConfigError
 
 PROGRESS = "progress.json"
@@ -33,15 +35,24 @@ def _atomic(path: Path, write: Any) -> None:
 
 
 class RunState:
-    def __init__(self, work_dir: Path, identity: dict[str, Any]) -> None:
-        """identity: everything that must match for a resume (recipe, model, data fingerprint)."""
+    def __init__(self, work_dir: Path, identity: dict[str, Any], writer: bool = True) -> None:
+        """identity: everything that must match for a resume (recipe, model, data fingerprint).
+        writer: whether this process writes the directory (rank 0 only)."""
         self.dir = work_dir
         self.identity = identity
+        self.writer = writer
         self.layers: list[dict[str, Any]] = []
 
     @classmethod
     def start(cls, work_dir: Path, identity: dict[str, Any], resume: bool) -> RunState:
-        state = cls(work_dir, identity)
+        """Create the run directory, or resume it. Rank 0 does (and may refuse); every rank gets the
+        finished layers, or the refusal."""
+        state = cls(work_dir, identity, writer=is_main())
+        state.layers = on_main(lambda: state._open(resume))
+        return state
+
+    def _open(self, resume: bool) -> list[dict[str, Any]]:
+        work_dir, identity = self.dir, self.identity
         progress = work_dir / PROGRESS
         if progress.exists():
             if not resume:
@@ -54,12 +65,12 @@ class RunState:
                 raise ConfigError(
                     f"cannot resume {work_dir}: its {changed} differs from this run's; use the same options"
                 )
-            state.layers = saved["layers"]
+            self.layers = saved["layers"]
         elif resume:
             raise ConfigError(f"nothing to resume: {progress} does not exist")
         work_dir.mkdir(parents=True, exist_ok=True)
-        state._write_progress()
-        return state
+        self._write_progress()
+        return self.layers
 
     @property
     def done(self) -> int:
@@ -72,9 +83,10 @@ class RunState:
         """Write the layer's tensors, then the progress that points at them (in that order)."""
         if index != self.done:
             raise RuntimeError(f"layer {index} finished out of order (expected {self.done})")
-        _atomic(self.layer_file(index), lambda tmp: save_file(tensors, str(tmp)))
         self.layers.append(stats)
-        self._write_progress()
+        if self.writer:
+            _atomic(self.layer_file(index), lambda tmp: save_file(tensors, str(tmp)))
+            self._write_progress()
 
     def load_layer(self, index: int) -> dict[str, torch.Tensor]:
         return load_file(str(self.layer_file(index)))

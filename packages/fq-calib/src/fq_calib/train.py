@@ -3,7 +3,8 @@
 The fake-quant layer is trained to reproduce the full-precision layer's outputs on the cached
 inputs (MSE, each step's loss divided by its own detached value, AdamW, cosine schedule), then
 frozen: transforms materialised, channel scales merged into the norms / up_proj, weights
-transformed in float64 and quantised.
+transformed in float64 and quantised. With several ranks each holds a shard of the windows and
+every sum over samples is all-reduced (see `distributed`), so all ranks train the same layer.
 """
 
 from __future__ import annotations
@@ -14,8 +15,16 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
+import torch.distributed as torch_dist
 from torch import nn
 
+from fq_calib.distributed import (
+    all_reduce_,
+    all_reduce_gradients,
+    mean_over_ranks,
+    sum_over_ranks,
+    world_size,
+)
 from fq_calib.layer_io import autocast, batches, map_layer, mse, run_layer
 from fq_calib.recipe import CalibRecipe
 from fq_core.flat import FlatLinear, set_fp
@@ -50,8 +59,11 @@ def set_observing(layer: nn.Module, observing: bool) -> None:
 
 @torch.no_grad()
 def init_channel_scales(layer: nn.Module, alpha: float) -> None:
-    """SmoothQuant-style init from the activation maxima observed during the FP pass."""
+    """SmoothQuant-style init from the activation maxima observed during the FP pass (over every
+    rank's windows, as one process would have seen them all)."""
     attention, mlp = flat_parts(layer)
+    for site in (attention.attn_in, mlp.mlp_in, mlp.down_in):
+        all_reduce_(site.act_absmax, torch_dist.ReduceOp.MAX)
     attention.attn_in.init_channel_scale(attention.weight_absmax_for_scale(), alpha)
     gate_up, down = mlp.weight_absmax_for_scale()
     mlp.mlp_in.init_channel_scale(gate_up, alpha)
@@ -84,8 +96,8 @@ def collect_hessians(
     finally:
         for hook in hooks:
             hook.remove()
-    for linear in linears:
-        linear.hessian = sums[linear] / counts[linear]
+    for linear in linears:  # summed over the ranks' shards before the mean
+        linear.hessian = all_reduce_(sums[linear]) / int(sum_over_ranks(counts[linear]))
 
 
 def optimizer_for(layer: nn.Module, recipe: CalibRecipe) -> tuple[torch.optim.Optimizer, Any]:
@@ -123,13 +135,14 @@ def calibrate_layer(
     inputs: what the quantised layer is trained on. With feed="fp" (the paper) these are the FP
     model's activations; with feed="quant" they are the previous frozen layers' quantised outputs
     and `fp_inputs` holds the FP activations, so the targets stay the FP model's own outputs and the
-    layer learns to undo the error accumulated before it.
+    layer learns to undo the error accumulated before it. With several ranks all these tensors, and
+    the returned ones, are this rank's shard of the windows (`distributed.shard_rows`).
     Returns the stats, the targets (the next layer's FP inputs) and, with feed="quant", the frozen
     layer's outputs (the next layer's quantised inputs).
     """
     start = time.perf_counter()
-    bs = recipe.batch_size
-    probe = slice(0, bs)
+    bs = recipe.batch_size // world_size()  # this rank's share of every batch
+    probe = slice(0, bs)  # the first batch of windows (every rank holds a part of it)
     set_fp(layer, True)
     set_observing(layer, True)
     targets = map_layer(
@@ -146,14 +159,19 @@ def calibrate_layer(
     layer.train()
     for epoch in range(recipe.epochs):
         total = 0.0
-        for rows in batches(recipe.nsamples, bs):
+        for rows in batches(inputs.shape[0], bs):
             with factor_cache():  # each transform factor built once per step, not once per use
                 with autocast(device, recipe.amp):
                     out = run_layer(layer, inputs[rows].to(device), layer_kwargs)
                 loss = (out.float() - targets[rows].to(device)).pow(2).mean()
                 optimizer.zero_grad(set_to_none=True)
-                (loss / loss.detach()).backward()
-            total += loss.item()
+                # The loss is divided by its own detached value. Over W ranks with equal shares that
+                # value is the batch's mean loss = sum_over_ranks(loss) / W, and the summed gradients
+                # of loss / sum_over_ranks(loss) equal one process's gradient of loss / loss.
+                ranks_loss = all_reduce_(loss.detach().clone())
+                (loss / ranks_loss).backward()
+            all_reduce_gradients(layer.parameters())
+            total += ranks_loss.item() / world_size()
             optimizer.step()
             schedule.step()
         epoch_losses.append(total / recipe.steps_per_epoch)
@@ -164,7 +182,7 @@ def calibrate_layer(
     freeze(layer)
     if recipe.feed == "quant":
         outputs = map_layer(layer, inputs, layer_kwargs, device, bs, recipe.amp)
-        mse_final = (outputs[probe] - targets[probe]).pow(2).mean().item()
+        mse_final = mean_over_ranks((outputs[probe] - targets[probe]).pow(2).mean().item())
     else:
         outputs = None
         mse_final = mse(layer, inputs[probe], targets[probe], layer_kwargs, device, bs, recipe.amp)

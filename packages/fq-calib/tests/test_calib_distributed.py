@@ -1,0 +1,112 @@
+"""Several ranks (gloo on the CPU) calibrate to the checkpoint of one rank, through `fq calib --ranks`
+and through torchrun, also when resuming a run; bad rank counts are refused before any work."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from fq_calib.distributed import shard_rows
+from fq_core.checkpoint import load_checkpoint
+from fq_core.cli import main
+
+RECIPE = [
+    "--recipe", "paper", "--nsamples", "8", "--seqlen", "32", "--epochs", "2", "--batch-size", "4",
+    "--device", "cpu",
+]  # fmt: skip
+LEVERS = {"paper": [], "feed-quant-gptq": ["--feed", "quant", "--gptq"]}
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+FQ = [sys.executable, "-c", "import sys; from fq_core.cli import main; sys.exit(main())"]
+
+
+@pytest.fixture(scope="module")
+def one_rank(tmp_path_factory, tiny_model_dir):
+    """The single-process checkpoint of each lever set (in process: no second model load)."""
+    out = tmp_path_factory.mktemp("one-rank")
+    for name, levers in LEVERS.items():
+        assert main(["calib", "--model", str(tiny_model_dir), "-o", str(out / name), *RECIPE, *levers]) == 0
+    return out
+
+
+def assert_same_checkpoint(expected: Path, got: Path) -> None:
+    """Equal up to float rounding. The ranks sum gradients, Hessians and losses in another order
+    than one process's batched reductions (float32, ~1e-7 relative per operation); a few AdamW
+    steps and three layers grow that to ~1e-6, so floats must agree to 1e-4 of each tensor's
+    largest value. Rounding to 4 bits could flip a value lying on a rounding boundary, so up to
+    1% of the packed integer codes may differ (none do on this model)."""
+    a, b = load_checkpoint(expected), load_checkpoint(got)
+    assert a.tensors.keys() == b.tensors.keys()
+    for name, x in a.tensors.items():
+        y = b.tensors[name]
+        if x.dtype.is_floating_point:
+            torch.testing.assert_close(y, x, rtol=0, atol=1e-4 * x.abs().max().item(), msg=name)
+        else:
+            assert (x != y).float().mean() <= 0.01, name
+    for x, y in zip(a.config.options["calibration"], b.config.options["calibration"], strict=True):
+        assert y["mse_final"] == pytest.approx(x["mse_final"], rel=1e-3)
+        assert y["epoch_losses"] == pytest.approx(x["epoch_losses"], rel=1e-3)
+
+
+def test_the_shards_split_every_batch_in_order():
+    shards = [shard_rows(12, 4, rank, 2) for rank in range(2)]
+    assert shards[0].tolist() == [0, 1, 4, 5, 8, 9] and shards[1].tolist() == [2, 3, 6, 7, 10, 11]
+
+
+@pytest.mark.parametrize("levers", LEVERS, ids=LEVERS)
+def test_two_ranks_give_the_checkpoint_of_one(tmp_path, tiny_model_dir, one_rank, levers):
+    out, recipe = tmp_path / "ckpt", [*RECIPE, *LEVERS[levers], "--ranks", "2"]
+    run = subprocess.run(
+        [*FQ, "calib", "--model", str(tiny_model_dir), "-o", str(out), *recipe],
+        capture_output=True,
+        text=True,
+        env=ENV,
+    )
+    assert run.returncode == 0, run.stderr
+    assert run.stderr.count("wrote") == 1  # rank 0 reports, the others stay silent
+    assert [p.name for p in tmp_path.iterdir()] == ["ckpt"]  # and leave no files
+    assert_same_checkpoint(one_rank / levers, out)
+
+
+def test_torchrun_resumes_a_one_rank_run_with_two_ranks(tmp_path, tiny_model_dir, one_rank):
+    """A run killed after its first layer, continued by two ranks (torchrun): every rank reads the
+    run directory and replays the finished layer on its shard of both streams."""
+    out, recipe = tmp_path / "ckpt", [*RECIPE, *LEVERS["feed-quant-gptq"]]
+    proc = subprocess.Popen(
+        [*FQ, "calib", "--model", str(tiny_model_dir), "-o", str(out), *recipe],
+        stderr=subprocess.DEVNULL,
+        env=ENV,
+    )
+    first_layer = tmp_path / "ckpt.partial" / "layer_000.safetensors"
+    deadline = time.monotonic() + 300
+    while not first_layer.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run ended before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+    resume = [*torchrun, "--no-python", Path(sys.executable).with_name("fq"), "calib", "--resume", out]
+    run = subprocess.run(resume, capture_output=True, text=True, env=ENV)
+    assert run.returncode == 0, run.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]
+    assert_same_checkpoint(one_rank / "feed-quant-gptq", out)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--ranks", "3"], "batch_size (4) must be a multiple of the number of ranks (3)"),
+        (["--gpus", "0"], "--ranks must be >= 1"),
+    ],
+)
+def test_bad_rank_counts_fail_with_one_line_before_any_work(tmp_path, tiny_model_dir, capsys, args, message):
+    out = tmp_path / "ckpt"
+    assert main(["calib", "--model", str(tiny_model_dir), "-o", str(out), *RECIPE, *args]) == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert message in last and last.startswith("error: ")
+    assert not out.exists() and not Path(str(out) + ".partial").exists()
