@@ -101,7 +101,7 @@ def test_torchrun_resumes_a_one_rank_run_with_two_ranks(tmp_path, tiny_model_dir
     "args, message",
     [
         (["--ranks", "3"], "batch_size (4) must be a multiple of the number of ranks (3)"),
-        (["--gpus", "0"], "--ranks must be >= 1"),
+        (["--gpus", "0"], "--ranks (--gpus) must be >= 1, got 0"),
     ],
 )
 def test_bad_rank_counts_fail_with_one_line_before_any_work(tmp_path, tiny_model_dir, capsys, args, message):
