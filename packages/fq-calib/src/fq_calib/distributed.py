@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Callable, Iterable
+from datetime import timedelta
 from typing import Any, TypeVar
 
 import torch
@@ -24,6 +25,10 @@ import torch.multiprocessing as mp
 from fq_core.errors import ConfigError, FqError
 
 T = TypeVar("T")
+
+TIMEOUT = timedelta(hours=1)
+"""How long a collective waits: the other ranks wait while rank 0 alone writes a large model's
+checkpoint, which can outlast NCCL's default 10 minutes."""
 
 
 def is_initialized() -> bool:
@@ -120,7 +125,7 @@ def init(
     elif device.type != "cpu":
         raise ConfigError(f"several ranks run on CUDA (NCCL) or the CPU (gloo), not on {device.type}")
     backend = "nccl" if device.type == "cuda" else "gloo"
-    dist.init_process_group(backend, init_method=init_method, rank=rank, world_size=world)
+    dist.init_process_group(backend, init_method=init_method, rank=rank, world_size=world, timeout=TIMEOUT)
     return device
 
 
