@@ -97,6 +97,26 @@ def test_torchrun_resumes_a_one_rank_run_with_two_ranks(tmp_path, tiny_model_dir
     assert_same_checkpoint(one_rank / "feed-quant-gptq", out)
 
 
+def test_a_refusal_on_rank_0_stops_every_rank_with_one_line(tmp_path, tiny_model_dir):
+    """An unfinished run directory without --resume: rank 0 refuses it, every rank stops, and the
+    command prints the refusal as its one error line (no rank hangs waiting for rank 0)."""
+    out = tmp_path / "ckpt"
+    (tmp_path / "ckpt.partial").mkdir()
+    (tmp_path / "ckpt.partial" / "progress.json").write_text("{}")
+    run = subprocess.run(
+        [*FQ, "calib", "--model", str(tiny_model_dir), "-o", str(out), *RECIPE, "--ranks", "2"],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=300,
+    )
+    assert run.returncode == 2
+    assert run.stderr.strip().splitlines()[-1] == (
+        f"error: {out}.partial holds an unfinished run: add --resume to continue it, or delete it"
+    )
+    assert "Traceback" not in run.stderr and "SIGTERM" not in run.stderr
+
+
 @pytest.mark.parametrize(
     "args, message",
     [

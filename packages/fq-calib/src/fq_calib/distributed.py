@@ -155,13 +155,18 @@ def spawn(fn: Callable[..., None], world: int, device: torch.device, *args: Any)
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     errors = mp.get_context("spawn").SimpleQueue()
+    ranks = mp.start_processes(
+        _rank_main,
+        args=(world, device, f"tcp://127.0.0.1:{port}", errors, fn, args),
+        nprocs=world,
+        join=False,
+        start_method="spawn",
+    )
     try:
-        mp.start_processes(
-            _rank_main,
-            args=(world, device, f"tcp://127.0.0.1:{port}", errors, fn, args),
-            nprocs=world,
-            start_method="spawn",
-        )
+        # After a rank fails the others get a few seconds to stop by themselves: a user error is
+        # raised by every rank at once, and they need not be terminated (with torch's warnings).
+        while not ranks.join(grace_period=10):
+            pass
     except (mp.ProcessRaisedException, mp.ProcessExitedException):
         if not errors.empty():
             raise errors.get() from None
