@@ -37,11 +37,13 @@ def test_real_row_is_the_int4_models_perplexity(tiny_model_dir, checkpoint, tmp_
     row = {r["method"]: r for r in record["results"]}["flatquant"]
     assert row["real"] is True and row["bits"] == {"w": 4, "a": 4, "k": 4, "v": 4}
     ids = pydoc_ids(load_model(tiny_model_dir)[1], SEQLEN)
-    assert row["ppl"]["pydoc"] == pytest.approx(perplexity(load_int4_model(checkpoint), ids, SEQLEN), rel=1e-9)
-    assert row["ppl"]["pydoc"] == pytest.approx(perplexity(load_quantized(checkpoint), ids, SEQLEN), rel=0.01)
+    real, fake = load_int4_model(checkpoint), load_quantized(checkpoint)
+    assert row["ppl"]["pydoc"] == pytest.approx(perplexity(real, ids, SEQLEN), rel=1e-9)
+    assert row["ppl"]["pydoc"] == pytest.approx(perplexity(fake, ids, SEQLEN), rel=0.01)
 
 
 def test_real_without_a_checkpoint_is_one_error_line(tiny_model_dir, capsys):
-    code = main(["eval", "--model", str(tiny_model_dir), "--real", "--seqlen", str(SEQLEN), "--device", "cpu"])
+    args = ["eval", "--model", str(tiny_model_dir), "--real", "--seqlen", str(SEQLEN), "--device", "cpu"]
+    code = main(args)
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("error: --real") and err.count("\n") == 1, err

@@ -24,7 +24,7 @@ _LAZY = {
     "Int4MLP": "fq_kernels.runtime.mlp",
 }
 
-__all__ = ["HF_EXTRA_HINT", "MissingExtraError", *_LAZY]
+__all__ = ["HF_EXTRA_HINT", "MissingExtraError", "require_transformers", *_LAZY]
 
 
 def __getattr__(name: str) -> Any:
