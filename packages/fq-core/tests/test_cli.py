@@ -477,3 +477,10 @@ def test_docs_cover_every_core_command_and_option() -> None:
         assert path in sections, f"docs/cli.md has no '### `{path}`' section"
         missing = sorted(opt for opt in options if f"`{opt}`" not in sections[path])
         assert not missing, f"docs/cli.md section '{path}' does not document {missing}"
+
+
+def test_python_dash_m_fq_is_the_console_script() -> None:
+    """`python -m fq` (what `torchrun ... -m fq calib` runs) gives the same app as `fq`."""
+    result = subprocess.run([sys.executable, "-m", "fq", "info", "--json"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["packages"]["fq-core"]["version"] == importlib.metadata.version("fq-core")

@@ -592,6 +592,3 @@ __all__ = [
     "main",
     "register_core_commands",
 ]
-
-if __name__ == "__main__":
-    sys.exit(main())

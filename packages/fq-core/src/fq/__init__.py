@@ -1,0 +1,1 @@
+"""`python -m fq ...` runs the `fq` command line (so does `torchrun ... -m fq calib ...`)."""
