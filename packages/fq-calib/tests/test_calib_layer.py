@@ -88,3 +88,21 @@ def test_feed_quant_trains_on_quantised_inputs_against_fp_targets(first_layer):
     torch.testing.assert_close(targets, expected_targets)  # targets: the FP layer on the FP stream
     torch.testing.assert_close(outputs, map_layer(layer, quant_inputs, kwargs, CPU, 4, amp=False))
     assert stats.mse_final == pytest.approx((outputs[:4] - targets[:4]).pow(2).mean().item())
+
+
+def test_presets_paper_is_the_reference_and_overrides_replace_quantisers():
+    from fq_core.quant import QuantSpec
+
+    paper = preset("paper")
+    assert (paper.nsamples, paper.seqlen, paper.epochs, paper.batch_size) == (128, 2048, 15, 4)
+    assert (paper.lr, paper.clip_lr_scale, paper.feed, paper.weight_rounding) == (5e-3, 10.0, "fp", "rtn")
+    assert paper.flat.act == QuantSpec(4, True, "token") and paper.flat.lwc and paper.flat.lac
+    best = preset("best")
+    assert (best.nsamples, best.seqlen, best.epochs) == (128, 2048, 15)  # the paper's budget
+    assert (best.batch_size, best.feed) == (1, "quant")
+    assert best.flat.act == QuantSpec(4, False, "token") and best.flat.weight == paper.flat.weight
+    assert preset("best", "w8a8").flat.act == QuantSpec(8, False, "token")
+    assert not preset("best", "w4a16").flat.act.enabled
+    assert preset("best", asym_act=False).flat.act.symmetric
+    asym = preset("paper", "w4a4kv4", act=QuantSpec(4, symmetric=False, granularity="token"))
+    assert not asym.flat.act.symmetric and asym.flat.key.bits == 4  # the rest of the preset stays

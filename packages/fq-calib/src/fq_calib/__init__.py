@@ -6,9 +6,9 @@ calibrate(model, windows, preset("quickstart"), "out/ckpt", source="default")
 
 from importlib.metadata import version
 
-from fq_calib.recipe import BITS_PRESETS, BUDGET_PRESETS, CalibRecipe, preset
+from fq_calib.recipe import BITS_PRESETS, RECIPE_PRESETS, CalibRecipe, preset
 from fq_calib.run import calibrate
 
 __version__ = version("fq-calib")
 
-__all__ = ["BITS_PRESETS", "BUDGET_PRESETS", "CalibRecipe", "calibrate", "preset"]
+__all__ = ["BITS_PRESETS", "RECIPE_PRESETS", "CalibRecipe", "calibrate", "preset"]

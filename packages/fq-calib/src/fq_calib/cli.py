@@ -58,8 +58,12 @@ def calib(
         str, typer.Option(help="'default' (embedded SmolLM2-135M), an HF model dir or a .gguf.")
     ] = ("default"),
     recipe: Annotated[
-        str, typer.Option(help="Budget preset: 'paper' (128x2048x15) or 'quickstart'.")
-    ] = "paper",
+        str,
+        typer.Option(
+            help="'best' (128x2048x15 with our levers), 'paper' (the reference's recipe, bit for bit) "
+            "or 'quickstart' (best, 16x512x2)."
+        ),
+    ] = "best",
     bits: Annotated[str, typer.Option(help="Bit-width preset: w4a4, w4a4kv4, w4a16, w8a8.")] = "w4a4",
     data: Annotated[
         str, typer.Option(help="'pydoc' (embedded corpus minus its eval tail) or a text file.")
