@@ -81,3 +81,19 @@ def test_bad_options_fail_with_one_line_before_any_work(tmp_path, tiny_model_dir
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert message in last and last.startswith("error: ")
     assert not out.exists() and not Path(str(out) + ".partial").exists()
+
+
+@pytest.mark.parametrize(
+    "args, symmetric",
+    [
+        (["--recipe", "paper"], True),
+        (["--recipe", "paper", "--a-asym"], False),
+        (["--no-a-asym"], True),
+        ([], False),
+    ],
+)
+def test_activation_symmetry_follows_the_recipe_unless_told(tmp_path, tiny_model_dir, args, symmetric):
+    out = tmp_path / "ckpt"
+    small = ["--nsamples", "4", "--seqlen", "16", "--epochs", "1", "--batch-size", "4", "--device", "cpu"]
+    assert main(["calib", "--model", str(tiny_model_dir), "-o", str(out), *small, *args]) == 0
+    assert validate_checkpoint(out).quant.act.symmetric is symmetric

@@ -31,7 +31,6 @@ def _spec_overrides(
     k_bits: int | None,
     v_bits: int | None,
     w_asym: bool,
-    a_asym: bool,
     w_group_size: int | None,
     kv_group_size: int,
 ) -> dict[str, Any]:
@@ -42,8 +41,8 @@ def _spec_overrides(
     if w_bits is not None or w_asym or w_group_size is not None:
         granularity = "group" if w_group_size else "channel"
         out["weight"] = QuantSpec(w_bits or 4, not w_asym, granularity, w_group_size)
-    if a_bits is not None or a_asym:
-        out["act"] = QuantSpec(a_bits or 4, not a_asym, "token")
+    if a_bits is not None:
+        out["act"] = QuantSpec(a_bits, True, "token")
     for name, bits in (("key", k_bits), ("value", v_bits)):
         if bits is not None:
             out[name] = QuantSpec(bits, False, "group", kv_group_size) if bits < 16 else QuantSpec(16)
@@ -73,7 +72,10 @@ def calib(
     k_bits: Annotated[int | None, typer.Option(help="KV-cache key bits (16 = off).")] = None,
     v_bits: Annotated[int | None, typer.Option(help="KV-cache value bits (16 = off).")] = None,
     w_asym: Annotated[bool, typer.Option(help="Asymmetric weights.")] = False,
-    a_asym: Annotated[bool, typer.Option(help="Asymmetric per-token activations.")] = False,
+    a_asym: Annotated[
+        bool | None,
+        typer.Option(help="Asymmetric per-token activations (default: the recipe's; on in best/quickstart)."),
+    ] = None,
     w_group_size: Annotated[int | None, typer.Option(help="Per-group weights of this size.")] = None,
     kv_group_size: Annotated[int, typer.Option(help="KV quantisation group (capped at head_dim).")] = 128,
     lwc: Annotated[bool, typer.Option(help="Learnable weight clipping.")] = True,
@@ -133,12 +135,11 @@ def calib(
             "lr": lr,
             "feed": feed,
             "weight_rounding": "gptq" if gptq else None,
+            "asym_act": a_asym,
         }
         flat = {"lwc": lwc, "lac": lac, "channel_scale": add_diag, "diag_alpha": diag_alpha}
         flat["parametrization"] = "direct" if direct_inv else "svd"
-        flat.update(
-            _spec_overrides(w_bits, a_bits, k_bits, v_bits, w_asym, a_asym, w_group_size, kv_group_size)
-        )
+        flat.update(_spec_overrides(w_bits, a_bits, k_bits, v_bits, w_asym, w_group_size, kv_group_size))
         run_recipe = preset(
             recipe, bits, seed=seed, **{k: v for k, v in overrides.items() if v is not None}, **flat
         )

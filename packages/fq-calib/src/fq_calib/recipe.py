@@ -114,21 +114,21 @@ def preset(recipe: str = "paper", bits: str = "w4a4", **overrides: Any) -> Calib
     """A recipe from a recipe preset and a bit-width preset, then explicit overrides (which may
     replace the preset's quantisers too, e.g. `act=QuantSpec(4, symmetric=False, granularity="token")`).
 
-    `asym_act=True` (a preset lever or an override) makes the bit preset's activation quantiser
-    asymmetric, at its bit width.
+    `asym_act` (a preset lever, or an override) makes the activation quantiser asymmetric at
+    whatever bit width the bits preset or an `act` override gives it.
     """
     if recipe not in RECIPE_PRESETS:
         raise ConfigError(f"unknown recipe {recipe!r}: use one of {', '.join(RECIPE_PRESETS)}")
     if bits not in BITS_PRESETS:
         raise ConfigError(f"unknown bits preset {bits!r}: use one of {', '.join(BITS_PRESETS)}")
     settings = {**RECIPE_PRESETS[recipe], **overrides}
-    specs = dict(BITS_PRESETS[bits])
-    if settings.pop("asym_act", False) and specs["act"].enabled:
-        specs["act"] = replace(specs["act"], symmetric=False)
+    asym_act = settings.pop("asym_act", False)
     flat_overrides = {
         k: settings.pop(k) for k in list(settings) if k in FlatConfig.__dataclass_fields__ and k != "seed"
     }
     if "seed" in settings:  # one seed for the windows and the transforms' random init
         flat_overrides["seed"] = settings["seed"]
-    flat = replace(FlatConfig(), **{**specs, **flat_overrides})
-    return CalibRecipe(flat=flat, **settings)
+    specs = {**BITS_PRESETS[bits], **flat_overrides}
+    if asym_act and specs["act"].enabled:
+        specs["act"] = replace(specs["act"], symmetric=False)
+    return CalibRecipe(flat=replace(FlatConfig(), **specs), **settings)
