@@ -61,7 +61,7 @@ def test_transform_quant_matches_reference(n1: int, n2: int, variant: str) -> No
     right = random_orthogonal(n2, g) if variant in ("kron", "right") else None
     clip = torch.tensor([0.9, 0.8])
     for fmt in ("packed", "int8", "fp8"):
-        q, s = _tq()(x, left, right, clip, 4, fmt)
+        q, s, _ = _tq()(x, left, right, clip, 4, fmt)
         q_ref, s_ref = ref.transform_quant_ref(x, left, right, clip, 4, fmt)
         if variant == "none":
             assert_quant_equal(q, s, q_ref, s_ref)
@@ -79,7 +79,7 @@ def test_kernel_configurations_agree(reduce_axes: bool) -> None:
     x = torch.randint(-40, 40, (5, 128), generator=g).float() / 4
     x[2, 3] = float("nan")
     cfg = TQConfig(num_warps=4, programs_per_sm=1, reduce_axes=reduce_axes)
-    q, s = launch_transform_quant(x, left, right, ref.clip_pair(0.9), 4, "int8", config=cfg)
+    q, s, _ = launch_transform_quant(x, left, right, ref.clip_pair(0.9), 4, "int8", config=cfg)
     assert_quant_equal(q, s, *ref.transform_quant_ref(x, left, right, 0.9, 4, "int8"))
 
 
@@ -87,7 +87,7 @@ def test_exactly_representable_transform_is_bit_exact() -> None:
     g = torch.Generator().manual_seed(5)
     left, right = signed_permutation(8, g, 2.0), signed_permutation(16, g)
     x = torch.randint(-40, 40, (9, 128), generator=g).float() / 4
-    q, s = _tq()(x, left, right, ref.clip_pair((1.0, 0.9)), 4, "packed")
+    q, s, _ = _tq()(x, left, right, ref.clip_pair((1.0, 0.9)), 4, "packed")
     assert_quant_equal(q, s, *ref.transform_quant_ref(x, left, right, (1.0, 0.9), 4, "packed"))
 
 
@@ -103,7 +103,7 @@ def test_plain_quantisation_is_bit_exact(dtype: torch.dtype, bits: int) -> None:
     x[5, ::2] = 0.25  # exact ties after division for some scales
     fmt = "packed" if bits <= 4 else "int8"
     clip = ref.clip_pair((0.8, 0.6))
-    q, s = _tq()(x, None, None, clip, bits, fmt)
+    q, s, _ = _tq()(x, None, None, clip, bits, fmt)
     q_ref, s_ref = ref.transform_quant_ref(x, None, None, clip, bits, fmt)
     assert_quant_equal(q, s, q_ref, s_ref)
     assert torch.isnan(s[2:4]).all() and s[0] == 1
@@ -112,7 +112,7 @@ def test_plain_quantisation_is_bit_exact(dtype: torch.dtype, bits: int) -> None:
 def test_ties_round_to_even() -> None:
     # absmax 7 -> scale 1: values k + 0.5 are exact ties
     x = torch.tensor([[7.0, 0.5, 1.5, 2.5, -0.5, -1.5, -2.5, 3.5]])
-    q, _ = _tq()(x, None, None, ref.clip_pair(1.0), 4, "int8")
+    q, *_ = _tq()(x, None, None, ref.clip_pair(1.0), 4, "int8")
     assert q.tolist() == [[7, 0, 2, 2, 0, -2, -2, 4]]
 
 
@@ -120,7 +120,7 @@ def test_odd_right_factor_still_packs() -> None:
     g = torch.Generator().manual_seed(7)
     left, right = random_orthogonal(4, g), random_orthogonal(5, g)
     x = torch.randn(3, 20, generator=g)
-    q, s = _tq()(x, left, right, ref.clip_pair(1.0), 4, "packed")
+    q, s, _ = _tq()(x, left, right, ref.clip_pair(1.0), 4, "packed")
     assert q.shape == (3, 10) and q.dtype == torch.uint8
     assert_quant_close(
         q, s, *ref.transform_quant_ref(x, left, right, 1.0, 4, "packed"), scale_rtol=1e-5, max_mismatch=0.05

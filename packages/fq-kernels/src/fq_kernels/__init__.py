@@ -16,6 +16,7 @@ __version__ = version("fq-kernels")
 
 _LAZY = {
     "transform_quant": "fq_kernels.ops",
+    "transform_quant_asym": "fq_kernels.ops",
     "transform_quant_heads": "fq_kernels.ops",
     "quantize_act": "fq_kernels.ops",
     "w4a4_linear": "fq_kernels.ops",

@@ -3,7 +3,8 @@
 The checkpoint stores a linear as packed int4 `qweight` [N, K/2] (fq-core's nibble order) plus one
 scale per output channel. The decode kernel reads that as it is. The prefill kernel wants the same
 values one per byte, int8 or float8 e4m3, K-major ([N, K], K contiguous, which is what Hopper's
-8-bit wgmma needs for its B operand), so a `QuantLinear` makes that copy once at load.
+8-bit wgmma needs for its B operand), so a `QuantLinear` makes that copy once at load. A layer with
+asymmetric activations also keeps each row's sum of weights (the zero points' share of the GEMM).
 """
 
 from __future__ import annotations
@@ -25,6 +26,13 @@ def prefill_weight(qweight: torch.Tensor, kind: str) -> torch.Tensor:
     if kind == "fp8":
         return values.to(torch.float8_e4m3fn).contiguous()
     raise ValueError(f"prefill weight kind must be one of {', '.join(PREFILL_KINDS)}, got {kind!r}")
+
+
+def weight_sums(qweight: torch.Tensor) -> torch.Tensor:
+    """wsum [N] float32 of packed int4 weights [N, K/2]: sum_k w[n, k], exact (|wsum| <= 8 K < 2^24)."""
+    if qweight.dtype != torch.uint8:
+        raise ValueError(f"expected packed int4 weights (uint8), got {qweight.dtype}")
+    return unpack_int4(qweight, signed=True).sum(dim=1, dtype=torch.int32).to(torch.float32)
 
 
 def pack_weight(values: torch.Tensor) -> torch.Tensor:

@@ -8,7 +8,8 @@ reference otherwise (`fq_kernels._runtime.use_triton`). The reference defines th
 | op | inputs | outputs |
 |---|---|---|
 | `transform_quant` | x [..., K] float; left [n1, n1], right [n2, n2] (or None); clip [2] | values, scales |
-| `w4a4_linear` | xq, sx [...]; wq, sw [N]; bias [N] or None | out [..., N] |
+| `transform_quant_asym` | as `transform_quant` | values, scales, zeros [...] |
+| `w4a4_linear` | xq, sx [...]; wq, sw [N]; bias [N] or None; zx [...], wsum [N] or None | out [..., N] |
 | `quant_kv` | x [..., D] float; clip [2] | q uint8 [..., D/2], scale fp32, zero uint8 [..., D/G] |
 | `dequant_kv` | q, scale, zero | x [..., D] |
 
@@ -17,6 +18,11 @@ Operand layouts of `w4a4_linear` (all hold the same int4 values; pick by path):
 - prefill (compute-bound): wq and xq both int8 [., K], or both float8_e4m3fn [., K] (weights
   unpacked once at load with `fq_kernels.layout.prefill_weight`).
 `transform_quant(..., out_format=)` writes the activation layout: "packed", "int8" or "fp8".
+
+Asymmetric activations: `transform_quant_asym` stores codes and zero points shifted into the signed
+int4 range (q - 8, zero - 8), so `w4a4_linear` runs the same main loops and its epilogue subtracts
+zx[m] * wsum[n] (wsum: the weights' row sums, `fq_kernels.layout.weight_sums`), exactly for
+K <= `fq_kernels.reference.ASYM_MAX_K` (see `fq_kernels.reference.gemm`).
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ import torch
 from fq_kernels import reference as ref
 from fq_kernels._runtime import use_triton
 from fq_kernels.reference.activation import OUT_FORMATS
-from fq_kernels.reference.gemm import gemm_k
+from fq_kernels.reference.gemm import ASYM_MAX_K, gemm_k
 
 _FORMAT_DTYPES = {"packed": torch.uint8, "int8": torch.int8, "fp8": torch.float8_e4m3fn}
 _GEMM_DTYPES = (torch.uint8, torch.int8, torch.float8_e4m3fn)
@@ -61,6 +67,40 @@ def _check_transform_args(
             raise ValueError(f"{name} must be a square matrix, got {tuple(f.shape)}")
 
 
+def _transform_quant(
+    x: torch.Tensor,
+    left: torch.Tensor | None,
+    right: torch.Tensor | None,
+    clip: torch.Tensor,
+    bits: int,
+    out_format: str,
+    symmetric: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Both ops' body: (values, scales, zero points or None when symmetric)."""
+    _check_transform_args(x, left, right, clip, bits, out_format)
+    if not use_triton(x):
+        if symmetric:
+            return (*ref.transform_quant_ref(x, left, right, clip, bits, out_format), None)
+        return ref.transform_quant_asym_ref(x, left, right, clip, bits, out_format)
+    from fq_kernels.triton.transform_quant import launch_transform_quant
+
+    k, lead = x.shape[-1], x.shape[:-1]
+    x2 = x.reshape(-1, k)
+    if x2.stride(-1) != 1:
+        x2 = x2.contiguous()
+    clip32 = clip.to(x.device, torch.float32)
+    q, scale, zero = launch_transform_quant(x2, left, right, clip32, bits, out_format, symmetric=symmetric)
+    return q.reshape(*lead, q.shape[-1]), scale.reshape(lead), None if zero is None else zero.reshape(lead)
+
+
+def _transform_quant_fake(x, left, right, clip, bits, out_format) -> tuple[torch.Tensor, torch.Tensor]:
+    _check_transform_args(x, left, right, clip, bits, out_format)
+    k = x.shape[-1]
+    width = k // 2 if out_format == "packed" else k
+    q = x.new_empty((*x.shape[:-1], width), dtype=_FORMAT_DTYPES[out_format])
+    return q, x.new_empty(x.shape[:-1], dtype=torch.float32)
+
+
 @torch.library.custom_op("fq_kernels::transform_quant", mutates_args=())
 def _transform_quant_op(
     x: torch.Tensor,
@@ -70,27 +110,38 @@ def _transform_quant_op(
     bits: int,
     out_format: str,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    _check_transform_args(x, left, right, clip, bits, out_format)
-    k = x.shape[-1]
-    lead = x.shape[:-1]
-    if use_triton(x):
-        from fq_kernels.triton.transform_quant import launch_transform_quant
-
-        x2 = x.reshape(-1, k)
-        if x2.stride(-1) != 1:
-            x2 = x2.contiguous()
-        q, scale = launch_transform_quant(x2, left, right, clip.to(x.device, torch.float32), bits, out_format)
-        return q.reshape(*lead, q.shape[-1]), scale.reshape(lead)
-    return ref.transform_quant_ref(x, left, right, clip, bits, out_format)
+    q, scale, _ = _transform_quant(x, left, right, clip, bits, out_format, symmetric=True)
+    return q, scale
 
 
 @_transform_quant_op.register_fake
 def _(x, left, right, clip, bits, out_format):
-    _check_transform_args(x, left, right, clip, bits, out_format)
-    k = x.shape[-1]
-    width = k // 2 if out_format == "packed" else k
-    q = x.new_empty((*x.shape[:-1], width), dtype=_FORMAT_DTYPES[out_format])
-    return q, x.new_empty(x.shape[:-1], dtype=torch.float32)
+    return _transform_quant_fake(x, left, right, clip, bits, out_format)
+
+
+@torch.library.custom_op("fq_kernels::transform_quant_asym", mutates_args=())
+def _transform_quant_asym_op(
+    x: torch.Tensor,
+    left: torch.Tensor | None,
+    right: torch.Tensor | None,
+    clip: torch.Tensor,
+    bits: int,
+    out_format: str,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    return _transform_quant(x, left, right, clip, bits, out_format, symmetric=False)
+
+
+@_transform_quant_asym_op.register_fake
+def _(x, left, right, clip, bits, out_format):
+    q, scale = _transform_quant_fake(x, left, right, clip, bits, out_format)
+    return q, scale, torch.empty_like(scale)
+
+
+def _clip_arg(clip: torch.Tensor | float | tuple[float, float], device: torch.device) -> torch.Tensor:
+    """The clipping pair as the ops take it: float32 [2] (a tensor already so shaped passes as is)."""
+    if isinstance(clip, torch.Tensor) and clip.numel() == 2 and clip.dtype == torch.float32:
+        return clip
+    return ref.clip_pair(clip, device)
 
 
 def transform_quant(
@@ -111,9 +162,25 @@ def transform_quant(
     Returns (values, scales): values packed [..., K/2] uint8, int8 [..., K] or float8 e4m3 [..., K]
     as `out_format` says, and float32 scales [...] (NaN for a token with non-finite values).
     """
-    if not isinstance(clip, torch.Tensor) or clip.numel() != 2 or clip.dtype != torch.float32:
-        clip = ref.clip_pair(clip, x.device)
-    return torch.ops.fq_kernels.transform_quant(x, left, right, clip, bits, out_format)
+    return torch.ops.fq_kernels.transform_quant(x, left, right, _clip_arg(clip, x.device), bits, out_format)
+
+
+def transform_quant_asym(
+    x: torch.Tensor,
+    left: torch.Tensor | None = None,
+    right: torch.Tensor | None = None,
+    clip: torch.Tensor | float | tuple[float, float] = 1.0,
+    bits: int = 4,
+    out_format: str = "packed",
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """`transform_quant` with fq-core's asymmetric per-token quantiser (codes 0..2^b-1, a zero point).
+
+    Returns (values, scales, zeros): codes and zero points minus 2^(b-1), i.e. in the symmetric
+    path's signed range and storage, with x ~= (values - zeros) * scales; zeros float32 [...] (0 for
+    a token with non-finite values). Feed values, scales and zeros to `w4a4_linear` (`zx=`).
+    """
+    clip = _clip_arg(clip, x.device)
+    return torch.ops.fq_kernels.transform_quant_asym(x, left, right, clip, bits, out_format)
 
 
 def quantize_act(
@@ -141,7 +208,7 @@ def transform_quant_heads(
 # w4a4_linear
 
 
-def _check_gemm_args(xq, sx, wq, sw, bias, out_dtype) -> int:
+def _check_gemm_args(xq, sx, wq, sw, bias, out_dtype, zx, wsum) -> int:
     if wq.dim() != 2:
         raise ValueError(f"wq must be [N, K/2] packed or [N, K], got shape {tuple(wq.shape)}")
     if xq.dtype not in _GEMM_DTYPES or wq.dtype not in _GEMM_DTYPES:
@@ -166,6 +233,15 @@ def _check_gemm_args(xq, sx, wq, sw, bias, out_dtype) -> int:
         raise ValueError(f"bias must hold {wq.shape[0]} values, got {bias.numel()}")
     if out_dtype not in _OUT_DTYPES:
         raise ValueError(f"out_dtype must be bfloat16, float16 or float32, got {out_dtype}")
+    if (zx is None) != (wsum is None):
+        raise ValueError("asymmetric activations need both zx (their zero points) and wsum (weight row sums)")
+    if zx is not None:
+        if zx.shape != sx.shape:
+            raise ValueError(f"zx must have shape {tuple(sx.shape)}, got {tuple(zx.shape)}")
+        if wsum.numel() != wq.shape[0]:
+            raise ValueError(f"wsum must hold one sum per output channel ({wq.shape[0]}), got {wsum.numel()}")
+        if k > ASYM_MAX_K:
+            raise ValueError(f"the asymmetric epilogue is exact up to K = {ASYM_MAX_K}, got K = {k}")
     return k
 
 
@@ -177,36 +253,40 @@ def _w4a4_linear_op(
     sw: torch.Tensor,
     bias: torch.Tensor | None,
     out_dtype: torch.dtype,
+    zx: torch.Tensor | None = None,
+    wsum: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    _check_gemm_args(xq, sx, wq, sw, bias, out_dtype)
+    _check_gemm_args(xq, sx, wq, sw, bias, out_dtype, zx, wsum)
     if not use_triton(xq):
-        return ref.w4a4_linear_ref(xq, sx, wq, sw, bias, out_dtype)
+        return ref.w4a4_linear_ref(xq, sx, wq, sw, bias, out_dtype, zx, wsum)
     lead = xq.shape[:-1]
     a = xq.reshape(-1, xq.shape[-1])
     if a.stride(-1) != 1:
         a = a.contiguous()
     b = wq if wq.stride(-1) == 1 else wq.contiguous()
-    sx32 = sx.reshape(-1).to(torch.float32).contiguous()
-    sw32 = sw.reshape(-1).to(torch.float32).contiguous()
-    bias32 = None if bias is None else bias.reshape(-1).to(torch.float32).contiguous()
+    sx32, sw32, bias32, zx32, wsum32 = (_f32_vector(t) for t in (sx, sw, bias, zx, wsum))
     out = torch.empty((a.shape[0], b.shape[0]), dtype=out_dtype, device=xq.device)
-    _gemm(a, b, sx32, sw32, bias32, out, raw=False)
+    _gemm(a, b, sx32, sw32, bias32, out, False, zx32, wsum32)
     return out.reshape(*lead, b.shape[0])
 
 
-def _gemm(a, b, sx, sw, bias, out, raw: bool) -> torch.Tensor:
+def _f32_vector(t: torch.Tensor | None) -> torch.Tensor | None:
+    return None if t is None else t.reshape(-1).to(torch.float32).contiguous()
+
+
+def _gemm(a, b, sx, sw, bias, out, raw: bool, zx=None, wsum=None) -> torch.Tensor:
     if b.dtype == torch.uint8:
         from fq_kernels.triton import gemm_packed
 
-        return gemm_packed.launch_tuned(a, b, sx, sw, bias, out, raw)
+        return gemm_packed.launch_tuned(a, b, sx, sw, bias, out, raw, zx, wsum)
     from fq_kernels.triton import gemm_prefill
 
-    return gemm_prefill.launch_tuned(a, b, sx, sw, bias, out, raw)
+    return gemm_prefill.launch_tuned(a, b, sx, sw, bias, out, raw, zx, wsum)
 
 
 @_w4a4_linear_op.register_fake
-def _(xq, sx, wq, sw, bias, out_dtype):
-    _check_gemm_args(xq, sx, wq, sw, bias, out_dtype)
+def _(xq, sx, wq, sw, bias, out_dtype, zx=None, wsum=None):
+    _check_gemm_args(xq, sx, wq, sw, bias, out_dtype, zx, wsum)
     return xq.new_empty((*xq.shape[:-1], wq.shape[0]), dtype=out_dtype)
 
 
@@ -217,13 +297,17 @@ def w4a4_linear(
     sw: torch.Tensor,
     bias: torch.Tensor | None = None,
     out_dtype: torch.dtype = torch.bfloat16,
+    zx: torch.Tensor | None = None,
+    wsum: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """out = (xq @ wqᵀ as an exact integer sum) * sx[token] * sw[channel] (+ bias), as out_dtype.
 
     Layouts: see this module's docstring (packed weights pick the decode kernel, int8/fp8 weights
     the tensor-core prefill kernel). A token whose scale is NaN (non-finite input) gives a NaN row.
+    Asymmetric activations (`transform_quant_asym`): zx [...] their zero points, wsum [N] the
+    weights' row sums (`fq_kernels.layout.weight_sums`); out = (acc - zx * wsum) * sx * sw (+ bias).
     """
-    return torch.ops.fq_kernels.w4a4_linear(xq, sx, wq, sw, bias, out_dtype)
+    return torch.ops.fq_kernels.w4a4_linear(xq, sx, wq, sw, bias, out_dtype, zx, wsum)
 
 
 def w4a4_matmul_int(xq: torch.Tensor, wq: torch.Tensor) -> torch.Tensor:
@@ -278,9 +362,7 @@ def quant_kv(
     Returns (q packed uint8 [..., D/2], scale float32 [..., D/G], zero uint8 [..., D/G]); `clip` is
     the cache site's (clip_max, clip_min).
     """
-    if not isinstance(clip, torch.Tensor) or clip.numel() != 2 or clip.dtype != torch.float32:
-        clip = ref.clip_pair(clip, x.device)
-    return torch.ops.fq_kernels.quant_kv(x, clip, group_size)
+    return torch.ops.fq_kernels.quant_kv(x, _clip_arg(clip, x.device), group_size)
 
 
 @torch.library.custom_op("fq_kernels::dequant_kv", mutates_args=())

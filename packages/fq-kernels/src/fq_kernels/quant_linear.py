@@ -10,6 +10,10 @@ Two paths, one result:
   so the tensor cores read both operands straight from shared memory; the activation kernel
   writes the same storage type.
 
+Activations are quantised as the checkpoint says, symmetric or asymmetric per token; an asymmetric
+layer keeps its weights' row sums (made at load) for the GEMM epilogue's zero-point term
+(`fq_kernels.reference.gemm`).
+
 Only fq-core (base install: torch + safetensors) and fq-kernels are needed: no transformers.
 """
 
@@ -25,8 +29,8 @@ from torch import nn
 
 from fq_core.checkpoint import Checkpoint, load_checkpoint
 from fq_kernels import reference as ref
-from fq_kernels.layout import PREFILL_KINDS, prefill_weight
-from fq_kernels.ops import transform_quant, w4a4_linear
+from fq_kernels.layout import PREFILL_KINDS, prefill_weight, weight_sums
+from fq_kernels.ops import transform_quant, transform_quant_asym, w4a4_linear
 
 DECODE_MAX_TOKENS = 16
 """Token counts up to this use the packed-weight decode kernel (weight-bandwidth bound)."""
@@ -63,8 +67,9 @@ class QuantLinear(nn.Module):
 
     qweight: packed int4 [N, K/2] (uint8, fq-core nibble order); scale: [N] or [N, 1] per-channel
     weight scales; left/right: the online Kronecker factors (left alone: o_proj's heads factor);
-    clip: the activation clipping pair (clip_max, clip_min); prefill: "int8", "fp8", None (decode
-    kernel for every token count) or "auto" (PREFILL_DEFAULT when the weights are on CUDA).
+    clip: the activation clipping pair (clip_max, clip_min); act_symmetric: False quantises the
+    activations asymmetrically (fq-core's QuantSpec(4, False, "token")); prefill: "int8", "fp8", None
+    (decode kernel for every token count) or "auto" (PREFILL_DEFAULT when the weights are on CUDA).
     """
 
     def __init__(
@@ -76,6 +81,7 @@ class QuantLinear(nn.Module):
         left: torch.Tensor | None = None,
         right: torch.Tensor | None = None,
         clip: torch.Tensor | float | tuple[float, float] = 1.0,
+        act_symmetric: bool = True,
         prefill: str | None = "auto",
         decode_max_tokens: int = DECODE_MAX_TOKENS,
     ) -> None:
@@ -97,6 +103,7 @@ class QuantLinear(nn.Module):
         self.register_buffer("left", None if left is None else left.to(device, torch.float32).contiguous())
         self.register_buffer("right", None if right is None else right.to(device, torch.float32).contiguous())
         self.register_buffer("clip", ref.clip_pair(clip, device))
+        self.register_buffer("weight_sum", None if act_symmetric else weight_sums(self.qweight))
         self.register_buffer("prefill_weight", None)
         self.decode_max_tokens = decode_max_tokens
         self.prepare(prefill)
@@ -120,6 +127,10 @@ class QuantLinear(nn.Module):
             return "heads"
         return "right" if self.right is not None else "none"
 
+    @property
+    def act_symmetric(self) -> bool:
+        return self.weight_sum is None
+
     def extra_repr(self) -> str:
         prefill = (
             None if self.prefill_weight is None else str(self.prefill_weight.dtype).replace("torch.", "")
@@ -127,7 +138,8 @@ class QuantLinear(nn.Module):
         return (
             f"in_features={self.in_features}, out_features={self.out_features}, "
             f"bias={self.bias is not None}, "
-            f"transform={self.transform}, prefill={prefill}, decode_max_tokens={self.decode_max_tokens}"
+            f"transform={self.transform}, act={'sym' if self.act_symmetric else 'asym'}, "
+            f"prefill={prefill}, decode_max_tokens={self.decode_max_tokens}"
         )
 
     def uses_decode_path(self, tokens: int) -> bool:
@@ -143,14 +155,22 @@ class QuantLinear(nn.Module):
         else:
             weight = self.prefill_weight
             fmt = "fp8" if weight.dtype == torch.float8_e4m3fn else "int8"
-        xq, sx = transform_quant(x, self.left, self.right, self.clip, 4, fmt)
-        return w4a4_linear(xq, sx, weight, self.weight_scale, self.bias, out_dtype)
+        if self.act_symmetric:
+            (xq, sx), zx = transform_quant(x, self.left, self.right, self.clip, 4, fmt), None
+        else:
+            xq, sx, zx = transform_quant_asym(x, self.left, self.right, self.clip, 4, fmt)
+        return w4a4_linear(xq, sx, weight, self.weight_scale, self.bias, out_dtype, zx, self.weight_sum)
 
     def reference_forward(self, x: torch.Tensor) -> torch.Tensor:
         """The same layer through the pure-PyTorch references (transform in float64)."""
         out_dtype = x.dtype if x.dtype in (torch.bfloat16, torch.float16, torch.float32) else torch.bfloat16
-        xq, sx = ref.transform_quant_ref(x, self.left, self.right, self.clip, 4, "int8")
-        return ref.w4a4_linear_ref(xq, sx, self.qweight, self.weight_scale, self.bias, out_dtype)
+        if self.act_symmetric:
+            (xq, sx), zx = ref.transform_quant_ref(x, self.left, self.right, self.clip, 4, "int8"), None
+        else:
+            xq, sx, zx = ref.transform_quant_asym_ref(x, self.left, self.right, self.clip, 4, "int8")
+        return ref.w4a4_linear_ref(
+            xq, sx, self.qweight, self.weight_scale, self.bias, out_dtype, zx, self.weight_sum
+        )
 
     @classmethod
     def from_checkpoint(
@@ -178,9 +198,9 @@ class QuantLinear(nn.Module):
             raise ValueError(
                 f"QuantLinear needs 4-bit symmetric per-channel weights; this checkpoint has {w.to_dict()}"
             )
-        if not (a.bits == 4 and a.symmetric and a.granularity == "token" and a.dynamic):
+        if not (a.bits == 4 and a.granularity == "token" and a.dynamic):
             raise ValueError(
-                "QuantLinear needs 4-bit symmetric dynamic per-token activations; "
+                "QuantLinear needs 4-bit dynamic per-token activations (symmetric or asymmetric); "
                 f"this checkpoint has {a.to_dict()}"
             )
         names = [names] if isinstance(names, str) else list(names)
@@ -231,6 +251,7 @@ class QuantLinear(nn.Module):
             left=left,
             right=right,
             clip=clip,
+            act_symmetric=a.symmetric,
             prefill=prefill,
             decode_max_tokens=decode_max_tokens,
         )

@@ -9,18 +9,23 @@ construction rather than by a second copy of the formulas.
 from fq_kernels.reference.activation import (
     NONFINITE_RULE,
     act_spec,
+    asym_shift,
     clip_pair,
     format_values,
     online_transform,
     quantize_tokens,
+    quantize_tokens_asym,
+    transform_quant_asym_ref,
     transform_quant_ref,
 )
-from fq_kernels.reference.gemm import int_matmul_ref, operand_values, w4a4_linear_ref
+from fq_kernels.reference.gemm import ASYM_MAX_K, int_matmul_ref, operand_values, w4a4_linear_ref
 from fq_kernels.reference.kv import dequant_kv_ref, kv_spec, quant_kv_ref
 
 __all__ = [
+    "ASYM_MAX_K",
     "NONFINITE_RULE",
     "act_spec",
+    "asym_shift",
     "clip_pair",
     "dequant_kv_ref",
     "format_values",
@@ -30,6 +35,8 @@ __all__ = [
     "operand_values",
     "quant_kv_ref",
     "quantize_tokens",
+    "quantize_tokens_asym",
+    "transform_quant_asym_ref",
     "transform_quant_ref",
     "w4a4_linear_ref",
 ]

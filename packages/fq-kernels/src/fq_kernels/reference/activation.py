@@ -12,7 +12,12 @@
    the activation clipping pair (clip_max, clip_min): absmax = max(max(y,0)·clip_max,
    -min(y,0)·clip_min), scale = absmax / qmax, q = clamp(round_half_even(y / scale), qmin, qmax),
    an all-zero token gets scale 1;
-3. NONFINITE_RULE below for tokens holding NaN or ±inf;
+   `transform_quant_asym_ref` uses fq-core's asymmetric per-token quantiser instead:
+   lo = min(y,0)·clip_min, hi = max(y,0)·clip_max ([-1, 1] if both are 0), scale = (hi - lo) / qmax,
+   zero = round_half_even(-lo / scale), q = clamp(round_half_even(y / scale) + zero, 0, qmax) with
+   qmax = 2^b - 1; q and zero are returned minus `asym_shift` = 2^(b-1), i.e. in the signed range
+   of the symmetric path (same storage, same GEMMs), and q - zero is unchanged;
+3. NONFINITE_RULE below for tokens holding NaN or ±inf (asymmetric: the zero point is 0 too);
 4. the requested storage of the int values: packed int4 (two per byte, fq-core's nibble order),
    int8, or float8 e4m3 (every int4 value is exact in e4m3).
 
@@ -38,9 +43,14 @@ NONFINITE_RULE = (
 )
 
 
-def act_spec(bits: int = 4) -> QuantSpec:
-    """The activation quantiser the kernels implement: symmetric, per token, dynamic."""
-    return QuantSpec(bits=bits, symmetric=True, granularity="token")
+def act_spec(bits: int = 4, symmetric: bool = True) -> QuantSpec:
+    """An activation quantiser the kernels implement: per token, dynamic, symmetric or not."""
+    return QuantSpec(bits=bits, symmetric=symmetric, granularity="token")
+
+
+def asym_shift(bits: int) -> int:
+    """What asymmetric codes q in [0, 2^b - 1] and their zero points are stored minus: 2^(b-1)."""
+    return 2 ** (bits - 1)
 
 
 def clip_pair(
@@ -83,19 +93,39 @@ def online_transform(
     return y
 
 
-def quantize_tokens(y: torch.Tensor, clip: torch.Tensor, bits: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
-    """fq-core's per-token symmetric quantiser on float32 rows y [M, K]: (int8 values, fp32 scales [M])."""
+def _quantize_rows(
+    y: torch.Tensor, clip: torch.Tensor, spec: QuantSpec
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """fq-core's quantiser `spec` on float32 rows y [M, K]: (int8 values, fp32 scales [M], fp32
+    zero points [M]); asymmetric values and zero points shifted by -`asym_shift`."""
     if y.dtype != torch.float32:
         raise ValueError(f"quantize_tokens expects float32 rows, got {y.dtype}")
-    spec = act_spec(bits)
     clip = clip_pair(clip, y.device)
     xmin, xmax = F.quant_range(y, spec, (clip[0:1], clip[1:2]))
     scale, zero = F.scale_zero(xmin, xmax, spec)
     q = F.quantize(y, scale, zero, spec)
+    if not spec.symmetric:
+        shift = asym_shift(spec.bits)
+        q, zero = q - shift, zero - shift
     bad = ~torch.isfinite(y).all(dim=1, keepdim=True)
     q = torch.where(bad, torch.zeros_like(q), q)
     scale = torch.where(bad, torch.full_like(scale, float("nan")), scale)
-    return q.to(torch.int8), scale.reshape(-1)
+    zero = torch.where(bad, torch.zeros_like(zero), zero)
+    return q.to(torch.int8), scale.reshape(-1), zero.reshape(-1)
+
+
+def quantize_tokens(y: torch.Tensor, clip: torch.Tensor, bits: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
+    """fq-core's per-token symmetric quantiser on float32 rows y [M, K]: (int8 values, fp32 scales [M])."""
+    q, scale, _ = _quantize_rows(y, clip, act_spec(bits))
+    return q, scale
+
+
+def quantize_tokens_asym(
+    y: torch.Tensor, clip: torch.Tensor, bits: int = 4
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """fq-core's per-token asymmetric quantiser on float32 rows y [M, K], shifted (module docstring):
+    (int8 values q - 2^(b-1), fp32 scales [M], fp32 zero points zero - 2^(b-1) [M])."""
+    return _quantize_rows(y, clip, act_spec(bits, symmetric=False))
 
 
 def format_values(q: torch.Tensor, out_format: str, bits: int = 4) -> torch.Tensor:
@@ -115,6 +145,23 @@ def format_values(q: torch.Tensor, out_format: str, bits: int = 4) -> torch.Tens
     raise ValueError(f"out_format must be one of {', '.join(OUT_FORMATS)}, got {out_format!r}")
 
 
+def _transform_quant(
+    x: torch.Tensor,
+    left: torch.Tensor | None,
+    right: torch.Tensor | None,
+    clip: torch.Tensor | float | tuple[float, float],
+    bits: int,
+    out_format: str,
+    transform_dtype: torch.dtype,
+    symmetric: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    lead = x.shape[:-1]
+    y = online_transform(x, left, right, transform_dtype).to(torch.float32)
+    q, scale, zero = _quantize_rows(y, clip_pair(clip, x.device), act_spec(bits, symmetric))
+    out = format_values(q, out_format, bits)
+    return out.reshape(*lead, out.shape[-1]), scale.reshape(lead), zero.reshape(lead)
+
+
 def transform_quant_ref(
     x: torch.Tensor,
     left: torch.Tensor | None,
@@ -125,8 +172,19 @@ def transform_quant_ref(
     transform_dtype: torch.dtype = torch.float64,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(values [..., K or K/2], scales [...] float32): the exact definition of `transform_quant`."""
-    lead = x.shape[:-1]
-    y = online_transform(x, left, right, transform_dtype).to(torch.float32)
-    q, scale = quantize_tokens(y, clip_pair(clip, x.device), bits)
-    out = format_values(q, out_format, bits)
-    return out.reshape(*lead, out.shape[-1]), scale.reshape(lead)
+    q, scale, _ = _transform_quant(x, left, right, clip, bits, out_format, transform_dtype, True)
+    return q, scale
+
+
+def transform_quant_asym_ref(
+    x: torch.Tensor,
+    left: torch.Tensor | None,
+    right: torch.Tensor | None,
+    clip: torch.Tensor | float | tuple[float, float] = 1.0,
+    bits: int = 4,
+    out_format: str = "packed",
+    transform_dtype: torch.dtype = torch.float64,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(values, scales, zero points [...] float32), shifted: the exact definition of
+    `transform_quant_asym`; x ~= (values - zeros) * scales."""
+    return _transform_quant(x, left, right, clip, bits, out_format, transform_dtype, False)

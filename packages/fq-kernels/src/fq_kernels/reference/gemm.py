@@ -5,6 +5,19 @@
     acc[m, n] = sum_k xq[m, k] * wq[n, k]                   (exact; integer)
     out[m, n] = ((float32(acc) * sx[m]) * sw[n] + bias[n])  (float32, in this order) -> out_dtype
 
+Asymmetric activations (`transform_quant_asym`) arrive shifted, xq = q - 8 and zx = zero - 8, so
+the GEMM main loop is the symmetric one and the epilogue subtracts the zero point's share:
+
+    sum_k (q - zero)[m, k] * w[n, k] = acc[m, n] - zx[m] * wsum[n],   wsum[n] = sum_k w[n, k]
+
+    out[m, n] = (((float32(acc) - zx[m] * wsum[n]) * sx[m]) * sw[n] + bias[n])
+
+with wsum computed once per weight (`fq_kernels.layout.weight_sums`). Every term is an integer, and
+the float32 subtraction is exact while all three are below 2^24: |acc| <= 64 K, |zx * wsum| <= 64 K
+and the difference |sum (q - zero) w| <= 15 * 8 K for int4 (8 (2^b - 1) K for b-bit activations),
+so up to K = ASYM_MAX_K = 2^17 with int4 activations (a fused multiply-add is exact too: it rounds
+once, and the exact result is representable).
+
 Operands may be stored as packed int4 (uint8, two values per byte, fq-core's nibble order), int8,
 or float8 e4m3 holding integers; all give the same values. The accumulator is computed in float64
 here, which is exact for these magnitudes (|acc| <= 64 K < 2^53) and works on CUDA too (integer
@@ -18,6 +31,9 @@ from __future__ import annotations
 import torch
 
 from fq_core.quant.pack import unpack_int4
+
+ASYM_MAX_K = 2**17
+"""Largest K for which the asymmetric epilogue stays exact with int4 activations (module docstring)."""
 
 
 def operand_values(t: torch.Tensor, k: int) -> torch.Tensor:
@@ -54,10 +70,17 @@ def w4a4_linear_ref(
     sw: torch.Tensor,
     bias: torch.Tensor | None = None,
     out_dtype: torch.dtype = torch.bfloat16,
+    zx: torch.Tensor | None = None,
+    wsum: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """out [..., N] = epilogue(exact acc); xq [..., K or K/2], sx [...], wq [N, K or K/2], sw [N]."""
+    """out [..., N] = epilogue(exact acc); xq [..., K or K/2], sx [...], wq [N, K or K/2], sw [N];
+    asymmetric activations add their shifted zero points zx [...] and the weights' wsum [N]."""
     lead = xq.shape[:-1]
     acc = int_matmul_ref(xq, wq).to(torch.float32)
+    if zx is not None:
+        if wsum is None:
+            raise ValueError("asymmetric activations (zx) need the weights' row sums (wsum)")
+        acc = acc - zx.reshape(-1, 1).to(torch.float32) * wsum.reshape(1, -1).to(torch.float32)
     out = acc * sx.reshape(-1, 1).to(torch.float32) * sw.reshape(1, -1).to(torch.float32)
     if bias is not None:
         out = out + bias.reshape(1, -1).to(torch.float32)

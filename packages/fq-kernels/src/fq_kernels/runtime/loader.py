@@ -65,15 +65,15 @@ def load_int4_model(
 
 
 def check_supported(config: CheckpointConfig, kv_bits: int | None) -> None:
-    """What the kernels run: W4 sym per channel, A4 sym per token, and KV16 or KV4 asym per group."""
+    """What the kernels run: W4 sym per channel, A4 sym or asym per token, and KV16 or KV4 asym per group."""
     w, a, k, v = config.quant.weight, config.quant.act, config.quant.key, config.quant.value
     w4 = w.bits == 4 and w.symmetric and w.granularity == "channel"
-    a4 = a.bits == 4 and a.symmetric and a.granularity == "token" and a.dynamic
+    a4 = a.bits == 4 and a.granularity == "token" and a.dynamic
     if not (w4 and a4):
         raise ConfigError(
-            f"the int4 kernels run W4A4 checkpoints (4-bit symmetric weights per channel, activations per "
-            f"token); this one has weights {w.to_dict()} and activations {a.to_dict()}: evaluate it with "
-            "fq eval (fake quantisation)"
+            f"the int4 kernels run W4A4 checkpoints (4-bit symmetric weights per channel, 4-bit dynamic "
+            f"activations per token); this one has weights {w.to_dict()} and activations {a.to_dict()}: "
+            "evaluate it with fq eval (fake quantisation)"
         )
     if kv_bits not in (None, 4, 16):
         raise ConfigError(f"kv_bits must be 4, 16 or None (the checkpoint's), got {kv_bits}")

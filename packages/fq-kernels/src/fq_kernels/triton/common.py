@@ -55,10 +55,15 @@ def scaled_epilogue(
     sx_ptr,
     sw_ptr,
     bias_ptr,
+    zx_ptr,
+    wsum_ptr,
     HAS_BIAS: tl.constexpr,
+    HAS_ZERO: tl.constexpr,
     RAW: tl.constexpr,
 ):
-    """out = (float32(acc) * sx[m]) * sw[n] (+ bias[n]) cast to c's dtype; RAW stores int32(acc)."""
+    """out = ((float32(acc) - zx[m] * wsum[n]) * sx[m]) * sw[n] (+ bias[n]) cast to c's dtype, the
+    zero-point term only for asymmetric activations (HAS_ZERO; exact: `fq_kernels.reference.gemm`);
+    RAW stores int32(acc)."""
     mask_m = offs_m < M
     mask_n = offs_n < N
     mask = mask_m[:, None] & mask_n[None, :]
@@ -68,7 +73,12 @@ def scaled_epilogue(
     else:
         sx = tl.load(sx_ptr + offs_m, mask=mask_m, other=0.0)
         sw = tl.load(sw_ptr + offs_n, mask=mask_n, other=0.0)
-        out = acc.to(tl.float32) * sx[:, None] * sw[None, :]
+        out = acc.to(tl.float32)
+        if HAS_ZERO:
+            zx = tl.load(zx_ptr + offs_m, mask=mask_m, other=0.0)
+            wsum = tl.load(wsum_ptr + offs_n, mask=mask_n, other=0.0)
+            out = out - zx[:, None] * wsum[None, :]
+        out = out * sx[:, None] * sw[None, :]
         if HAS_BIAS:
             bias = tl.load(bias_ptr + offs_n, mask=mask_n, other=0.0)
             out = out + bias[None, :]

@@ -61,6 +61,8 @@ def _packed_kernel(
     sx_ptr,
     sw_ptr,
     bias_ptr,
+    zx_ptr,
+    wsum_ptr,
     ws_ptr,
     lock_ptr,
     M,
@@ -76,6 +78,7 @@ def _packed_kernel(
     A_PACKED: tl.constexpr,
     UNPACK: tl.constexpr,
     HAS_BIAS: tl.constexpr,
+    HAS_ZERO: tl.constexpr,
     RAW: tl.constexpr,
 ):
     pid_mn = tl.program_id(0)
@@ -129,10 +132,13 @@ def _packed_kernel(
         sx_ptr,
         sw_ptr,
         bias_ptr,
+        zx_ptr,
+        wsum_ptr,
         ws_ptr,
         lock_ptr,
         SPLIT_K,
         HAS_BIAS,
+        HAS_ZERO,
         RAW,
     )
 
@@ -150,15 +156,34 @@ def _finish(
     sx_ptr,
     sw_ptr,
     bias_ptr,
+    zx_ptr,
+    wsum_ptr,
     ws_ptr,
     lock_ptr,
     SPLIT_K: tl.constexpr,
     HAS_BIAS: tl.constexpr,
+    HAS_ZERO: tl.constexpr,
     RAW: tl.constexpr,
 ):
     """Epilogue, directly (SPLIT_K == 1) or by the last of the tile's split-K programs."""
     if SPLIT_K == 1:
-        scaled_epilogue(acc, offs_m, offs_n, M, N, c_ptr, stride_cm, sx_ptr, sw_ptr, bias_ptr, HAS_BIAS, RAW)
+        scaled_epilogue(
+            acc,
+            offs_m,
+            offs_n,
+            M,
+            N,
+            c_ptr,
+            stride_cm,
+            sx_ptr,
+            sw_ptr,
+            bias_ptr,
+            zx_ptr,
+            wsum_ptr,
+            HAS_BIAS,
+            HAS_ZERO,
+            RAW,
+        )
     else:
         mask = (offs_m[:, None] < M) & (offs_n[None, :] < N)
         ws_ptrs = ws_ptr + offs_m[:, None].to(tl.int64) * N + offs_n[None, :]
@@ -169,7 +194,21 @@ def _finish(
             total = tl.atomic_xchg(ws_ptrs, tl.zeros_like(acc), mask=mask, sem="acq_rel")
             tl.atomic_xchg(lock_ptr + tile, 0, sem="relaxed")
             scaled_epilogue(
-                total, offs_m, offs_n, M, N, c_ptr, stride_cm, sx_ptr, sw_ptr, bias_ptr, HAS_BIAS, RAW
+                total,
+                offs_m,
+                offs_n,
+                M,
+                N,
+                c_ptr,
+                stride_cm,
+                sx_ptr,
+                sw_ptr,
+                bias_ptr,
+                zx_ptr,
+                wsum_ptr,
+                HAS_BIAS,
+                HAS_ZERO,
+                RAW,
             )
 
 
@@ -181,6 +220,8 @@ def _gemv_kernel(
     sx_ptr,
     sw_ptr,
     bias_ptr,
+    zx_ptr,
+    wsum_ptr,
     ws_ptr,
     lock_ptr,
     N,
@@ -192,6 +233,7 @@ def _gemv_kernel(
     SPLIT_K: tl.constexpr,
     A_PACKED: tl.constexpr,
     HAS_BIAS: tl.constexpr,
+    HAS_ZERO: tl.constexpr,
     RAW: tl.constexpr,
 ):
     """One token (M == 1) without tensor cores: int32 multiply-adds on the unpacked nibbles, summed
@@ -233,10 +275,13 @@ def _gemv_kernel(
         sx_ptr,
         sw_ptr,
         bias_ptr,
+        zx_ptr,
+        wsum_ptr,
         ws_ptr,
         lock_ptr,
         SPLIT_K,
         HAS_BIAS,
+        HAS_ZERO,
         RAW,
     )
 
@@ -277,8 +322,13 @@ def launch_packed(
     out: torch.Tensor,
     config: PackedConfig,
     raw: bool = False,
+    zx: torch.Tensor | None = None,
+    wsum: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """out [M, N] = epilogue(a @ unpack(b)ᵀ); b packed uint8 [N, K/2]; a int8 [M, K] or packed [M, K/2]."""
+    """out [M, N] = epilogue(a @ unpack(b)ᵀ); b packed uint8 [N, K/2]; a int8 [M, K] or packed [M, K/2].
+
+    zx [M], wsum [N] (float32): asymmetric activations' shifted zero points and the weights' row sums.
+    """
     m = a.shape[0]
     n, kp = b.shape
     if m == 0 or n == 0:
@@ -301,6 +351,8 @@ def launch_packed(
             sx,
             sw,
             bias if bias is not None else sw,
+            zx if zx is not None else sw,
+            wsum if wsum is not None else sw,
             ws,
             locks,
             n,
@@ -312,6 +364,7 @@ def launch_packed(
             SPLIT_K=split,
             A_PACKED=a_packed,
             HAS_BIAS=bias is not None,
+            HAS_ZERO=zx is not None,
             RAW=raw,
             num_warps=cfg.num_warps,
             num_stages=cfg.num_stages,
@@ -324,6 +377,8 @@ def launch_packed(
         sx,
         sw,
         bias if bias is not None else sw,
+        zx if zx is not None else sw,
+        wsum if wsum is not None else sw,
         ws,
         locks,
         m,
@@ -339,6 +394,7 @@ def launch_packed(
         A_PACKED=a_packed,
         UNPACK=cfg.unpack,
         HAS_BIAS=bias is not None,
+        HAS_ZERO=zx is not None,
         RAW=raw,
         num_warps=cfg.num_warps,
         num_stages=cfg.num_stages,
@@ -391,6 +447,8 @@ def launch_tuned(
     bias: torch.Tensor | None,
     out: torch.Tensor,
     raw: bool = False,
+    zx: torch.Tensor | None = None,
+    wsum: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """`launch_packed` with the configuration from `candidates` (timed at first use if autotuning)."""
     m = a.shape[0]
@@ -398,6 +456,6 @@ def launch_tuned(
     key = ("packed", m if m <= 16 else 1 << (m - 1).bit_length(), n, kp, a.dtype, raw)
 
     def run(cfg: PackedConfig) -> torch.Tensor:
-        return launch_packed(a, b, sx, sw, bias, out, cfg, raw)
+        return launch_packed(a, b, sx, sw, bias, out, cfg, raw, zx, wsum)
 
     return run(tuning.choose(key, candidates(m, n, kp), run))

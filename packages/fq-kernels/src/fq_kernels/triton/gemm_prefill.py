@@ -64,6 +64,8 @@ def _prefill_tma_kernel(
     sx_ptr,
     sw_ptr,
     bias_ptr,
+    zx_ptr,
+    wsum_ptr,
     M,
     N,
     K,
@@ -76,6 +78,7 @@ def _prefill_tma_kernel(
     IS_FP8: tl.constexpr,
     IMPRECISE: tl.constexpr,
     HAS_BIAS: tl.constexpr,
+    HAS_ZERO: tl.constexpr,
     RAW: tl.constexpr,
 ):
     start = tl.program_id(0)
@@ -100,7 +103,23 @@ def _prefill_tma_kernel(
         pid_m_c, pid_n_c = grouped_tile(tile_c, num_pid_m, num_pid_n, GROUP_M)
         offs_m = pid_m_c * BM + tl.arange(0, BM)
         offs_n = pid_n_c * BN + tl.arange(0, BN)
-        scaled_epilogue(acc, offs_m, offs_n, M, N, c_ptr, stride_cm, sx_ptr, sw_ptr, bias_ptr, HAS_BIAS, RAW)
+        scaled_epilogue(
+            acc,
+            offs_m,
+            offs_n,
+            M,
+            N,
+            c_ptr,
+            stride_cm,
+            sx_ptr,
+            sw_ptr,
+            bias_ptr,
+            zx_ptr,
+            wsum_ptr,
+            HAS_BIAS,
+            HAS_ZERO,
+            RAW,
+        )
 
 
 @triton.jit
@@ -111,6 +130,8 @@ def _prefill_ptr_kernel(
     sx_ptr,
     sw_ptr,
     bias_ptr,
+    zx_ptr,
+    wsum_ptr,
     M,
     N,
     K,
@@ -124,6 +145,7 @@ def _prefill_ptr_kernel(
     IS_FP8: tl.constexpr,
     IMPRECISE: tl.constexpr,
     HAS_BIAS: tl.constexpr,
+    HAS_ZERO: tl.constexpr,
     RAW: tl.constexpr,
     EVEN_K: tl.constexpr,
 ):
@@ -151,7 +173,23 @@ def _prefill_ptr_kernel(
         acc = _mma(a, b, acc, IS_FP8, IMPRECISE)
         a_ptrs += BK
         b_ptrs += BK
-    scaled_epilogue(acc, offs_m, offs_n, M, N, c_ptr, stride_cm, sx_ptr, sw_ptr, bias_ptr, HAS_BIAS, RAW)
+    scaled_epilogue(
+        acc,
+        offs_m,
+        offs_n,
+        M,
+        N,
+        c_ptr,
+        stride_cm,
+        sx_ptr,
+        sw_ptr,
+        bias_ptr,
+        zx_ptr,
+        wsum_ptr,
+        HAS_BIAS,
+        HAS_ZERO,
+        RAW,
+    )
 
 
 def _tma_ok(a: torch.Tensor, b: torch.Tensor) -> bool:
@@ -170,10 +208,13 @@ def launch_prefill(
     out: torch.Tensor,
     config: PrefillConfig,
     raw: bool = False,
+    zx: torch.Tensor | None = None,
+    wsum: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """out [M, N] = epilogue(a [M, K] @ b [N, K]ᵀ); a and b both int8 or both fp8, last dim contiguous.
 
     raw=True writes the int32 accumulators instead (out must be int32): the exactness checks use it.
+    zx [M], wsum [N] (float32): asymmetric activations' shifted zero points and the weights' row sums.
     """
     m, n = a.shape[0], b.shape[0]
     if m == 0 or n == 0:
@@ -183,19 +224,20 @@ def launch_prefill(
         config = replace(config, block_n=128)
     while True:
         try:
-            return _launch(a, b, sx, sw, bias, out, config, raw)
+            return _launch(a, b, sx, sw, bias, zx, wsum, out, config, raw)
         except triton.runtime.errors.OutOfResources:
             if config.num_stages <= 2:
                 raise
             config = replace(config, num_stages=config.num_stages - 1)
 
 
-def _launch(a, b, sx, sw, bias, out, config: PrefillConfig, raw: bool) -> torch.Tensor:
+def _launch(a, b, sx, sw, bias, zx, wsum, out, config: PrefillConfig, raw: bool) -> torch.Tensor:
     m, k = a.shape
     n = b.shape[0]
     is_fp8 = a.dtype == torch.float8_e4m3fn
     imprecise = 0 if (config.imprecise is None or not is_fp8) else min(config.imprecise, config.block_k)
-    bias_arg = bias if bias is not None else sw
+    # absent operands point at sw: never read (their constexpr flag is off)
+    optional = [t if t is not None else sw for t in (bias, zx, wsum)]
     cfg = config
     common = {
         "BM": cfg.block_m,
@@ -205,6 +247,7 @@ def _launch(a, b, sx, sw, bias, out, config: PrefillConfig, raw: bool) -> torch.
         "IS_FP8": is_fp8,
         "IMPRECISE": imprecise,
         "HAS_BIAS": bias is not None,
+        "HAS_ZERO": zx is not None,
         "RAW": raw,
         "num_warps": cfg.num_warps,
         "num_stages": cfg.num_stages,
@@ -217,7 +260,7 @@ def _launch(a, b, sx, sw, bias, out, config: PrefillConfig, raw: bool) -> torch.
         b_desc = TensorDescriptor.from_tensor(b, [cfg.block_n, cfg.block_k])
         progs = min(tiles, sm_count(a))
         _prefill_tma_kernel[(progs,)](
-            a_desc, b_desc, out, sx, sw, bias_arg, m, n, k, out.stride(0), progs, **common
+            a_desc, b_desc, out, sx, sw, *optional, m, n, k, out.stride(0), progs, **common
         )
     else:
         _prefill_ptr_kernel[(tiles,)](
@@ -226,7 +269,7 @@ def _launch(a, b, sx, sw, bias, out, config: PrefillConfig, raw: bool) -> torch.
             out,
             sx,
             sw,
-            bias_arg,
+            *optional,
             m,
             n,
             k,
@@ -268,6 +311,8 @@ def launch_tuned(
     bias: torch.Tensor | None,
     out: torch.Tensor,
     raw: bool = False,
+    zx: torch.Tensor | None = None,
+    wsum: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """`launch_prefill` with the configuration from `candidates` (timed at first use if autotuning)."""
     m, k = a.shape
@@ -276,6 +321,6 @@ def launch_tuned(
     key = ("prefill", 1 << max(m - 1, 0).bit_length(), n, k, a.dtype, out.dtype, raw)
 
     def run(cfg: PrefillConfig) -> torch.Tensor:
-        return launch_prefill(a, b, sx, sw, bias, out, cfg, raw)
+        return launch_prefill(a, b, sx, sw, bias, out, cfg, raw, zx, wsum)
 
     return run(tuning.choose(key, candidates(m, n, k, fp8), run))

@@ -11,6 +11,11 @@ and q leaves as packed int4 bytes, int8 or fp8 e4m3 (whatever the GEMM that read
 one float32 scale per token. The programs loop over tokens (a persistent grid), so the two factors
 are loaded once per program and the next token's load overlaps this one's math.
 
+ASYM swaps in fq-core's asymmetric quantiser (range [lo, hi] from the clipped min and max, scale =
+(hi - lo) / qmax, one zero point per token; see `fq_kernels.reference.activation`) and stores its
+codes and zero points minus 2^(b-1), in the symmetric path's signed range, so the GEMMs read them
+unchanged and only their epilogue adds the zero points' share.
+
 Precision of the dots (`dot`): "ieee" (float32; the interpreter's only exact mode, and the default
 for float32 inputs), "tf32", "bf16" / "fp16" (the token's own 16-bit type; factors and the
 intermediate rounded to it, float32 accumulation). Division is IEEE (`div_rn`), so with no
@@ -88,6 +93,7 @@ def _transform_quant_kernel(
     clip_ptr,
     q_ptr,
     s_ptr,
+    z_ptr,
     M,
     stride_xm,
     stride_qm,
@@ -101,6 +107,8 @@ def _transform_quant_kernel(
     DOT: tl.constexpr,
     QMIN: tl.constexpr,
     QMAX: tl.constexpr,
+    VMIN: tl.constexpr,
+    ASYM: tl.constexpr,
     NATIVE: tl.constexpr,
     REDUCE_AXES: tl.constexpr,
 ):
@@ -142,14 +150,22 @@ def _transform_quant_kernel(
         bad = ymax == float("inf")
         ymax = tl.maximum(ymax, 0.0) * clip_max
         ymin = tl.minimum(ymin, 0.0) * clip_min
-        absmax = tl.maximum(ymax, -ymin)
-        scale = tl.math.div_rn(absmax, tl.full([], QMAX, tl.float32))
-        scale = tl.where(absmax == 0.0, 1.0, scale)
+        if ASYM:
+            empty = (ymax == 0.0) & (ymin == 0.0)
+            ymax = tl.where(empty, 1.0, ymax)
+            ymin = tl.where(empty, -1.0, ymin)
+            scale = tl.math.div_rn(ymax - ymin, tl.full([], QMAX, tl.float32))
+            zero = rint(tl.math.div_rn(-ymin, scale), NATIVE)
+        else:
+            absmax = tl.maximum(ymax, -ymin)
+            scale = tl.math.div_rn(absmax, tl.full([], QMAX, tl.float32))
+            scale = tl.where(absmax == 0.0, 1.0, scale)
         # y * (1/scale) is within 2 ulp of the IEEE quotient y / scale that the reference rounds, so
         # the two round to different integers only when a value sits within 2^-18 of a tie; such a
         # (rare) token is redone with IEEE division, which keeps the result bit-exact.
         inv = tl.math.div_rn(tl.full([], 1.0, tl.float32), scale)
-        v = tl.minimum(tl.maximum(y * inv, QMIN - 1.0), QMAX + 1.0)
+        # clamping the quotient to [VMIN, QMAX + 1] first changes no value (the codes clamp anyway)
+        v = tl.minimum(tl.maximum(y * inv, VMIN), QMAX + 1.0)
         r = rint(v, NATIVE)
         near = tl.abs(tl.abs(v - r) - 0.5) < 3.814697265625e-06
         if REDUCE_AXES:
@@ -158,9 +174,13 @@ def _transform_quant_kernel(
             n_near = tl.max(near.to(tl.int32))
         if n_near > 0:
             v = tl.math.div_rn(y, tl.zeros_like(y) + scale)
-            v = tl.minimum(tl.maximum(v, QMIN - 1.0), QMAX + 1.0)
+            v = tl.minimum(tl.maximum(v, VMIN), QMAX + 1.0)
             r = rint(v, NATIVE)
-        q = tl.minimum(tl.maximum(r, QMIN), QMAX)
+        if ASYM:
+            q = tl.minimum(tl.maximum(r + zero, QMIN), QMAX) - (QMAX + 1) // 2
+            tl.store(z_ptr + t, tl.where(bad, 0.0, zero - (QMAX + 1) // 2))
+        else:
+            q = tl.minimum(tl.maximum(r, QMIN), QMAX)
         q = tl.where(bad, 0.0, q)
         scale = tl.where(bad, float("nan"), scale)
         q_row = q_ptr + t * stride_qm
@@ -207,8 +227,10 @@ def launch_transform_quant(
     out_format: str,
     dot: str | None = None,
     config: TQConfig | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Run the kernel on x2 [M, K] (last dim contiguous); returns (values [M, K or K/2], scales [M]).
+    symmetric: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Run the kernel on x2 [M, K] (last dim contiguous): (values [M, K or K/2], scales [M], zero
+    points [M]: float32 for symmetric=False, else None).
 
     `clip` is float32 [2] (clip_max, clip_min) on x2's device; the factors are float32 (cast here).
     """
@@ -228,6 +250,8 @@ def launch_transform_quant(
     out_dtype = {"packed": torch.uint8, "int8": torch.int8, "fp8": torch.float8_e4m3fn}[fmt]
     q = torch.empty((m, width), dtype=out_dtype, device=device)
     scale = torch.empty((m,), dtype=torch.float32, device=device)
+    zero = None if symmetric else torch.empty((m,), dtype=torch.float32, device=device)
+    qmin, qmax = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if symmetric else (0, 2**bits - 1)
     if m > 0:
         left32 = left.to(device=device, dtype=torch.float32).contiguous() if has_left else clip
         right32 = right.to(device=device, dtype=torch.float32).contiguous() if has_right else clip
@@ -241,6 +265,7 @@ def launch_transform_quant(
                 clip,
                 q,
                 scale,
+                scale if zero is None else zero,
                 m,
                 x2.stride(0),
                 q.stride(0),
@@ -252,8 +277,10 @@ def launch_transform_quant(
                 HAS_RIGHT=has_right,
                 OUT=OUT_CODES[fmt],
                 DOT=DOT_CODES[dot],
-                QMIN=-(2 ** (bits - 1)),
-                QMAX=2 ** (bits - 1) - 1,
+                QMIN=qmin,
+                QMAX=qmax,
+                VMIN=qmin - 1.0 if symmetric else -qmax - 1.0,
+                ASYM=not symmetric,
                 NATIVE=not interpreting(),
                 REDUCE_AXES=cfg.reduce_axes,
                 num_warps=cfg.num_warps,
@@ -261,10 +288,10 @@ def launch_transform_quant(
             )
 
         cands = candidates(b1, b2) if config is None else [config]
-        key = ("transform_quant", min(next_pow2(m), 4096), n1, n2, has_left, has_right, fmt, dot)
+        key = ("transform_quant", min(next_pow2(m), 4096), n1, n2, has_left, has_right, fmt, dot, symmetric)
         run(tuning.choose(key, cands, run))
     if fmt != out_format:  # packed output of an odd-n2 tile
         from fq_core.quant.pack import pack_int4
 
         q = pack_int4(q)
-    return q, scale
+    return q, scale, zero
