@@ -14,9 +14,10 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 
 from fq_core.quant.pack import pack_int4
 from fq_kernels import ops
+from fq_kernels.layout import weight_sums
 from fq_kernels.testing import random_orthogonal
 
-OPS = ("transform_quant", "w4a4_linear", "quant_kv", "dequant_kv")
+OPS = ("transform_quant", "transform_quant_asym", "w4a4_linear", "quant_kv", "dequant_kv")
 
 
 @pytest.mark.parametrize("name", OPS)
@@ -40,6 +41,14 @@ def test_fake_kernels_give_shapes_and_dtypes() -> None:
             q, s, torch.empty(48, 32, dtype=torch.uint8), torch.empty(48), None, torch.float16
         )
         assert out.shape == (2, 5, 48) and out.dtype == torch.float16
+        qa, sa, za = ops.transform_quant_asym(x, None, None, torch.empty(2), 4, "int8")
+        assert qa.shape == (2, 5, 64) and qa.dtype == torch.int8 and sa.shape == za.shape == (2, 5)
+        assert za.dtype == torch.float32
+        wsum = torch.empty(48)
+        out = ops.w4a4_linear(
+            qa, sa, torch.empty(48, 64, dtype=torch.int8), torch.empty(48), None, zx=za, wsum=wsum
+        )
+        assert out.shape == (2, 5, 48) and out.dtype == torch.bfloat16
         kq, ks, kz = ops.quant_kv(torch.empty(3, 4, 256), 128, torch.empty(2))
         assert kq.shape == (3, 4, 128) and ks.shape == kz.shape == (3, 4, 2) and kz.dtype == torch.uint8
         assert ops.dequant_kv(kq, ks, kz, 128, torch.float32).shape == (3, 4, 256)
@@ -60,10 +69,18 @@ def test_a_layer_compiles_with_fullgraph() -> None:
     compiled = torch.compile(layer, fullgraph=True, backend="aot_eager")
     assert torch.equal(compiled(x), layer(x))
 
+    wsum = weight_sums(wq)
+
+    def asym_layer(x: torch.Tensor) -> torch.Tensor:
+        xq, sx, zx = ops.transform_quant_asym(x, left, right, clip, 4, "int8")
+        return ops.w4a4_linear(xq, sx, wq, sw, None, torch.float32, zx, wsum).relu()
+
+    compiled = torch.compile(asym_layer, fullgraph=True, backend="aot_eager")
+    assert torch.equal(compiled(x), asym_layer(x))
+
 
 def test_opcheck_transform_quant_and_kv() -> None:
     x = torch.randn(4, 32)
-    torch.library.opcheck(
-        torch.ops.fq_kernels.transform_quant, (x, None, None, torch.tensor([1.0, 0.9]), 4, "int8")
-    )
+    for op in (torch.ops.fq_kernels.transform_quant, torch.ops.fq_kernels.transform_quant_asym):
+        torch.library.opcheck(op, (x, None, None, torch.tensor([1.0, 0.9]), 4, "int8"))
     torch.library.opcheck(torch.ops.fq_kernels.quant_kv, (x, torch.tensor([1.0, 1.0]), 16))

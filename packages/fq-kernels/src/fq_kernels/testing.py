@@ -75,12 +75,22 @@ def assert_quant_close(
 
 
 def epilogue_terms(
-    xq: torch.Tensor, sx: torch.Tensor, wq: torch.Tensor, sw: torch.Tensor, bias: torch.Tensor | None = None
+    xq: torch.Tensor,
+    sx: torch.Tensor,
+    wq: torch.Tensor,
+    sw: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    zx: torch.Tensor | None = None,
+    wsum: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """|acc * sx * sw| + |bias|: the size of the float32 terms the epilogue adds (see below)."""
+    """|acc' * sx * sw| + |bias|: the size of the float32 terms the epilogue adds (see below), with
+    acc' = acc - zx * wsum for asymmetric activations (that difference is exact: no rounding)."""
     from fq_kernels.reference import int_matmul_ref
 
-    terms = (int_matmul_ref(xq, wq).float() * sx.reshape(-1, 1).float() * sw.reshape(1, -1).float()).abs()
+    acc = int_matmul_ref(xq, wq).double()
+    if zx is not None and wsum is not None:
+        acc = acc - zx.reshape(-1, 1).double() * wsum.reshape(1, -1).double()
+    terms = (acc.float() * sx.reshape(-1, 1).float() * sw.reshape(1, -1).float()).abs()
     return terms if bias is None else terms + bias.reshape(1, -1).float().abs()
 
 
