@@ -18,7 +18,7 @@ import torch
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
-from fq_core.checkpoint import load_checkpoint, save_checkpoint
+from fq_core.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from fq_core.checkpoint.testing import random_tensors, tiny_config, tiny_model
 from fq_core.quant import functional as F
 from fq_core.quant.pack import unpack_int4
@@ -26,17 +26,30 @@ from fq_core.quant.spec import QuantSpec
 from fq_core.transforms.kronecker import apply_left, kron_apply
 from fq_kernels.quant_linear import QuantLinear, site_for
 
+ACTS = {"sym": QuantSpec(4, True, "token"), "asym": QuantSpec(4, False, "token")}
+"""The activation quantisers the kernels run: symmetric and asymmetric per token."""
+
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    cfg = tiny_config(model=tiny_model(qkv_bias=True))
-    path = tmp_path_factory.mktemp("ckpt") / "tiny"
-    save_checkpoint(path, cfg, random_tensors(cfg, seed=3))
-    return load_checkpoint(path)
+def checkpoints(tmp_path_factory) -> dict[str, Checkpoint]:
+    """One checkpoint per entry of ACTS, the same tensors otherwise."""
+    made = {}
+    for name, act in ACTS.items():
+        cfg = tiny_config(model=tiny_model(qkv_bias=True), act=act)
+        path = tmp_path_factory.mktemp("ckpt") / name
+        save_checkpoint(path, cfg, random_tensors(cfg, seed=3))
+        made[name] = load_checkpoint(path)
+    return made
+
+
+@pytest.fixture(scope="module")
+def checkpoint(checkpoints) -> Checkpoint:
+    return checkpoints["sym"]
 
 
 def _fake_quant_linear(ckpt, names, site, x):
-    """fq-core's evaluation path: transform, fake-quantise per token, F.linear with dequantised W."""
+    """fq-core's evaluation path: transform, fake-quantise per token with the checkpoint's activation
+    spec, F.linear with dequantised W."""
     t = ckpt.tensors
     y = x.double()
     if f"{site}.left" in t:
@@ -44,7 +57,7 @@ def _fake_quant_linear(ckpt, names, site, x):
     elif f"{site}.heads" in t:
         y = apply_left(y, t[f"{site}.heads"].double())
     clip = (t[f"{site}.clip_max"], t[f"{site}.clip_min"])
-    xq = F.fake_quant(y.float(), QuantSpec(bits=4, symmetric=True, granularity="token"), clip)
+    xq = F.fake_quant(y.float(), ckpt.config.quant.act, clip)
     ws, bs = [], []
     for name in names:
         ws.append(unpack_int4(t[f"{name}.qweight"]).float() * t[f"{name}.scale"].float())
@@ -63,9 +76,12 @@ def _fake_quant_linear(ckpt, names, site, x):
     ],
 )
 @pytest.mark.parametrize("prefill", [None, "int8", "fp8"])
-def test_matches_fq_core_fake_quant(checkpoint, names, prefill) -> None:
+@pytest.mark.parametrize("act", ACTS)
+def test_matches_fq_core_fake_quant(checkpoints, act, names, prefill) -> None:
     names = [names] if isinstance(names, str) else list(names)
+    checkpoint = checkpoints[act]
     layer = QuantLinear.from_checkpoint(checkpoint, names, prefill=prefill, decode_max_tokens=3)
+    assert layer.act_symmetric == (act == "sym") and f"act={act}" in repr(layer)
     site = site_for(names[0])
     g = torch.Generator().manual_seed(len(names))
     for tokens in (2, 7):  # decode path, then prefill path (when a prefill copy exists)

@@ -27,6 +27,7 @@ from fq_core.models import load_model
 from fq_core.models.testing import FAMILIES, save_tiny_model_dir, tiny_model
 from fq_core.quant import NO_QUANT, QuantSpec
 from fq_core.quant import functional as QF
+from fq_kernels.quant_linear import QuantLinear
 from fq_kernels.runtime import Int4KVCache, Int4KVLayer, KVQuant, load_int4_model
 
 
@@ -53,19 +54,23 @@ def as_if_calibrated(model: torch.nn.Module, config: FlatConfig) -> torch.nn.Mod
     return model
 
 
+ASYM_ACT = QuantSpec(4, False, "token")
+"""The default recipe's activation quantiser: asymmetric per token."""
+
+
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory: pytest.TempPathFactory):
-    """checkpoint(family, kv4: bool) -> a saved directory, built once per module."""
-    made: dict[tuple[str, bool], Path] = {}
+    """checkpoint(family, kv4: bool, asym: bool = False) -> a saved directory, built once per module."""
+    made: dict[tuple[str, bool, bool], Path] = {}
 
-    def make(family: str, with_kv4: bool) -> Path:
-        if (family, with_kv4) not in made:
+    def make(family: str, with_kv4: bool, asym: bool = False) -> Path:
+        if (family, with_kv4, asym) not in made:
             head_dim = 16 if family == "qwen3" else 12
-            config = FlatConfig(**kv4(head_dim)) if with_kv4 else FlatConfig()
+            specs = {**(kv4(head_dim) if with_kv4 else {}), **({"act": ASYM_ACT} if asym else {})}
             path = tmp_path_factory.mktemp(family) / "ckpt"
-            save_quantized(as_if_calibrated(tiny_model(family), config), path)
-            made[family, with_kv4] = path
-        return made[family, with_kv4]
+            save_quantized(as_if_calibrated(tiny_model(family), FlatConfig(**specs)), path)
+            made[family, with_kv4, asym] = path
+        return made[family, with_kv4, asym]
 
     return make
 
@@ -79,19 +84,23 @@ def assert_logits_match(real: torch.Tensor, fake: torch.Tensor) -> None:
 IDS = torch.randint(0, 64, (3, 40), generator=torch.Generator().manual_seed(0))
 
 
-@pytest.mark.parametrize("with_kv4", [False, True], ids=["W4A4", "W4A4KV4"])
+@pytest.mark.parametrize(
+    ("with_kv4", "asym"),
+    [(False, False), (True, False), (True, True)],
+    ids=["W4A4", "W4A4KV4", "W4A4asymKV4"],
+)
 @pytest.mark.parametrize("family", FAMILIES)
 @torch.no_grad()
-def test_logits_equal_the_fake_quant_model(checkpoint, family: str, with_kv4: bool) -> None:
-    path = checkpoint(family, with_kv4)
+def test_logits_equal_the_fake_quant_model(checkpoint, family: str, with_kv4: bool, asym: bool) -> None:
+    path = checkpoint(family, with_kv4, asym)
     real, fake = load_int4_model(path), load_quantized(path)
+    linears = [m for m in real.modules() if isinstance(m, QuantLinear)]
+    assert linears and all(m.act_symmetric == (not asym) for m in linears)
     assert_logits_match(real(IDS).logits, fake(IDS).logits)
 
 
 @torch.no_grad()
 def test_every_linear_is_an_int4_kernel_and_no_float_weight_is_left(checkpoint) -> None:
-    from fq_kernels.quant_linear import QuantLinear
-
     model = load_int4_model(checkpoint("llama", True))
     linears = [m for m in model.model.modules() if isinstance(m, torch.nn.Linear)]
     assert linears == []
