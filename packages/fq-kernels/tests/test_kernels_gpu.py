@@ -19,6 +19,7 @@ pytestmark = pytest.mark.gpu
 from fq_core.quant.pack import pack_int4  # noqa: E402
 from fq_core.transforms.kronecker import kron_factors  # noqa: E402
 from fq_kernels import reference as ref  # noqa: E402
+from fq_kernels.reference.gemm import gemm_k  # noqa: E402
 from fq_kernels.testing import (  # noqa: E402
     assert_epilogue_close,
     assert_quant_close,
@@ -45,39 +46,70 @@ def _ops():
     return ops
 
 
+ACTS = ["sym", "asym"]
+"""Activation quantisers: symmetric, and asymmetric (shifted codes + zero points, zx/wsum epilogue)."""
+
+
+def _quantize(act: str, x: torch.Tensor, left, right, clip, fmt: str):
+    """(kernel, reference) results of transform_quant(_asym): (values, scales, zeros or None)."""
+    on = [None if t is None else t.to(DEV) for t in (left, right)]
+    if act == "sym":
+        got = (*_ops().transform_quant(x.to(DEV), *on, clip, out_format=fmt), None)
+        return got, (*ref.transform_quant_ref(x, left, right, clip, 4, fmt), None)
+    got = _ops().transform_quant_asym(x.to(DEV), *on, clip, out_format=fmt)
+    return got, ref.transform_quant_asym_ref(x, left, right, clip, 4, fmt)
+
+
+def _assert_act_equal(got, want) -> None:
+    assert_quant_equal(*got[:2], *want[:2])
+    assert (got[2] is None) == (want[2] is None)
+    assert got[2] is None or torch.equal(got[2].cpu(), want[2]), "zero points differ"
+
+
+def _zero_points(act: str, m: int, wq: torch.Tensor, g: torch.Generator):
+    """(zx [m], wsum [N]) on the device for asymmetric activations, (None, None) for symmetric."""
+    if act == "sym":
+        return None, None
+    wv = ref.operand_values(wq.cpu(), gemm_k(wq))
+    return torch.randint(-8, 8, (m,), generator=g).float().to(DEV), wv.sum(1).float().to(DEV)
+
+
 # ---------------------------------------------------------------------------------------------
 # transform_quant
 
 
+@pytest.mark.parametrize("act", ACTS)
 @pytest.mark.parametrize("k", [576, 11008, 14336])
 @pytest.mark.parametrize("fmt", ["packed", "int8", "fp8"])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
-def test_quantize_without_transform_is_bit_exact(k: int, fmt: str, dtype: torch.dtype) -> None:
+def test_quantize_without_transform_is_bit_exact(k: int, fmt: str, dtype: torch.dtype, act: str) -> None:
     g = torch.Generator().manual_seed(k)
     x = (torch.randn(37, k, generator=g) * 4).to(dtype)
     x[3] = 0
     x[5, 7] = float("nan")
     x[6, 1] = float("inf")
     x[8, 2] = -float("inf")
+    x[9] = x[9].abs()  # one-signed tokens: the asymmetric range ends at 0
+    x[10] = -x[10].abs()
     clip = torch.tensor([0.9, 0.8])
-    q, s = _ops().quantize_act(x.to(DEV), clip.to(DEV), out_format=fmt)
-    q_ref, s_ref = ref.transform_quant_ref(x, None, None, clip, 4, fmt)
-    assert_quant_equal(q, s, q_ref, s_ref)
-    assert s[3].item() == 1.0 and torch.isnan(s[[5, 6, 8]]).all() and not torch.isnan(s[7])
+    got, want = _quantize(act, x, None, None, clip.to(DEV), fmt)
+    _assert_act_equal(got, want)
+    s = got[1]
+    assert torch.isnan(s[[5, 6, 8]]).all() and not torch.isnan(s[7])
+    assert act == "asym" or s[3].item() == 1.0
 
 
+@pytest.mark.parametrize("act", ACTS)
 @pytest.mark.parametrize("k", [576, 4096, 11008, 14336])
 @pytest.mark.parametrize("dtype", [torch.bfloat16])
-def test_exact_transforms_are_bit_exact(k: int, dtype: torch.dtype) -> None:
+def test_exact_transforms_are_bit_exact(k: int, dtype: torch.dtype, act: str) -> None:
     """Signed permutations (times 2) are exact in every dot precision: kernel == reference bit for bit."""
     g = torch.Generator().manual_seed(k + 1)
     n1, n2 = kron_factors(k)
     left, right = signed_permutation(n1, g, 2.0), signed_permutation(n2, g, 0.5)
     x = torch.randint(-64, 64, (19, k), generator=g).to(dtype) / 8
     for fmt in ("packed", "int8", "fp8"):
-        q, s = _ops().transform_quant(x.to(DEV), left.to(DEV), right.to(DEV), (0.95, 0.9), out_format=fmt)
-        q_ref, s_ref = ref.transform_quant_ref(x, left, right, (0.95, 0.9), 4, fmt)
-        assert_quant_equal(q, s, q_ref, s_ref)
+        _assert_act_equal(*_quantize(act, x, left, right, (0.95, 0.9), fmt))
 
 
 @pytest.mark.parametrize("k", [1536, 4096, 11008, 14336])
@@ -140,11 +172,12 @@ def _operands(m: int, k: int, n: int, layout: str, g: torch.Generator):
 LAYOUTS = ["packed", "packed-packed", "int8", "fp8"]
 
 
+@pytest.mark.parametrize("act", ACTS)
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize(
     ("m", "k", "n"), [(1, 4096, 4096), (16, 4096, 11008), (128, 11008, 4096), (2048, 4096, 11008)]
 )
-def test_gemm_matches_reference(layout: str, m: int, k: int, n: int) -> None:
+def test_gemm_matches_reference(layout: str, m: int, k: int, n: int, act: str) -> None:
     g = torch.Generator().manual_seed(m + k + n)
     xq, wq = (t.to(DEV) for t in _operands(m, k, n, layout, g))
     acc = _ops().w4a4_matmul_int(xq, wq)
@@ -152,10 +185,12 @@ def test_gemm_matches_reference(layout: str, m: int, k: int, n: int) -> None:
     sx = (torch.rand(m, generator=g) + 0.1).to(DEV)
     sw = (torch.rand(n, generator=g) * 0.01).to(DEV)
     bias = torch.randn(n, generator=g).to(DEV)
-    terms = epilogue_terms(xq, sx, wq, sw, bias)
+    zx, wsum = _zero_points(act, m, wq, g)
+    terms = epilogue_terms(xq, sx, wq, sw, bias, zx, wsum)
     for out_dtype in (torch.bfloat16, torch.float16, torch.float32):
-        out = _ops().w4a4_linear(xq, sx, wq, sw, bias, out_dtype)
-        assert_epilogue_close(out, ref.w4a4_linear_ref(xq, sx, wq, sw, bias, out_dtype), terms)
+        out = _ops().w4a4_linear(xq, sx, wq, sw, bias, out_dtype, zx, wsum)
+        expected = ref.w4a4_linear_ref(xq, sx, wq, sw, bias, out_dtype, zx, wsum)
+        assert_epilogue_close(out, expected, terms)
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
@@ -176,6 +211,13 @@ def test_gemm_adversarial_accumulators_are_exact(layout: str) -> None:
             xq, wq = xv.to(torch.float8_e4m3fn), wv.to(torch.float8_e4m3fn)
         xq, wq = xq.to(DEV), wq.to(DEV)
         assert torch.equal(_ops().w4a4_matmul_int(xq, wq), ref.int_matmul_ref(xq, wq))
+        # the asymmetric epilogue's float32 subtraction is exact too (scales 1: out is the integer)
+        zx = torch.where(torch.arange(64) % 2 == 0, -8.0, 7.0).to(DEV)
+        wsum = wv.sum(1, dtype=torch.int32).float().to(DEV)
+        one = torch.ones(256, device=DEV)
+        out = _ops().w4a4_linear(xq, one[:64], wq, one, None, torch.float32, zx, wsum)
+        exact = (xv.double() - zx.cpu().double()[:, None]) @ wv.double().T
+        assert torch.equal(out.cpu().double(), exact)
 
 
 def _fuzz_shapes(count: int) -> list[tuple[int, int, int, str]]:
@@ -196,21 +238,23 @@ def test_gemm_fuzz_200_shapes() -> None:
     """Random shapes and layouts (odd M, K off every block size, the LLaMA K values), exact + epilogue."""
     g = torch.Generator().manual_seed(99)
     failures = []
-    for m, k, n, layout in _fuzz_shapes(200):
+    for i, (m, k, n, layout) in enumerate(_fuzz_shapes(200)):
         xq, wq = (t.to(DEV) for t in _operands(m, k, n, layout, g))
         sx = (torch.rand(m, generator=g) + 0.1).to(DEV)
         sw = (torch.rand(n, generator=g) * 0.01).to(DEV)
         if m > 2:
             sx[m // 2] = float("nan")  # a non-finite token: NaN row, nothing else
         bias = torch.randn(n, generator=g).to(DEV) if m % 2 else None
+        act = "asym" if i % 3 == 0 else "sym"  # asymmetric activations on a third of the shapes
+        zx, wsum = _zero_points(act, m, wq, g)
         try:
             acc = _ops().w4a4_matmul_int(xq, wq)
             assert torch.equal(acc, ref.int_matmul_ref(xq, wq)), "accumulators differ"
-            out = _ops().w4a4_linear(xq, sx, wq, sw, bias)
-            terms = epilogue_terms(xq, sx, wq, sw, bias)
-            assert_epilogue_close(out, ref.w4a4_linear_ref(xq, sx, wq, sw, bias), terms)
+            out = _ops().w4a4_linear(xq, sx, wq, sw, bias, zx=zx, wsum=wsum)
+            terms = epilogue_terms(xq, sx, wq, sw, bias, zx, wsum)
+            assert_epilogue_close(out, ref.w4a4_linear_ref(xq, sx, wq, sw, bias, zx=zx, wsum=wsum), terms)
         except AssertionError as exc:
-            failures.append(f"M={m} K={k} N={n} {layout}: {exc}")
+            failures.append(f"M={m} K={k} N={n} {layout} {act}: {exc}")
     assert not failures, "\n".join(failures[:20])
 
 
@@ -222,16 +266,23 @@ def test_fuzz_covers_the_required_shapes() -> None:
     assert any(k % 128 for k in ks) and any(m % 2 for m in ms) and 1 in ms and max(ms) >= 8191
 
 
-def test_zero_token_gives_bias_row() -> None:
+@pytest.mark.parametrize("act", ACTS)
+def test_zero_token_gives_bias_row(act: str) -> None:
+    from fq_kernels.layout import weight_sums
+
     ops = _ops()
     x = torch.randn(5, 4096, device=DEV, dtype=torch.bfloat16)
     x[2] = 0
     wq = pack_int4(torch.randint(-8, 8, (256, 4096), dtype=torch.int8)).to(DEV)
     sw = torch.rand(256, device=DEV)
     bias = torch.randn(256, device=DEV)
-    for fmt, w in (("int8", wq), ("packed", wq)):
-        xq, sx = ops.quantize_act(x, 1.0, out_format=fmt)
-        out = ops.w4a4_linear(xq, sx, w, sw, bias, torch.float32)
+    wsum = weight_sums(wq) if act == "asym" else None
+    for fmt in ("int8", "packed"):
+        if act == "sym":
+            (xq, sx), zx = ops.quantize_act(x, 1.0, out_format=fmt), None
+        else:
+            xq, sx, zx = ops.transform_quant_asym(x, None, None, 1.0, out_format=fmt)
+        out = ops.w4a4_linear(xq, sx, wq, sw, bias, torch.float32, zx, wsum)
         assert torch.equal(out[2], bias)
 
 
@@ -255,17 +306,20 @@ def test_kv_cache_round_trip_is_bit_exact(group: int) -> None:
         assert torch.equal(d.cpu().nan_to_num(7.0), d_ref.nan_to_num(7.0))
 
 
-def test_quant_linear_from_checkpoint_on_cuda(tmp_path) -> None:
+@pytest.mark.parametrize("act", ACTS)
+def test_quant_linear_from_checkpoint_on_cuda(tmp_path, act: str) -> None:
     from fq_core.checkpoint import load_checkpoint, save_checkpoint
     from fq_core.checkpoint.testing import random_tensors, tiny_config
+    from fq_core.quant import QuantSpec
     from fq_kernels.quant_linear import QuantLinear
 
-    cfg = tiny_config()
+    cfg = tiny_config(act=QuantSpec(4, act == "sym", "token"))
     save_checkpoint(tmp_path / "ck", cfg, random_tensors(cfg))
     ckpt = load_checkpoint(tmp_path / "ck")
     names = ["layers.0.self_attn.q_proj", "layers.0.self_attn.k_proj", "layers.0.self_attn.v_proj"]
     for prefill in ("int8", "fp8", None):
         layer = QuantLinear.from_checkpoint(ckpt, names, device=DEV, prefill=prefill, decode_max_tokens=4)
+        assert layer.act_symmetric == (act == "sym")
         for tokens in (3, 40):
             x = torch.randn(tokens, layer.in_features, device=DEV, dtype=torch.bfloat16)
             y = layer(x)
@@ -274,16 +328,24 @@ def test_quant_linear_from_checkpoint_on_cuda(tmp_path) -> None:
             assert rel < 3e-2, (prefill, tokens, rel)
 
 
-def test_ops_compile_with_inductor() -> None:
+@pytest.mark.parametrize("act", ACTS)
+def test_ops_compile_with_inductor(act: str) -> None:
+    from fq_kernels.layout import weight_sums
+
     ops = _ops()
     left, right = random_orthogonal(64).to(DEV), random_orthogonal(64).to(DEV)
     wq = pack_int4(torch.randint(-8, 8, (512, 4096), dtype=torch.int8)).to(DEV)
     sw = torch.rand(512, device=DEV)
     clip = torch.tensor([0.9, 0.9], device=DEV)
 
+    wsum = weight_sums(wq) if act == "asym" else None
+
     def layer(x):
-        xq, sx = ops.transform_quant(x, left, right, clip, 4, "int8")
-        return ops.w4a4_linear(xq, sx, wq, sw, None, torch.bfloat16) * 2
+        if act == "sym":
+            (xq, sx), zx = ops.transform_quant(x, left, right, clip, 4, "int8"), None
+        else:
+            xq, sx, zx = ops.transform_quant_asym(x, left, right, clip, 4, "int8")
+        return ops.w4a4_linear(xq, sx, wq, sw, None, torch.bfloat16, zx, wsum) * 2
 
     x = torch.randn(4, 4096, device=DEV, dtype=torch.bfloat16)
     compiled = torch.compile(layer, fullgraph=True)
