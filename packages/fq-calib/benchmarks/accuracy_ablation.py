@@ -43,7 +43,7 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "batch-1": ("paper", {"batch_size": 1}),
     "lr-2x": ("paper", {"lr": 1e-2}),
     "best": ("best", {}),
-    "best+gptq": ("best", {"weight_rounding": "gptq"}),
+    "best-without-gptq": ("best", {"weight_rounding": "rtn"}),
 }
 """Variant -> (recipe preset, overrides). 'best' is `fq calib --recipe best`."""
 

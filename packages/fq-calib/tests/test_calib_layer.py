@@ -99,7 +99,7 @@ def test_presets_paper_is_the_reference_and_overrides_replace_quantisers():
     assert paper.flat.act == QuantSpec(4, True, "token") and paper.flat.lwc and paper.flat.lac
     best = preset("best")
     assert (best.nsamples, best.seqlen, best.epochs) == (128, 2048, 15)  # the paper's budget
-    assert (best.batch_size, best.feed) == (1, "quant")
+    assert (best.batch_size, best.feed, best.weight_rounding) == (1, "quant", "gptq")
     assert best.flat.act == QuantSpec(4, False, "token") and best.flat.weight == paper.flat.weight
     assert preset("best", "w8a8").flat.act == QuantSpec(8, False, "token")
     assert not preset("best", "w4a16").flat.act.enabled
