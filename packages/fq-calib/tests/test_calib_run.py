@@ -84,16 +84,18 @@ def test_bad_options_fail_with_one_line_before_any_work(tmp_path, tiny_model_dir
 
 
 @pytest.mark.parametrize(
-    "args, symmetric",
+    "args, symmetric, rounding",
     [
-        (["--recipe", "paper"], True),
-        (["--recipe", "paper", "--a-asym"], False),
-        (["--no-a-asym"], True),
-        ([], False),
+        (["--recipe", "paper"], True, "rtn"),
+        (["--recipe", "paper", "--a-asym", "--gptq"], False, "gptq"),
+        (["--no-a-asym", "--no-gptq"], True, "rtn"),
+        ([], False, "gptq"),
     ],
 )
-def test_activation_symmetry_follows_the_recipe_unless_told(tmp_path, tiny_model_dir, args, symmetric):
+def test_levers_follow_the_recipe_unless_told(tmp_path, tiny_model_dir, args, symmetric, rounding):
     out = tmp_path / "ckpt"
     small = ["--nsamples", "4", "--seqlen", "16", "--epochs", "1", "--batch-size", "4", "--device", "cpu"]
     assert main(["calib", "--model", str(tiny_model_dir), "-o", str(out), *small, *args]) == 0
-    assert validate_checkpoint(out).quant.act.symmetric is symmetric
+    config = validate_checkpoint(out)
+    assert config.quant.act.symmetric is symmetric
+    assert config.options["recipe"]["weight_rounding"] == rounding

@@ -91,7 +91,10 @@ def calib(
     batch_size: Annotated[int | None, typer.Option(help="Windows per step.")] = None,
     lr: Annotated[float | None, typer.Option(help="Learning rate of transforms (clipping gets 10x).")] = None,
     feed: Annotated[str | None, typer.Option(help="Next layer's inputs: 'fp' (paper) or 'quant'.")] = None,
-    gptq: Annotated[bool, typer.Option(help="Round merged weights with GPTQ instead of to nearest.")] = False,
+    gptq: Annotated[
+        bool | None,
+        typer.Option(help="GPTQ rounding of the merged weights, else to nearest (default: the recipe's)."),
+    ] = None,
     seed: Annotated[int, typer.Option(help="Seed of windows and transform inits.")] = 0,
     device: Annotated[str, typer.Option(help="torch device; 'auto' takes CUDA when available.")] = "auto",
     resume: Annotated[
@@ -134,7 +137,7 @@ def calib(
             "batch_size": batch_size,
             "lr": lr,
             "feed": feed,
-            "weight_rounding": "gptq" if gptq else None,
+            "weight_rounding": None if gptq is None else ("gptq" if gptq else "rtn"),
             "asym_act": a_asym,
         }
         flat = {"lwc": lwc, "lac": lac, "channel_scale": add_diag, "diag_alpha": diag_alpha}
