@@ -51,7 +51,7 @@ def build(args: argparse.Namespace, device: torch.device):
     config._attn_implementation = "sdpa"
     model = OneLayer(config).to(device)
     recipe = preset(
-        "paper",
+        args.recipe,
         "w4a4kv4" if args.kv4 else "w4a4",
         nsamples=args.nsamples,
         seqlen=args.seqlen,
@@ -75,6 +75,7 @@ def main() -> None:
     ap.add_argument("--seqlen", type=int, default=2048)
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--kv4", action="store_true", help="W4A4KV4 instead of W4A4")
+    ap.add_argument("--recipe", choices=("paper", "best"), default="paper")
     ap.add_argument("--out", default=None)
     ap.add_argument(
         "--profile",
@@ -113,7 +114,7 @@ def main() -> None:
     per_epoch = min(epoch_s)  # the first epoch also pays for compilation/allocation warm-up
     result = {
         "shape": args.shape,
-        "recipe": {"nsamples": args.nsamples, "seqlen": args.seqlen, "epochs": args.epochs, "kv4": args.kv4},
+        "recipe": recipe.to_dict(),
         "device": torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or "cpu",
         "torch": torch.__version__,
         "seconds_total": total,
