@@ -483,4 +483,5 @@ def test_python_dash_m_fq_is_the_console_script() -> None:
     """`python -m fq` (what `torchrun ... -m fq calib` runs) gives the same app as `fq`."""
     result = subprocess.run([sys.executable, "-m", "fq", "info", "--json"], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout)["packages"]["fq-core"]["version"] == importlib.metadata.version("fq-core")
+    packages = json.loads(result.stdout)["packages"]
+    assert packages["fq-core"]["version"] == importlib.metadata.version("fq-core")
