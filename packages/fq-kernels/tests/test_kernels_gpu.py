@@ -320,12 +320,16 @@ def test_quant_linear_from_checkpoint_on_cuda(tmp_path, act: str) -> None:
     for prefill in ("int8", "fp8", None):
         layer = QuantLinear.from_checkpoint(ckpt, names, device=DEV, prefill=prefill, decode_max_tokens=4)
         assert layer.act_symmetric == (act == "sym")
+        g = torch.Generator().manual_seed(7)
         for tokens in (3, 40):
-            x = torch.randn(tokens, layer.in_features, device=DEV, dtype=torch.bfloat16)
+            x = torch.randn(tokens, layer.in_features, generator=g).to(DEV, torch.bfloat16)
             y = layer(x)
             y_ref = layer.reference_forward(x)
+            # random_tensors' transforms are Gaussian, not orthogonal: the kernel's bf16 tensor-core
+            # dot moves more codes across a rounding boundary than with a calibrated transform (a
+            # wrong scale, layout or transform gives ~1).
             rel = ((y.float() - y_ref.float()).norm() / y_ref.float().norm()).item()
-            assert rel < 3e-2, (prefill, tokens, rel)
+            assert rel < 6e-2, (prefill, tokens, rel)
 
 
 @pytest.mark.parametrize("act", ACTS)
@@ -350,3 +354,78 @@ def test_ops_compile_with_inductor(act: str) -> None:
     x = torch.randn(4, 4096, device=DEV, dtype=torch.bfloat16)
     compiled = torch.compile(layer, fullgraph=True)
     assert torch.equal(compiled(x), layer(x))
+
+
+def test_kv_attention_at_a_llama3_shape() -> None:
+    """Grouped-query heads (32 / 8), head_dim 128, 2304 cached positions, ragged lengths, fp16."""
+    g = torch.Generator().manual_seed(11)
+    b, hq, hkv, s, d = 4, 32, 8, 2304, 128
+    keys = _ops().quant_kv(torch.randn(b, hkv, s, d, generator=g).to(DEV), 128)
+    values = _ops().quant_kv(torch.randn(b, hkv, s, d, generator=g).to(DEV), 128)
+    q = torch.randn(b, hq, d, generator=g).to(DEV, torch.float16)
+    lengths = torch.tensor([1, 100, 2048, 2304], device=DEV)
+    got = _ops().kv_attention(q, keys, values, lengths, 128, d**-0.5)
+    want = ref.kv_attention_ref(q, keys, values, lengths, 128, d**-0.5)
+    torch.testing.assert_close(got.float(), want.float(), rtol=2e-3, atol=2e-3)
+
+
+def _small_llama_checkpoint(path, with_kv4: bool):
+    """A random LLaMA with head_dim 64 (so the decode-attention kernel runs, unlike the tiny models')."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from fq_core.flat import FlatConfig, save_quantized
+    from fq_core.flat.testing import as_if_calibrated, kv4_specs
+    from fq_core.quant import QuantSpec
+
+    config = LlamaConfig(
+        hidden_size=256,
+        intermediate_size=512,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        vocab_size=256,
+        max_position_embeddings=512,
+    )
+    torch.manual_seed(0)
+    specs = {**(kv4_specs(64) if with_kv4 else {}), "act": QuantSpec(4, False, "token")}
+    save_quantized(as_if_calibrated(LlamaForCausalLM(config), FlatConfig(**specs)), path)
+    return path
+
+
+@pytest.mark.parametrize("with_kv4", [False, True], ids=["W4A4", "W4A4KV4"])
+@torch.no_grad()
+def test_int4_model_perplexity_on_cuda_equals_the_fake_quant_models(tmp_path, with_kv4: bool) -> None:
+    """Issue 7's criterion on the device: the Triton model's perplexity within 1% of fake quant."""
+    import torch.nn.functional as F
+
+    from fq_core.flat import load_quantized
+    from fq_kernels.runtime import load_int4_model
+
+    path = _small_llama_checkpoint(tmp_path / "ck", with_kv4)
+    windows = torch.randint(0, 256, (4, 128), generator=torch.Generator().manual_seed(1))
+
+    def nll(model: torch.nn.Module, device: str) -> float:
+        logits = model(windows.to(device), use_cache=False).logits[:, :-1].float().cpu()
+        return F.cross_entropy(logits.flatten(0, 1), windows[:, 1:].flatten()).item()
+
+    real = nll(load_int4_model(path, device=DEV), DEV)  # float16 activations, Triton kernels
+    fake = nll(load_quantized(path), "cpu")  # float32 fake quantisation
+    assert abs(real - fake) <= 0.01 * fake, (real, fake)  # nll of a random model: ppl within ~1%
+
+
+@pytest.mark.parametrize("with_kv4", [False, True], ids=["W4A4", "W4A4KV4"])
+@torch.no_grad()
+def test_graph_decode_gives_the_tokens_of_eager_decode_and_of_generate(tmp_path, with_kv4: bool) -> None:
+    from fq_kernels.runtime import StaticDecoder, load_int4_model
+
+    model = load_int4_model(_small_llama_checkpoint(tmp_path / "ck", with_kv4), device=DEV, dtype=torch.float32)
+    ids = torch.randint(0, 256, (3, 20), generator=torch.Generator().manual_seed(2)).to(DEV)
+    graph = StaticDecoder(model, max_batch=4, max_len=64, graph=True).generate(ids, 24)
+    eager = StaticDecoder(model, max_batch=4, max_len=64, graph=False).generate(ids, 24)
+    assert torch.equal(graph, eager)
+    hf = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=24, do_sample=False, pad_token_id=0)
+    assert torch.equal(graph, hf[:, 20:])
+    # the same decoder serves a smaller batch through its own captured graph
+    decoder = StaticDecoder(model, max_batch=4, max_len=64)
+    assert torch.equal(decoder.generate(ids[:1], 24), graph[:1])
+    assert torch.equal(decoder.generate(ids, 24), graph)

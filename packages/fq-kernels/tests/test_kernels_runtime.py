@@ -21,58 +21,15 @@ import torch.nn.functional as F
 from fq_core.checkpoint import CheckpointNotFoundError
 from fq_core.data import pydoc_text, split_calibration_eval, tokenize
 from fq_core.errors import ConfigError
-from fq_core.flat import FlatConfig, freeze_layer, load_quantized, quantize_, save_quantized
+from fq_core.flat import FlatConfig, load_quantized, quantize_, save_quantized
 from fq_core.flat.sites import CacheSite
+from fq_core.flat.testing import as_if_calibrated, kv4_specs
 from fq_core.models import load_model
 from fq_core.models.testing import FAMILIES, save_tiny_model_dir, tiny_model
 from fq_core.quant import NO_QUANT, QuantSpec
 from fq_core.quant import functional as QF
 from fq_kernels.quant_linear import QuantLinear
 from fq_kernels.runtime import Int4KVCache, Int4KVLayer, KVQuant, load_int4_model
-
-
-def kv4(group_size: int) -> dict[str, QuantSpec]:
-    spec = QuantSpec(4, False, "group", group_size)
-    return {"key": spec, "value": spec}
-
-
-def as_if_calibrated(model: torch.nn.Module, config: FlatConfig) -> torch.nn.Module:
-    """quantize_ + transforms, channel scales and clipping moved off their init + freeze_layer: a
-    checkpoint in seconds that exercises every site (as fq-core's serialisation tests do)."""
-    quantize_(model, config)
-    g = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if name.endswith("skew"):
-                param.copy_(0.2 * torch.randn(param.shape, generator=g))
-            elif name.endswith((".scale", "singular")):
-                param.copy_(torch.rand(param.shape, generator=g) + 0.5)
-            elif "clip" in name:
-                param.copy_(torch.rand(param.shape, generator=g) * 4)
-    for layer in model.model.layers:
-        freeze_layer(layer, model)
-    return model
-
-
-ASYM_ACT = QuantSpec(4, False, "token")
-"""The default recipe's activation quantiser: asymmetric per token."""
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory: pytest.TempPathFactory):
-    """checkpoint(family, kv4: bool, asym: bool = False) -> a saved directory, built once per module."""
-    made: dict[tuple[str, bool, bool], Path] = {}
-
-    def make(family: str, with_kv4: bool, asym: bool = False) -> Path:
-        if (family, with_kv4, asym) not in made:
-            head_dim = 16 if family == "qwen3" else 12
-            specs = {**(kv4(head_dim) if with_kv4 else {}), **({"act": ASYM_ACT} if asym else {})}
-            path = tmp_path_factory.mktemp(family) / "ckpt"
-            save_quantized(as_if_calibrated(tiny_model(family), FlatConfig(**specs)), path)
-            made[family, with_kv4, asym] = path
-        return made[family, with_kv4, asym]
-
-    return make
 
 
 def assert_logits_match(real: torch.Tensor, fake: torch.Tensor) -> None:
@@ -114,7 +71,7 @@ def window_nll(model: torch.nn.Module, windows: torch.Tensor) -> float:
     return F.cross_entropy(logits.flatten(0, 1), windows[:, 1:].flatten()).item()
 
 
-@pytest.mark.parametrize("kv", [{}, kv4(12)], ids=["W4A4", "W4A4KV4"])
+@pytest.mark.parametrize("kv", [{}, kv4_specs(12)], ids=["W4A4", "W4A4KV4"])
 @torch.no_grad()
 def test_perplexity_on_the_pydoc_tail_equals_the_fake_quant_models(tmp_path: Path, kv: dict) -> None:
     base, tokenizer = load_model(save_tiny_model_dir(tmp_path / "tiny"))

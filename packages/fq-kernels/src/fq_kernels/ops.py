@@ -392,3 +392,76 @@ def dequant_kv(
 ) -> torch.Tensor:
     """x [..., D] = (q - zero) * scale, the inverse of `quant_kv`'s layout."""
     return torch.ops.fq_kernels.dequant_kv(q, scale, zero, group_size, out_dtype)
+
+
+# ---------------------------------------------------------------------------------------------
+# kv_attention
+
+
+def _check_kv_attention(q: torch.Tensor, key_codes: torch.Tensor, lengths: torch.Tensor, group_size: int) -> None:
+    if q.dim() != 3 or key_codes.dim() != 4:
+        raise ValueError(
+            f"kv_attention takes q [B, Hq, D] and caches [B, Hkv, S, D/2], got {tuple(q.shape)} and "
+            f"{tuple(key_codes.shape)}"
+        )
+    b, hq, d = q.shape
+    if key_codes.shape[0] != b or key_codes.shape[-1] * 2 != d or hq % key_codes.shape[1]:
+        raise ValueError(
+            f"caches {tuple(key_codes.shape)} do not fit q {tuple(q.shape)}: batch and head_dim must "
+            "agree and query heads be a multiple of kv heads"
+        )
+    _check_kv(d, group_size)
+    if lengths.shape != (b,):
+        raise ValueError(f"lengths must be [B] = [{b}], got {tuple(lengths.shape)}")
+
+
+def _power_of_two(n: int) -> bool:
+    """The kernel's tiles need it of head_dim and of groups per head (true of every supported family;
+    the tiny test models' head_dim 12 takes the reference)."""
+    return n & (n - 1) == 0
+
+
+@torch.library.custom_op("fq_kernels::kv_attention", mutates_args=())
+def _kv_attention_op(
+    q: torch.Tensor,
+    key_codes: torch.Tensor,
+    key_scales: torch.Tensor,
+    key_zeros: torch.Tensor,
+    value_codes: torch.Tensor,
+    value_scales: torch.Tensor,
+    value_zeros: torch.Tensor,
+    lengths: torch.Tensor,
+    group_size: int,
+    scaling: float,
+) -> torch.Tensor:
+    _check_kv_attention(q, key_codes, lengths, group_size)
+    keys, values = (key_codes, key_scales, key_zeros), (value_codes, value_scales, value_zeros)
+    if use_triton(q) and _power_of_two(q.shape[-1]) and _power_of_two(q.shape[-1] // group_size):
+        from fq_kernels.triton.kv_attention import launch_kv_attention
+
+        return launch_kv_attention(q, keys, values, lengths, group_size, scaling)
+    return ref.kv_attention_ref(q, keys, values, lengths, group_size, scaling)
+
+
+@_kv_attention_op.register_fake
+def _(q, key_codes, key_scales, key_zeros, value_codes, value_scales, value_zeros, lengths, group_size, scaling):
+    _check_kv_attention(q, key_codes, lengths, group_size)
+    return torch.empty_like(q)
+
+
+def kv_attention(
+    q: torch.Tensor,
+    keys: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    values: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    lengths: torch.Tensor,
+    group_size: int = 128,
+    scaling: float = 1.0,
+) -> torch.Tensor:
+    """Decode attention over an int4 KV cache without dequantising it to memory: out [B, Hq, D].
+
+    q [B, Hq, D] (one token per sequence; `scaling` multiplies q·k, as in attention);
+    keys / values: `quant_kv`'s (codes, scale, zero) laid out [B, Hkv, S, ...]; lengths [B] int:
+    how many cached positions each sequence attends to (read on the device, so a CUDA graph
+    replays for any length). Contract: `reference.kv_attention_ref`.
+    """
+    return torch.ops.fq_kernels.kv_attention(q, *keys, *values, lengths, group_size, float(scaling))

@@ -19,7 +19,7 @@ from fq_kernels.reference.activation import (
     transform_quant_ref,
 )
 from fq_kernels.reference.gemm import ASYM_MAX_K, int_matmul_ref, operand_values, w4a4_linear_ref
-from fq_kernels.reference.kv import dequant_kv_ref, kv_spec, quant_kv_ref
+from fq_kernels.reference.kv import dequant_kv_ref, kv_attention_ref, kv_spec, quant_kv_ref
 
 __all__ = [
     "ASYM_MAX_K",
@@ -30,6 +30,7 @@ __all__ = [
     "dequant_kv_ref",
     "format_values",
     "int_matmul_ref",
+    "kv_attention_ref",
     "kv_spec",
     "online_transform",
     "operand_values",

@@ -65,3 +65,28 @@ def dequant_kv_ref(
     values = unpack_int4(q.reshape(-1, q.shape[-1]), signed=False).to(torch.float32).reshape(-1, group_size)
     out = F.dequantize(values, scale.reshape(-1, 1).to(torch.float32), zero.reshape(-1, 1).to(torch.float32))
     return out.to(out_dtype).reshape(*q.shape[:-1], d)
+
+
+def kv_attention_ref(
+    q: torch.Tensor,
+    keys: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    values: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    lengths: torch.Tensor,
+    group_size: int,
+    scaling: float,
+) -> torch.Tensor:
+    """One query token per sequence attending over an int4 cache: out [B, Hq, D] in q's dtype.
+
+    q [B, Hq, D]; keys / values: (codes [B, Hkv, S, D/2], scale, zero [B, Hkv, S, D/G]) as `quant_kv`
+    writes them; lengths [B]: the cached positions each sequence attends to (the first `lengths[b]`,
+    at least 1). Query head h reads kv head h // (Hq / Hkv) (grouped-query attention). Everything in
+    float32 after dequantisation: the kernel must agree within its dot products' rounding.
+    """
+    b, hq, d = q.shape
+    hkv, s = keys[0].shape[1], keys[0].shape[2]
+    k = dequant_kv_ref(*keys, group_size, torch.float32).repeat_interleave(hq // hkv, dim=1)
+    v = dequant_kv_ref(*values, group_size, torch.float32).repeat_interleave(hq // hkv, dim=1)
+    scores = torch.einsum("bhd,bhsd->bhs", q.float(), k) * scaling
+    visible = torch.arange(s, device=q.device)[None, :] < lengths.to(q.device)[:, None]
+    scores = scores.masked_fill(~visible[:, None, :], float("-inf"))
+    return torch.einsum("bhs,bhsd->bhd", scores.softmax(dim=-1), v).to(q.dtype)

@@ -3,6 +3,7 @@
     from fq_kernels.runtime import load_int4_model
     model = load_int4_model("out/smollm2-w4a4kv4", device="cuda")   # int4 GEMMs, int4 KV cache
     model.generate(input_ids, max_new_tokens=32)
+    StaticDecoder(model, max_batch=8, max_len=4096).generate(input_ids, 32)   # CUDA-graph decode
 
 Needs transformers (`pip install fq-kernels[hf]`); `import fq_kernels` does not, so the names here
 load lazily and a missing transformers is one clear error (`MissingExtraError`).
@@ -22,6 +23,7 @@ _LAZY = {
     "KVQuant": "fq_kernels.runtime.kv_cache",
     "Int4Attention": "fq_kernels.runtime.attention",
     "Int4MLP": "fq_kernels.runtime.mlp",
+    "StaticDecoder": "fq_kernels.runtime.static_decode",
 }
 
 __all__ = ["HF_EXTRA_HINT", "MissingExtraError", "require_transformers", *_LAZY]

@@ -28,17 +28,19 @@ from fq_kernels.runtime.kv_cache import KVQuant, int4_layer
 class Int4Attention(nn.Module):
     """Replaces `attention` (an HF attention module, whose config, RoPE and q/k norms it keeps).
 
-    qkv_proj: q, k and v fused (their input site is shared); key_transform: the k_cache site's
-    (P_k, P_k^-1), present when the keys are quantised; kv_quant: the cache quantisers, or None for
-    a full-precision cache.
+    qkv_proj: q, k and v fused (their input site is shared); o_proj: the output projection; both
+    `QuantLinear`s, or plain `nn.Linear`s for the full-precision baseline of the static decoder
+    (`fq_kernels.runtime.static_decode`), which runs both through the same code. key_transform: the
+    k_cache site's (P_k, P_k^-1), present when the keys are quantised; kv_quant: the cache
+    quantisers, or None for a full-precision cache.
     """
 
     def __init__(
         self,
         attention: nn.Module,
         adapter: DecoderAdapter,
-        qkv_proj: QuantLinear,
-        o_proj: QuantLinear,
+        qkv_proj: QuantLinear | nn.Linear,
+        o_proj: QuantLinear | nn.Linear,
         key_transform: tuple[torch.Tensor, torch.Tensor] | None,
         kv_quant: KVQuant | None,
     ) -> None:
@@ -66,6 +68,24 @@ class Int4Attention(nn.Module):
         self.register_buffer("key_map", key_map)
         self.register_buffer("query_map", None if key_inverse is None else key_inverse.T.contiguous())
 
+    def project(
+        self, hidden_states: torch.Tensor, position_embeddings: tuple[torch.Tensor, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """q, k, v [B, heads, T, head_dim] as attention reads them: after q/k norms, RoPE and the
+        cache's key transform (what the KV cache stores). The static decoder calls this too."""
+        hidden_shape = (*hidden_states.shape[:-1], -1, self.head_dim)
+        q, k, v = self.qkv_proj(hidden_states).split(self.split, dim=-1)
+        q, k, v = q.view(hidden_shape), k.view(hidden_shape), v.view(hidden_shape)
+        if self.q_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+        cos, sin = position_embeddings
+        q, k = self.rope(q, k, cos, sin)
+        if self.key_map is not None:
+            q = apply_right(q, self.query_map.to(q.dtype))
+            k = apply_right(k, self.key_map.to(k.dtype))
+        return q, k, v
+
     def forward(
         self,
         hidden_states: torch.Tensor,
@@ -75,18 +95,7 @@ class Int4Attention(nn.Module):
         **kwargs: Any,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         input_shape = hidden_states.shape[:-1]
-        hidden_shape = (*input_shape, -1, self.head_dim)
-        q, k, v = self.qkv_proj(hidden_states).split(self.split, dim=-1)
-        q, k, v = q.view(hidden_shape), k.view(hidden_shape), v.view(hidden_shape)
-        if self.q_norm is not None:
-            q, k = self.q_norm(q), self.k_norm(k)
-        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
-        cos, sin = position_embeddings
-        q, k = self.rope(q, k, cos, sin)
-
-        if self.key_map is not None:
-            q = apply_right(q, self.query_map.to(q.dtype))
-            k = apply_right(k, self.key_map.to(k.dtype))
+        q, k, v = self.project(hidden_states, position_embeddings)
         if self.kv_quant is not None:
             k, v = int4_layer(past_key_values, self.layer_idx, self.kv_quant).update(k, v)
         elif past_key_values is not None:

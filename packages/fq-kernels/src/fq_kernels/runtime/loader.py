@@ -43,13 +43,27 @@ def load_int4_model(
 
     The model's `fq_quant` is the checkpoint's `QuantConfig` as run (KV16 when kv_bits=16).
     """
-    device = torch.device(device)
-    dtype = dtype or (torch.float16 if device.type == "cuda" else torch.float32)
     config = read_config(checkpoint_dir)
     check_supported(config, kv_bits)
+    checkpoint = load_checkpoint(checkpoint_dir, expected_model=config.model.geometry(), device=device)
+    return int4_model(checkpoint, device, kv_bits, dtype)
+
+
+def int4_model(
+    checkpoint: Checkpoint,
+    device: torch.device | str = "cpu",
+    kv_bits: int | None = None,
+    dtype: torch.dtype | None = None,
+) -> nn.Module:
+    """`load_int4_model` of a checkpoint already in memory (`load_checkpoint`'s, or the config and
+    tensors of `fq_core.flat.checkpoint_from_model`, as the end-to-end benchmark builds them)."""
+    device = torch.device(device)
+    dtype = dtype or (torch.float16 if device.type == "cuda" else torch.float32)
+    config = checkpoint.config
+    check_supported(config, kv_bits)
+    checkpoint = Checkpoint(config, {name: t.to(device) for name, t in checkpoint.tensors.items()})
     with torch.device("meta"):
         model = model_from_hf_config(config.model.hf_config, dtype)
-    checkpoint = load_checkpoint(checkpoint_dir, expected_model=config.model.geometry(), device=device)
     quantise_kv = config.quant.key.enabled and kv_bits != 16
     adapter = get_adapter(model)
     names = adapter.names

@@ -13,9 +13,13 @@ Activation = Callable[[torch.Tensor], torch.Tensor]
 
 
 class Int4MLP(nn.Module):
-    """down(act(gate(x)) * up(x)); each QuantLinear applies its site's online transform and clipping."""
+    """down(act(gate(x)) * up(x)); each QuantLinear applies its site's online transform and clipping.
 
-    def __init__(self, act_fn: Activation, gate_up_proj: QuantLinear, down_proj: QuantLinear) -> None:
+    Plain `nn.Linear`s in their place give the full-precision baseline of the static decoder."""
+
+    def __init__(
+        self, act_fn: Activation, gate_up_proj: QuantLinear | nn.Linear, down_proj: QuantLinear | nn.Linear
+    ) -> None:
         super().__init__()
         self.act_fn = act_fn
         self.gate_up_proj = gate_up_proj

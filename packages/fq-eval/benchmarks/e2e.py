@@ -1,0 +1,318 @@
+"""End to end on one GPU: a W4A4KV4 model against FP16 of the same shape, in the same run.
+
+Measured per model (docs/benchmarks/e2e.md records a run):
+- prefill: one forward over batch x seqlen prompt tokens into a fresh cache (transformers' model,
+  `fq_eval.latency`), for several batches;
+- decode in transformers' own loop (`fq_eval.latency`: one `model(...)` call per token);
+- decode in the static CUDA-graph loop (`fq_kernels.runtime.StaticDecoder`): `--new` tokens after a
+  `--prompt`-token prefill, per batch; ms per step and tokens/s;
+- peak GPU memory of each, and the largest batch whose decode state fits at `--fit-context` tokens.
+
+Weights are random (latency does not depend on values): the W4A4KV4 model is an FP16 model of the
+shape made `as_if_calibrated` (fq_core.flat.testing) and read through the same checkpoint tensors
+and loader as a calibrated checkpoint, in memory. The default recipe's quantisers: asymmetric
+per-token activations, KV4 asymmetric per group of 128.
+
+    python packages/fq-eval/benchmarks/e2e.py --shape llama-2-7b --out $OUT/e2e       # on the GPU
+    python packages/fq-eval/benchmarks/e2e.py --report results/e2e-*.json --plot e2e.png   # anywhere
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from fq_core.checkpoint import Checkpoint
+from fq_core.flat import FlatConfig, checkpoint_from_model
+from fq_core.flat.testing import as_if_calibrated, kv4_specs
+from fq_core.quant import QuantSpec
+from fq_eval.latency import LatencySettings, random_model, run_latency
+from fq_eval.report import describe_device, versions
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def free(device: torch.device) -> None:
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def peak_gib(device: torch.device) -> float | None:
+    return torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
+
+
+def int4_random_model(shape: str, device: torch.device, layers: int | None) -> nn.Module:
+    """W4A4KV4 (asymmetric activations) of a random FP16 model of `shape`, via the checkpoint tensors."""
+    from fq_kernels.runtime.loader import int4_model
+
+    dtype = torch.float16 if device.type == "cuda" else torch.float32
+    fp = random_model(shape, dtype, device, layers)
+    head_dim = fp.config.hidden_size // fp.config.num_attention_heads
+    config = FlatConfig(act=QuantSpec(4, False, "token"), **kv4_specs(min(128, head_dim)))
+    config_and_tensors = checkpoint_from_model(as_if_calibrated(fp, config))
+    del fp
+    free(device)
+    return int4_model(Checkpoint(*config_and_tensors), device, dtype=dtype)
+
+
+def timed(device: torch.device, run: Callable[[], Any]) -> float:
+    """Milliseconds of one call of `run` (CUDA events on the GPU)."""
+    if device.type != "cuda":
+        start = time.perf_counter()
+        run()
+        return (time.perf_counter() - start) * 1e3
+    begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    torch.cuda.synchronize(device)
+    begin.record()
+    run()
+    end.record()
+    end.synchronize()
+    return begin.elapsed_time(end)
+
+
+def static_decode_row(model: nn.Module, batch: int, prompt: int, new: int, repeats: int) -> dict[str, Any]:
+    """ms per decode step of the graph loop: `new` steps after a `prompt` prefill (first run untimed:
+    it captures the graph)."""
+    from fq_kernels.runtime import StaticDecoder
+
+    device = model.get_input_embeddings().weight.device
+    row: dict[str, Any] = {"phase": "decode-graph", "batch": batch, "prompt": prompt, "steps": new}
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    decoder = None
+    try:
+        decoder = StaticDecoder(model, max_batch=batch, max_len=prompt + new + 2)
+        ids = torch.randint(0, model.config.vocab_size, (batch, prompt), device=device)
+        times = []
+        for _ in range(repeats + 1):
+            decoder.prefill(ids)
+            times.append(timed(device, lambda: decoder.decode(batch, new)) / new)
+        row.update(ms=statistics.median(times[1:]), ms_all=times[1:])
+        row["tokens_per_s"] = batch / (row["ms"] / 1e3)
+        row["peak_gib"] = peak_gib(device)
+    except torch.cuda.OutOfMemoryError:
+        row.update(ms=None, error="out of memory")
+    finally:
+        del decoder
+        free(device)
+    return row
+
+
+def largest_batch(model: nn.Module, context: int, limit: int = 4096) -> int:
+    """The largest batch whose static decode state (cache of `context` tokens + one step) fits."""
+    from fq_kernels.runtime import StaticDecoder
+
+    device = model.get_input_embeddings().weight.device
+
+    def fits(batch: int) -> bool:
+        decoder = None
+        try:
+            decoder = StaticDecoder(model, max_batch=batch, max_len=context, graph=False)
+            decoder.prefill(torch.zeros(batch, 8, dtype=torch.long, device=device))
+            decoder.decode(batch, 1)
+            torch.cuda.synchronize(device)
+            return True
+        except torch.cuda.OutOfMemoryError:
+            return False
+        finally:
+            del decoder
+            free(device)
+
+    low, high = 0, 1
+    while high <= limit and fits(high):
+        low, high = high, high * 2
+    while high - low > 1:
+        mid = (low + high) // 2
+        low, high = (mid, high) if fits(mid) else (low, mid)
+    return low
+
+
+def measure(model: nn.Module, label: str, args: argparse.Namespace) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    for batch in args.prefill_batches:
+        log(f"{label}: prefill {batch} x {args.prefill_seqlen}")
+        settings = LatencySettings(
+            decode=False, prefill_batch=batch, prefill_seqlen=args.prefill_seqlen, warmup=1, repeats=args.repeats
+        )
+        rows += run_latency(model, settings)
+    log(f"{label}: transformers' decode loop, batches {args.hf_batches}")
+    settings = LatencySettings(
+        prefill=False,
+        decode_batches=tuple(args.hf_batches),
+        decode_prompt=args.prompt,
+        decode_tokens=args.hf_steps,
+        warmup=1,
+        repeats=args.repeats,
+    )
+    rows += [{**row, "phase": "decode-hf"} for row in run_latency(model, settings)]
+    for batch in args.decode_batches:
+        log(f"{label}: graph decode batch {batch}, {args.new} tokens after {args.prompt}")
+        rows.append(static_decode_row(model, batch, args.prompt, args.new, args.graph_repeats))
+    if args.fit_context and model.get_input_embeddings().weight.is_cuda:
+        log(f"{label}: largest batch at {args.fit_context} tokens")
+        rows.append({"phase": "fit", "context": args.fit_context, "batch": largest_batch(model, args.fit_context)})
+    return [{**row, "model": label} for row in rows]
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    device = torch.device(args.device)
+    record: dict[str, Any] = {
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "command": " ".join(sys.argv),
+        "device": describe_device(device),
+        "versions": {**versions(), "triton": _version("triton")},
+        "shape": args.shape,
+        "rows": [],
+    }
+    for label in args.models:
+        log(f"building {label} ({args.shape})")
+        start = time.perf_counter()
+        if label == "w4a4kv4":
+            model = int4_random_model(args.shape, device, args.layers)
+        else:
+            model = random_model(args.shape, torch.float16 if device.type == "cuda" else torch.float32, device, args.layers)
+        log(f"built in {time.perf_counter() - start:.1f} s")
+        record["rows"] += measure(model, label, args)
+        del model
+        free(device)
+        if args.out:
+            write(record, args.out)
+    return record
+
+
+def _version(name: str) -> str | None:
+    try:
+        return __import__(name).__version__
+    except ImportError:
+        return None
+
+
+def write(record: dict[str, Any], out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"e2e-{record['shape']}.json").write_text(json.dumps(record, indent=2) + "\n")
+
+
+# ---------------------------------------------------------------------------------------------
+# Report: markdown tables and the plot, from the JSON of one or more runs.
+
+
+def _rows(record: dict[str, Any], phase: str) -> dict[tuple[str, int], dict[str, Any]]:
+    return {(r["model"], r["batch"]): r for r in record["rows"] if r["phase"] == phase}
+
+
+def _ms(row: dict[str, Any] | None) -> str:
+    if row is None:
+        return "-"
+    return "OOM" if row.get("ms") is None else f"{row['ms']:.2f}"
+
+
+def _ratio(base: dict[str, Any] | None, ours: dict[str, Any] | None) -> str:
+    if not base or not ours or base.get("ms") is None or ours.get("ms") is None:
+        return "-"
+    return f"**{base['ms'] / ours['ms']:.2f}x**"
+
+
+def report(record: dict[str, Any]) -> str:
+    lines = [f"### {record['shape']} ({record['date']})", ""]
+    prefill = _rows(record, "prefill")
+    lines += ["| prefill batch x seqlen | FP16 ms | W4A4KV4 ms | speed-up | peak GiB FP16 / W4A4KV4 |", "|---|---|---|---|---|"]
+    for batch in sorted({b for _, b in prefill}):
+        fp, q = prefill.get(("fp16", batch)), prefill.get(("w4a4kv4", batch))
+        seqlen = (fp or q)["seqlen"]
+        mem = " / ".join(f"{r['peak_gib']:.1f}" if r and r.get("peak_gib") else "-" for r in (fp, q))
+        lines.append(f"| {batch} x {seqlen} | {_ms(fp)} | {_ms(q)} | {_ratio(fp, q)} | {mem} |")
+    lines.append("")
+    graph, hf = _rows(record, "decode-graph"), _rows(record, "decode-hf")
+    lines += [
+        "| decode batch | FP16 graph ms/step | W4A4KV4 graph ms/step | speed-up | W4A4KV4 tok/s | FP16 transformers loop | W4A4KV4 transformers loop | peak GiB FP16 / W4A4KV4 |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for batch in sorted({b for _, b in graph} | {b for _, b in hf}):
+        fp, q = graph.get(("fp16", batch)), graph.get(("w4a4kv4", batch))
+        toks = f"{q['tokens_per_s']:.0f}" if q and q.get("ms") else "-"
+        mem = " / ".join(f"{r['peak_gib']:.1f}" if r and r.get("peak_gib") else "-" for r in (fp, q))
+        lines.append(
+            f"| {batch} | {_ms(fp)} | {_ms(q)} | {_ratio(fp, q)} | {toks} | {_ms(hf.get(('fp16', batch)))} | "
+            f"{_ms(hf.get(('w4a4kv4', batch)))} | {mem} |"
+        )
+    fits = {r["model"]: r for r in record["rows"] if r["phase"] == "fit"}
+    if fits:
+        lines += ["", "| largest decode batch at context | FP16 | W4A4KV4 |", "|---|---|---|"]
+        context = next(iter(fits.values()))["context"]
+        lines.append(f"| {context} tokens | {fits.get('fp16', {}).get('batch', '-')} | {fits.get('w4a4kv4', {}).get('batch', '-')} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(records: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(records), figsize=(6 * len(records), 4.2), squeeze=False)
+    for ax, record in zip(axes[0], records, strict=True):
+        for phase, style in (("decode-graph", "-"), ("decode-hf", ":")):
+            rows = _rows(record, phase)
+            for model, color in (("fp16", "tab:gray"), ("w4a4kv4", "tab:blue")):
+                points = sorted((b, r["tokens_per_s"]) for (m, b), r in rows.items() if m == model and r.get("ms"))
+                if points:
+                    loop = "CUDA graph" if phase == "decode-graph" else "transformers loop"
+                    label = f"{'FP16' if model == 'fp16' else 'W4A4KV4'}, {loop}"
+                    ax.plot(*zip(*points, strict=True), style, marker="o", color=color, label=label)
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("batch")
+        ax.set_ylabel("decode tokens/s")
+        ax.set_title(f"{record['shape']}, {record['device'].get('name', '')}")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--shape", default="llama-2-7b")
+    parser.add_argument("--layers", type=int, default=None, help="fewer decoder layers (smoke tests)")
+    parser.add_argument("--models", default="w4a4kv4,fp16", type=lambda s: s.split(","))
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ints = lambda s: [int(x) for x in s.split(",") if x]  # noqa: E731
+    parser.add_argument("--prefill-batches", type=ints, default=[1, 4, 16])
+    parser.add_argument("--prefill-seqlen", type=int, default=2048)
+    parser.add_argument("--hf-batches", type=ints, default=[1, 16])
+    parser.add_argument("--hf-steps", type=int, default=32)
+    parser.add_argument("--decode-batches", type=ints, default=[1, 4, 16, 32, 64])
+    parser.add_argument("--prompt", type=int, default=2048)
+    parser.add_argument("--new", type=int, default=256)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--graph-repeats", type=int, default=2)
+    parser.add_argument("--fit-context", type=int, default=4096)
+    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--report", type=Path, nargs="*", help="print tables of these result JSONs and stop")
+    parser.add_argument("--plot", type=Path, default=None, help="with --report: write the decode plot here")
+    args = parser.parse_args()
+    if args.report:
+        records = [json.loads(path.read_text()) for path in args.report]
+        print("\n".join(report(r) for r in records))
+        if args.plot:
+            plot(records, args.plot)
+        return
+    record = run(args)
+    print(report(record))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,174 @@
+"""Decode attention straight from the int4 KV cache (flash-decoding: split over positions, then merge).
+
+One query token per sequence. Dequantising the whole cache to float first would write and re-read
+4x the cache's bytes every step, which at batch 16 and 2k context costs more than the layer's
+weights; here each program reads its slice of packed keys and values once, dequantises them in
+registers and keeps a running softmax, so the cache is read at its int4 size.
+
+Grid of the first kernel: (batch x kv heads, splits). A program takes the `groups` query heads that
+share one kv head (grouped-query attention; padded to 16 rows for the tensor-core dot) and the
+positions [split * SPLIT_LEN, ...) below the sequence's length, read from `lengths` on the device so
+that a captured CUDA graph replays for any length. It writes an unnormalised partial output, its
+running max and its sum. The second kernel merges the splits of each query head.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from fq_kernels._runtime import next_pow2, sm_count
+
+
+@triton.jit
+def _dequant_rows(codes_ptr, scale_ptr, zero_ptr, offs_s, s_mask, D: tl.constexpr, G: tl.constexpr):
+    """[BLOCK_S, D] float32 values of cache rows `offs_s` (codes [S, D/2], scale / zero [S, D/G])."""
+    half = tl.arange(0, D // 2)
+    byte = tl.load(codes_ptr + offs_s[:, None] * (D // 2) + half[None, :], mask=s_mask[:, None], other=0)
+    byte = byte.to(tl.int32)
+    codes = tl.reshape(tl.join(byte & 15, byte >> 4), [offs_s.shape[0], D]).to(tl.float32)
+    groups = tl.arange(0, D // G)
+    gmask = s_mask[:, None]
+    scale = tl.load(scale_ptr + offs_s[:, None] * (D // G) + groups[None, :], mask=gmask, other=0.0)
+    zero = tl.load(zero_ptr + offs_s[:, None] * (D // G) + groups[None, :], mask=gmask, other=0)
+    codes = tl.reshape(codes, [offs_s.shape[0], D // G, G])
+    values = (codes - zero.to(tl.float32)[:, :, None]) * scale[:, :, None]
+    return tl.reshape(values, [offs_s.shape[0], D])
+
+
+@triton.jit
+def _split_kernel(
+    q_ptr,
+    kc_ptr,
+    ks_ptr,
+    kz_ptr,
+    vc_ptr,
+    vs_ptr,
+    vz_ptr,
+    len_ptr,
+    part_ptr,
+    stat_ptr,
+    scaling,
+    HKV,
+    S,
+    SPLIT_LEN,
+    NUM_SPLITS,
+    GROUPS: tl.constexpr,
+    QG: tl.constexpr,
+    D: tl.constexpr,
+    G: tl.constexpr,
+    BLOCK_S: tl.constexpr,
+    IEEE: tl.constexpr,
+):
+    pid_bh = tl.program_id(0).to(tl.int64)
+    split = tl.program_id(1)
+    b = pid_bh // HKV
+    length = tl.load(len_ptr + b).to(tl.int32)
+    start = split * SPLIT_LEN
+    end = tl.minimum(start + SPLIT_LEN, length)
+
+    rows = tl.arange(0, QG)
+    row_mask = rows < GROUPS
+    dims = tl.arange(0, D)
+    heads = pid_bh * GROUPS + rows  # query heads b * Hq + h for the kv head of this program
+    q = tl.load(q_ptr + heads[:, None] * D + dims[None, :], mask=row_mask[:, None], other=0.0)
+    dtype = q.dtype
+    q = (q.to(tl.float32) * scaling).to(dtype)
+
+    base = pid_bh * S  # the kv head's first cache row
+    m = tl.full([QG], float("-inf"), tl.float32)
+    total = tl.zeros([QG], tl.float32)
+    acc = tl.zeros([QG, D], tl.float32)
+    for s0 in range(start, end, BLOCK_S):
+        offs_s = s0 + tl.arange(0, BLOCK_S)
+        s_mask = offs_s < end
+        cache_rows = base + offs_s
+        k = _dequant_rows(kc_ptr, ks_ptr, kz_ptr, cache_rows, s_mask, D, G).to(dtype)
+        if IEEE:
+            scores = tl.dot(q, tl.trans(k), input_precision="ieee")
+        else:
+            scores = tl.dot(q, tl.trans(k))
+        scores = tl.where(s_mask[None, :], scores, float("-inf"))
+        m_new = tl.maximum(m, tl.max(scores, axis=1))
+        p = tl.exp(scores - m_new[:, None])
+        alpha = tl.exp(m - m_new)
+        total = total * alpha + tl.sum(p, axis=1)
+        v = _dequant_rows(vc_ptr, vs_ptr, vz_ptr, cache_rows, s_mask, D, G).to(dtype)
+        if IEEE:
+            pv = tl.dot(p.to(dtype), v, input_precision="ieee")
+        else:
+            pv = tl.dot(p.to(dtype), v)
+        acc = acc * alpha[:, None] + pv
+        m = m_new
+
+    slot = heads * NUM_SPLITS + split
+    tl.store(part_ptr + slot[:, None] * D + dims[None, :], acc, mask=row_mask[:, None])
+    tl.store(stat_ptr + slot * 2, m, mask=row_mask)
+    tl.store(stat_ptr + slot * 2 + 1, total, mask=row_mask)
+
+
+@triton.jit
+def _merge_kernel(part_ptr, stat_ptr, out_ptr, NUM_SPLITS, BSPLIT: tl.constexpr, D: tl.constexpr):
+    head = tl.program_id(0).to(tl.int64)  # b * Hq + h
+    splits = tl.arange(0, BSPLIT)
+    mask = splits < NUM_SPLITS
+    slot = head * NUM_SPLITS + splits
+    m = tl.load(stat_ptr + slot * 2, mask=mask, other=float("-inf"))
+    total = tl.load(stat_ptr + slot * 2 + 1, mask=mask, other=0.0)
+    m_all = tl.max(m, axis=0)
+    weight = tl.where(m > float("-inf"), tl.exp(m - m_all), 0.0)
+    dims = tl.arange(0, D)
+    part = tl.load(part_ptr + slot[:, None] * D + dims[None, :], mask=mask[:, None], other=0.0)
+    out = tl.sum(part * weight[:, None], axis=0) / tl.sum(total * weight, axis=0)
+    tl.store(out_ptr + head * D + dims, out.to(out_ptr.dtype.element_ty))
+
+
+BLOCK_S = 64
+
+
+def _splits(programs: int, positions: int, device_sms: int) -> int:
+    """Enough splits to give every SM two programs, but never one shorter than a block."""
+    wanted = triton.cdiv(2 * device_sms, max(programs, 1))
+    return max(1, min(wanted, triton.cdiv(positions, BLOCK_S)))
+
+
+def launch_kv_attention(
+    q: torch.Tensor,
+    keys: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    values: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    lengths: torch.Tensor,
+    group_size: int,
+    scaling: float,
+) -> torch.Tensor:
+    b, hq, d = q.shape
+    hkv, s = keys[0].shape[1], keys[0].shape[2]
+    groups = hq // hkv
+    num_splits = _splits(b * hkv, s, sm_count(q))
+    split_len = triton.cdiv(triton.cdiv(s, num_splits), BLOCK_S) * BLOCK_S
+    part = torch.empty((b, hq, num_splits, d), dtype=torch.float32, device=q.device)
+    stats = torch.empty((b, hq, num_splits, 2), dtype=torch.float32, device=q.device)
+    out = torch.empty_like(q)
+    qc = q.contiguous()
+    caches = [t.contiguous() for t in (*keys, *values)]
+    _split_kernel[(b * hkv, num_splits)](
+        qc,
+        *caches,
+        lengths,
+        part,
+        stats,
+        float(scaling),
+        hkv,
+        s,
+        split_len,
+        num_splits,
+        GROUPS=groups,
+        QG=max(16, next_pow2(groups)),
+        D=d,
+        G=group_size,
+        BLOCK_S=BLOCK_S,
+        IEEE=q.dtype == torch.float32,
+        num_warps=4,
+    )
+    _merge_kernel[(b * hq,)](part, stats, out, num_splits, BSPLIT=max(2, next_pow2(num_splits)), D=d)
+    return out
