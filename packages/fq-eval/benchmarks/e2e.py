@@ -167,6 +167,40 @@ def measure(model: nn.Module, label: str, args: argparse.Namespace) -> list[dict
     return [{**row, "model": label} for row in rows]
 
 
+def profile(model: nn.Module, label: str, args: argparse.Namespace) -> None:
+    """Per-kernel CUDA time of a prefill (transformers' forward) and of one eager static decode step
+    per batch in `--decode-batches`, as torch.profiler tables in `--profile`."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    from fq_kernels.runtime import StaticDecoder
+
+    device = model.get_input_embeddings().weight.device
+    args.profile.mkdir(parents=True, exist_ok=True)
+    ids = torch.randint(0, model.config.vocab_size, (1, args.prefill_seqlen), device=device)
+    with torch.no_grad():
+        for _ in range(3):
+            model(ids, use_cache=True, logits_to_keep=1)
+        torch.cuda.synchronize(device)
+        with torch_profile(activities=[ProfilerActivity.CUDA]) as prof:
+            model(ids, use_cache=True, logits_to_keep=1)
+            torch.cuda.synchronize(device)
+    table = prof.key_averages().table(sort_by="cuda_time_total", row_limit=30, max_name_column_width=70)
+    (args.profile / f"{label}-prefill-1x{args.prefill_seqlen}.txt").write_text(table)
+    for batch in args.decode_batches:
+        decoder = StaticDecoder(model, max_batch=batch, max_len=args.prompt + 8, graph=False)
+        decoder.prefill(torch.randint(0, model.config.vocab_size, (batch, args.prompt), device=device))
+        decoder.decode(batch, 2)
+        torch.cuda.synchronize(device)
+        with torch_profile(activities=[ProfilerActivity.CUDA]) as prof:
+            decoder.decode(batch, 1)
+            torch.cuda.synchronize(device)
+        table = prof.key_averages().table(sort_by="cuda_time_total", row_limit=30, max_name_column_width=70)
+        (args.profile / f"{label}-decode-step-b{batch}.txt").write_text(table)
+        del decoder
+        free(device)
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     device = torch.device(args.device)
     record: dict[str, Any] = {
@@ -185,10 +219,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         else:
             model = random_model(args.shape, torch.float16 if device.type == "cuda" else torch.float32, device, args.layers)
         log(f"built in {time.perf_counter() - start:.1f} s")
-        record["rows"] += measure(model, label, args)
+        if args.profile:
+            log(f"{label}: profiling")
+            profile(model, label, args)
+        else:
+            record["rows"] += measure(model, label, args)
         del model
         free(device)
-        if args.out:
+        if args.out and not args.profile:
             write(record, args.out)
     return record
 
@@ -301,6 +339,7 @@ def main() -> None:
     parser.add_argument("--graph-repeats", type=int, default=2)
     parser.add_argument("--fit-context", type=int, default=4096)
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--profile", type=Path, default=None, help="write per-kernel profiles here instead")
     parser.add_argument("--report", type=Path, nargs="*", help="print tables of these result JSONs and stop")
     parser.add_argument("--plot", type=Path, default=None, help="with --report: write the decode plot here")
     args = parser.parse_args()
