@@ -96,10 +96,11 @@ def static_decode_row(model: nn.Module, batch: int, prompt: int, new: int, repea
     try:
         decoder = StaticDecoder(model, max_batch=batch, max_len=prompt + new + 2)
         ids = torch.randint(0, model.config.vocab_size, (batch, prompt), device=device)
+        steps = decoder.decode
         times = []
         for _ in range(repeats + 1):
             decoder.prefill(ids)
-            times.append(timed(device, lambda: decoder.decode(batch, new)) / new)
+            times.append(timed(device, lambda: steps(batch, new)) / new)
         row.update(ms=statistics.median(times[1:]), ms_all=times[1:])
         row["tokens_per_s"] = batch / (row["ms"] / 1e3)
         row["peak_gib"] = peak_gib(device)
@@ -145,25 +146,32 @@ def measure(model: nn.Module, label: str, args: argparse.Namespace) -> list[dict
     for batch in args.prefill_batches:
         log(f"{label}: prefill {batch} x {args.prefill_seqlen}")
         settings = LatencySettings(
-            decode=False, prefill_batch=batch, prefill_seqlen=args.prefill_seqlen, warmup=1, repeats=args.repeats
+            decode=False,
+            prefill_batch=batch,
+            prefill_seqlen=args.prefill_seqlen,
+            warmup=1,
+            repeats=args.repeats,
         )
         rows += run_latency(model, settings)
-    log(f"{label}: transformers' decode loop, batches {args.hf_batches}")
-    settings = LatencySettings(
-        prefill=False,
-        decode_batches=tuple(args.hf_batches),
-        decode_prompt=args.prompt,
-        decode_tokens=args.hf_steps,
-        warmup=1,
-        repeats=args.repeats,
-    )
-    rows += [{**row, "phase": "decode-hf"} for row in run_latency(model, settings)]
+    if args.hf_batches:
+        log(f"{label}: transformers' decode loop, batches {args.hf_batches}")
+        settings = LatencySettings(
+            prefill=False,
+            decode_batches=tuple(args.hf_batches),
+            decode_prompt=args.prompt,
+            decode_tokens=args.hf_steps,
+            warmup=1,
+            repeats=args.repeats,
+        )
+        rows += [{**row, "phase": "decode-hf"} for row in run_latency(model, settings)]
     for batch in args.decode_batches:
         log(f"{label}: graph decode batch {batch}, {args.new} tokens after {args.prompt}")
         rows.append(static_decode_row(model, batch, args.prompt, args.new, args.graph_repeats))
     if args.fit_context and model.get_input_embeddings().weight.is_cuda:
         log(f"{label}: largest batch at {args.fit_context} tokens")
-        rows.append({"phase": "fit", "context": args.fit_context, "batch": largest_batch(model, args.fit_context)})
+        rows.append(
+            {"phase": "fit", "context": args.fit_context, "batch": largest_batch(model, args.fit_context)}
+        )
     return [{**row, "model": label} for row in rows]
 
 
@@ -217,7 +225,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if label == "w4a4kv4":
             model = int4_random_model(args.shape, device, args.layers)
         else:
-            model = random_model(args.shape, torch.float16 if device.type == "cuda" else torch.float32, device, args.layers)
+            model = random_model(
+                args.shape, torch.float16 if device.type == "cuda" else torch.float32, device, args.layers
+            )
         log(f"built in {time.perf_counter() - start:.1f} s")
         if args.profile:
             log(f"{label}: profiling")
@@ -266,7 +276,10 @@ def _ratio(base: dict[str, Any] | None, ours: dict[str, Any] | None) -> str:
 def report(record: dict[str, Any]) -> str:
     lines = [f"### {record['shape']} ({record['date']})", ""]
     prefill = _rows(record, "prefill")
-    lines += ["| prefill batch x seqlen | FP16 ms | W4A4KV4 ms | speed-up | peak GiB FP16 / W4A4KV4 |", "|---|---|---|---|---|"]
+    lines += [
+        "| prefill batch x seqlen | FP16 ms | W4A4KV4 ms | speed-up | peak GiB FP16 / W4A4KV4 |",
+        "|---|---|---|---|---|",
+    ]
     for batch in sorted({b for _, b in prefill}):
         fp, q = prefill.get(("fp16", batch)), prefill.get(("w4a4kv4", batch))
         seqlen = (fp or q)["seqlen"]
@@ -275,7 +288,8 @@ def report(record: dict[str, Any]) -> str:
     lines.append("")
     graph, hf = _rows(record, "decode-graph"), _rows(record, "decode-hf")
     lines += [
-        "| decode batch | FP16 graph ms/step | W4A4KV4 graph ms/step | speed-up | W4A4KV4 tok/s | FP16 transformers loop | W4A4KV4 transformers loop | peak GiB FP16 / W4A4KV4 |",
+        "| decode batch | FP16 graph ms/step | W4A4KV4 graph ms/step | speed-up | W4A4KV4 tok/s "
+        "| FP16 transformers loop | W4A4KV4 transformers loop | peak GiB FP16 / W4A4KV4 |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for batch in sorted({b for _, b in graph} | {b for _, b in hf}):
@@ -290,7 +304,8 @@ def report(record: dict[str, Any]) -> str:
     if fits:
         lines += ["", "| largest decode batch at context | FP16 | W4A4KV4 |", "|---|---|---|"]
         context = next(iter(fits.values()))["context"]
-        lines.append(f"| {context} tokens | {fits.get('fp16', {}).get('batch', '-')} | {fits.get('w4a4kv4', {}).get('batch', '-')} |")
+        fp, q = (fits.get(label, {}).get("batch", "-") for label in ("fp16", "w4a4kv4"))
+        lines.append(f"| {context} tokens | {fp} | {q} |")
     return "\n".join(lines) + "\n"
 
 
@@ -305,7 +320,9 @@ def plot(records: list[dict[str, Any]], path: Path) -> None:
         for phase, style in (("decode-graph", "-"), ("decode-hf", ":")):
             rows = _rows(record, phase)
             for model, color in (("fp16", "tab:gray"), ("w4a4kv4", "tab:blue")):
-                points = sorted((b, r["tokens_per_s"]) for (m, b), r in rows.items() if m == model and r.get("ms"))
+                points = sorted(
+                    (b, r["tokens_per_s"]) for (m, b), r in rows.items() if m == model and r.get("ms")
+                )
                 if points:
                     loop = "CUDA graph" if phase == "decode-graph" else "transformers loop"
                     label = f"{'FP16' if model == 'fp16' else 'W4A4KV4'}, {loop}"

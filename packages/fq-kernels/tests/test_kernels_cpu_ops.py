@@ -151,12 +151,13 @@ def _operands(m: int, k: int, n: int, g: torch.Generator):
 
 PACKED_CASES = [
     (m, k, n, unpack, split, a_layout, gemv)
-    for (m, k, n) in [(1, 64, 16), (5, 96, 40), (17, 200, 33), (33, 64, 70)]
+    for (m, k, n) in [(1, 64, 16), (1, 200, 33), (1, 100, 20), (5, 96, 40), (17, 200, 33), (33, 64, 70)]
     for unpack in (0, 1)
     for split in (1, 3)
     for a_layout in ("int8", "packed")
     for gemv in (False, True)
-    # the CUDA-core kernel serves one token and unpacks signed nibbles only
+    # the CUDA-core kernels serve one token and unpack signed nibbles only (int8 activations and
+    # K a multiple of 8: the dp4a kernel; k = 100 and packed activations: the byte-wise one)
     if not (gemv and (m != 1 or unpack))
 ]
 

@@ -220,6 +220,17 @@ def test_gemm_adversarial_accumulators_are_exact(layout: str) -> None:
         assert torch.equal(out.cpu().double(), exact)
 
 
+@pytest.mark.parametrize("k", [576, 4096, 11008, 14336])
+def test_one_token_gemv_is_exact_on_adversarial_sums(k: int) -> None:
+    """The dp4a kernel's accumulator (and its -8 * sum(a) correction) at the largest same-sign sums."""
+    for a_value, w_value in ((7, 7), (-8, -8), (-8, 7)):
+        xv = torch.full((1, k), a_value, dtype=torch.int8)
+        wv = torch.full((64, k), w_value, dtype=torch.int8)
+        wv[1::2, : k // 3] = -wv[1::2, : k // 3].clamp(min=-7)  # rows of mixed sign too
+        xq, wq = xv.to(DEV), pack_int4(wv).to(DEV)
+        assert torch.equal(_ops().w4a4_matmul_int(xq, wq).cpu(), ref.int_matmul_ref(xv, pack_int4(wv)))
+
+
 def _fuzz_shapes(count: int) -> list[tuple[int, int, int, str]]:
     rnd = random.Random(1234)
     ks = [11008, 14336, 576, 1536, 4096]
@@ -418,12 +429,16 @@ def test_int4_model_perplexity_on_cuda_equals_the_fake_quant_models(tmp_path, wi
 def test_graph_decode_gives_the_tokens_of_eager_decode_and_of_generate(tmp_path, with_kv4: bool) -> None:
     from fq_kernels.runtime import StaticDecoder, load_int4_model
 
-    model = load_int4_model(_small_llama_checkpoint(tmp_path / "ck", with_kv4), device=DEV, dtype=torch.float32)
+    model = load_int4_model(
+        _small_llama_checkpoint(tmp_path / "ck", with_kv4), device=DEV, dtype=torch.float32
+    )
     ids = torch.randint(0, 256, (3, 20), generator=torch.Generator().manual_seed(2)).to(DEV)
     graph = StaticDecoder(model, max_batch=4, max_len=64, graph=True).generate(ids, 24)
     eager = StaticDecoder(model, max_batch=4, max_len=64, graph=False).generate(ids, 24)
     assert torch.equal(graph, eager)
-    hf = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=24, do_sample=False, pad_token_id=0)
+    hf = model.generate(
+        ids, attention_mask=torch.ones_like(ids), max_new_tokens=24, do_sample=False, pad_token_id=0
+    )
     assert torch.equal(graph, hf[:, 20:])
     # the same decoder serves a smaller batch through its own captured graph
     decoder = StaticDecoder(model, max_batch=4, max_len=64)

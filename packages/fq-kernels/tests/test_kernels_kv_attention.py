@@ -64,7 +64,9 @@ def test_equal_keys_average_the_visible_values() -> None:
     v_codes[..., 0] = torch.arange(s, dtype=torch.uint8)  # first value = position (lo nibble)
     v_zero = torch.zeros(b, h, s, 1, dtype=torch.uint8)
     q = torch.randn(b, h, d)
-    out = ref.kv_attention_ref(q, (codes, scale, zero), (v_codes, scale, v_zero), torch.tensor([4]), group, 1.0)
+    out = ref.kv_attention_ref(
+        q, (codes, scale, zero), (v_codes, scale, v_zero), torch.tensor([4]), group, 1.0
+    )
     assert out[0, 0, 0].item() == pytest.approx((0 + 1 + 2 + 3) / 4)
     assert out[0, 0, 1:].abs().max().item() == 0.0
 
@@ -75,7 +77,9 @@ def test_equal_keys_average_the_visible_values() -> None:
     [(2, 4, 4, 100, 64, 64), (1, 8, 2, 200, 64, 32), (3, 4, 1, 65, 32, 16)],
 )
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
-def test_kernel_matches_reference(b: int, hq: int, hkv: int, s: int, d: int, group: int, dtype: torch.dtype) -> None:
+def test_kernel_matches_reference(
+    b: int, hq: int, hkv: int, s: int, d: int, group: int, dtype: torch.dtype
+) -> None:
     g = torch.Generator().manual_seed(b * 100 + s)
     keys, values = _cache(b, hkv, s, d, group, g, DEV)
     q = torch.randn(b, hq, d, generator=g).to(DEV, dtype)
@@ -104,7 +108,11 @@ def test_kernel_reads_the_cache_written_by_quant_kv() -> None:
 
 
 def test_bad_shapes_name_the_problem() -> None:
-    keys = (torch.zeros(1, 2, 4, 32, dtype=torch.uint8), torch.ones(1, 2, 4, 1), torch.zeros(1, 2, 4, 1, dtype=torch.uint8))
+    keys = (
+        torch.zeros(1, 2, 4, 32, dtype=torch.uint8),
+        torch.ones(1, 2, 4, 1),
+        torch.zeros(1, 2, 4, 1, dtype=torch.uint8),
+    )
     with pytest.raises(ValueError, match="multiple of kv heads"):
         kv_attention(torch.zeros(1, 3, 64), keys, keys, torch.tensor([1]), 64)
     with pytest.raises(ValueError, match="lengths must be"):

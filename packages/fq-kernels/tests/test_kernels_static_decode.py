@@ -16,6 +16,7 @@ from fq_core.errors import ConfigError
 from fq_core.models.testing import tiny_model
 from fq_kernels.runtime import StaticDecoder, load_int4_model
 
+
 @pytest.fixture(autouse=True)
 def _reference_ops(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FQ_KERNELS_BACKEND", "reference")
@@ -37,7 +38,9 @@ def hf_greedy(model: torch.nn.Module, ids: torch.Tensor, new: int) -> torch.Tens
     ids=["llama-KV4", "llama-KV16", "qwen2-KV4", "qwen3-KV4"],
 )
 @torch.no_grad()
-def test_int4_model_generates_the_tokens_of_transformers_generate(checkpoint, family: str, with_kv4: bool) -> None:
+def test_int4_model_generates_the_tokens_of_transformers_generate(
+    checkpoint, family: str, with_kv4: bool
+) -> None:
     model = load_int4_model(checkpoint(family, with_kv4))
     decoder = StaticDecoder(model, max_batch=4, max_len=32, graph=False)
     assert decoder.layers[0].kv.keys[0].dtype == (torch.uint8 if with_kv4 else torch.float32)

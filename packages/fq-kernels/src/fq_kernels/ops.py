@@ -398,7 +398,9 @@ def dequant_kv(
 # kv_attention
 
 
-def _check_kv_attention(q: torch.Tensor, key_codes: torch.Tensor, lengths: torch.Tensor, group_size: int) -> None:
+def _check_kv_attention(
+    q: torch.Tensor, key_codes: torch.Tensor, lengths: torch.Tensor, group_size: int
+) -> None:
     if q.dim() != 3 or key_codes.dim() != 4:
         raise ValueError(
             f"kv_attention takes q [B, Hq, D] and caches [B, Hkv, S, D/2], got {tuple(q.shape)} and "
@@ -444,7 +446,9 @@ def _kv_attention_op(
 
 
 @_kv_attention_op.register_fake
-def _(q, key_codes, key_scales, key_zeros, value_codes, value_scales, value_zeros, lengths, group_size, scaling):
+def _(
+    q, key_codes, key_scales, key_zeros, value_codes, value_scales, value_zeros, lengths, group_size, scaling
+):
     _check_kv_attention(q, key_codes, lengths, group_size)
     return torch.empty_like(q)
 

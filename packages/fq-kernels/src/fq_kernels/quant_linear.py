@@ -151,7 +151,8 @@ class QuantLinear(nn.Module):
         tokens = x.numel() // self.in_features
         out_dtype = x.dtype if x.dtype in (torch.bfloat16, torch.float16, torch.float32) else torch.bfloat16
         if self.uses_decode_path(tokens):
-            weight, fmt = self.qweight, "packed"
+            # one token: int8 activations feed the dp4a GEMV; a few: packed, like the weights
+            weight, fmt = self.qweight, "int8" if tokens == 1 else "packed"
         else:
             weight = self.prefill_weight
             fmt = "fp8" if weight.dtype == torch.float8_e4m3fn else "int8"

@@ -82,7 +82,7 @@ def kv_attention_ref(
     at least 1). Query head h reads kv head h // (Hq / Hkv) (grouped-query attention). Everything in
     float32 after dequantisation: the kernel must agree within its dot products' rounding.
     """
-    b, hq, d = q.shape
+    hq = q.shape[1]
     hkv, s = keys[0].shape[1], keys[0].shape[2]
     k = dequant_kv_ref(*keys, group_size, torch.float32).repeat_interleave(hq // hkv, dim=1)
     v = dequant_kv_ref(*values, group_size, torch.float32).repeat_interleave(hq // hkv, dim=1)

@@ -174,7 +174,9 @@ class StaticDecoder:
         self.max_batch = max_batch
         self.max_len = max_len or config.max_position_embeddings
         if max_batch < 1 or self.max_len < 2:
-            raise ConfigError(f"a static decoder needs max_batch >= 1 and max_len >= 2, got {max_batch}, {max_len}")
+            raise ConfigError(
+                f"a static decoder needs max_batch >= 1 and max_len >= 2, got {max_batch}, {max_len}"
+            )
         self.graph = self.device.type == "cuda" if graph is None else graph
         if self.graph and self.device.type != "cuda":
             raise ConfigError(f"CUDA graphs need the model on CUDA; it is on {self.device}: pass graph=False")
@@ -202,7 +204,9 @@ class StaticDecoder:
         self._graphs: dict[int, torch.cuda.CUDAGraph] = {}
         self._pool = torch.cuda.graph_pool_handle() if self.graph else None
 
-    def _forward(self, ids: torch.Tensor, positions: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
+    def _forward(
+        self, ids: torch.Tensor, positions: torch.Tensor, lengths: torch.Tensor | None
+    ) -> torch.Tensor:
         """Logits [b, vocab] of the last position; lengths None: a prompt from position 0 (prefill)."""
         b, t = ids.shape
         x = self.embed(ids)

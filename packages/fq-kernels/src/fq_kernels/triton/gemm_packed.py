@@ -286,6 +286,113 @@ def _gemv_kernel(
     )
 
 
+@triton.jit
+def _dp4a(u, s, acc, NATIVE: tl.constexpr):
+    """acc + the four products of u's unsigned bytes with s's signed bytes (int32 words): one PTX
+    `dp4a` on the GPU, the same sum spelled out in the interpreter."""
+    if NATIVE:
+        out = tl.inline_asm_elementwise(
+            "dp4a.u32.s32 $0, $1, $2, $3;", "=r,r,r,r", [u, s, acc], dtype=tl.int32, is_pure=True, pack=1
+        )
+    else:
+        out = acc
+        for i in tl.static_range(4):
+            ub = (u >> (8 * i)) & 255
+            sb = (s >> (8 * i)) & 255
+            out += ub * (sb - ((sb & 128) << 1))
+    return out
+
+
+@triton.jit
+def _byte_word(a_ptr, k, mask):
+    """int32 word of the four int8 activations a[k], a[k + 2], a[k + 4], a[k + 6] (lowest byte first)."""
+    word = tl.zeros(k.shape, tl.int32)
+    for i in tl.static_range(4):
+        byte = tl.load(a_ptr + k + 2 * i, mask=mask, other=0).to(tl.int32) & 255
+        word |= byte << (8 * i)
+    return word
+
+
+@triton.jit
+def _gemv_dp4a_kernel(
+    a_ptr,
+    b_ptr,
+    c_ptr,
+    sx_ptr,
+    sw_ptr,
+    bias_ptr,
+    zx_ptr,
+    wsum_ptr,
+    ws_ptr,
+    lock_ptr,
+    N,
+    KW,
+    stride_bn,
+    stride_cm,
+    BN: tl.constexpr,
+    BW: tl.constexpr,
+    SPLIT_K: tl.constexpr,
+    NATIVE: tl.constexpr,
+    HAS_BIAS: tl.constexpr,
+    HAS_ZERO: tl.constexpr,
+    RAW: tl.constexpr,
+):
+    """One token (M == 1), int8 activations, weights read as int32 words of 8 nibbles.
+
+    Unpacking is what bounds a CUDA-core GEMV: per word, `(w & 0x0F0F0F0F) ^ 0x08080808` gives the
+    four even-k weights + 8 as unsigned bytes and the same of `w >> 4` the odd ones, and two `dp4a`
+    multiply-add them against words of the even / odd activations: 6 integer instructions per 8
+    products. The + 8 is undone once: acc -= 8 * sum(a) over this program's K range (exact).
+    """
+    pid_n = tl.program_id(0)
+    pid_k = tl.program_id(1)
+    offs_n = pid_n * BN + tl.arange(0, BN)
+    offs_w = tl.arange(0, BW)
+    rows_b = tl.where(offs_n < N, offs_n, 0).to(tl.int64)
+    w_steps = tl.cdiv(KW, BW)
+    per_split = tl.cdiv(w_steps, SPLIT_K)
+    first = pid_k * per_split
+    last = tl.minimum(first + per_split, w_steps)
+    acc2 = tl.zeros((BN, BW), dtype=tl.int32)
+    a_sum = tl.zeros((BW,), dtype=tl.int32)
+    for step in range(first, last):
+        kw = step * BW + offs_w
+        w_mask = kw < KW
+        w = tl.load(b_ptr + rows_b[:, None] * stride_bn + kw[None, :], mask=w_mask[None, :], other=0)
+        lo = (w & 0x0F0F0F0F) ^ 0x08080808
+        hi = ((w >> 4) & 0x0F0F0F0F) ^ 0x08080808
+        a_even = _byte_word(a_ptr, 8 * kw, w_mask)
+        a_odd = _byte_word(a_ptr, 8 * kw + 1, w_mask)
+        acc2 = _dp4a(lo, tl.broadcast_to(a_even[None, :], (BN, BW)), acc2, NATIVE)
+        acc2 = _dp4a(hi, tl.broadcast_to(a_odd[None, :], (BN, BW)), acc2, NATIVE)
+        a_sum += _dp4a(tl.full((BW,), 0x01010101, tl.int32), a_even, tl.zeros((BW,), tl.int32), NATIVE)
+        a_sum += _dp4a(tl.full((BW,), 0x01010101, tl.int32), a_odd, tl.zeros((BW,), tl.int32), NATIVE)
+    acc = tl.sum(acc2, axis=1) - 8 * tl.sum(a_sum, axis=0)
+    acc = tl.reshape(acc, [1, BN])
+    offs_m = tl.arange(0, 1)
+    _finish(
+        acc,
+        offs_m,
+        offs_n,
+        1,
+        N,
+        pid_n,
+        c_ptr,
+        stride_cm,
+        sx_ptr,
+        sw_ptr,
+        bias_ptr,
+        zx_ptr,
+        wsum_ptr,
+        ws_ptr,
+        lock_ptr,
+        SPLIT_K,
+        HAS_BIAS,
+        HAS_ZERO,
+        RAW,
+    )
+
+
 class _Workspace:
     """Per-device int32 workspace and tile counters for split-K, kept all-zero between calls.
 
@@ -343,6 +450,34 @@ def launch_packed(
         ws, locks = WORKSPACE.get(out.device, m * n, tiles)
     else:
         ws = locks = sw  # unused
+    if cfg.gemv and m == 1 and not a_packed and kp % 4 == 0:
+        words = kp // 4  # block_kp is a multiple of 4: the split matches the byte-wise one above
+        _gemv_dp4a_kernel[(tiles, split)](
+            a,
+            b.view(torch.int32),
+            out,
+            sx,
+            sw,
+            bias if bias is not None else sw,
+            zx if zx is not None else sw,
+            wsum if wsum is not None else sw,
+            ws,
+            locks,
+            n,
+            words,
+            b.stride(0) // 4,
+            out.stride(0),
+            BN=cfg.block_n,
+            BW=cfg.block_kp // 4,
+            SPLIT_K=split,
+            NATIVE=not interpreting(),
+            HAS_BIAS=bias is not None,
+            HAS_ZERO=zx is not None,
+            RAW=raw,
+            num_warps=cfg.num_warps,
+            num_stages=cfg.num_stages,
+        )
+        return out
     if cfg.gemv and m == 1:
         _gemv_kernel[(tiles, split)](
             a,

@@ -22,19 +22,31 @@ from fq_kernels._runtime import next_pow2, sm_count
 
 
 @triton.jit
-def _dequant_rows(codes_ptr, scale_ptr, zero_ptr, offs_s, s_mask, D: tl.constexpr, G: tl.constexpr):
-    """[BLOCK_S, D] float32 values of cache rows `offs_s` (codes [S, D/2], scale / zero [S, D/G])."""
+def _dequant_halves(codes_ptr, scale_ptr, zero_ptr, rows, s_mask, D: tl.constexpr, G: tl.constexpr):
+    """Values of cache `rows` as (even, odd) halves [BLOCK_S, D/2] float32: dims 2j and 2j+1 are the
+    low and high nibble of byte j, so no interleaving (a shuffle through shared memory) is needed."""
     half = tl.arange(0, D // 2)
-    byte = tl.load(codes_ptr + offs_s[:, None] * (D // 2) + half[None, :], mask=s_mask[:, None], other=0)
+    byte = tl.load(codes_ptr + rows[:, None] * (D // 2) + half[None, :], mask=s_mask[:, None], other=0)
     byte = byte.to(tl.int32)
-    codes = tl.reshape(tl.join(byte & 15, byte >> 4), [offs_s.shape[0], D]).to(tl.float32)
-    groups = tl.arange(0, D // G)
-    gmask = s_mask[:, None]
-    scale = tl.load(scale_ptr + offs_s[:, None] * (D // G) + groups[None, :], mask=gmask, other=0.0)
-    zero = tl.load(zero_ptr + offs_s[:, None] * (D // G) + groups[None, :], mask=gmask, other=0)
-    codes = tl.reshape(codes, [offs_s.shape[0], D // G, G])
-    values = (codes - zero.to(tl.float32)[:, :, None]) * scale[:, :, None]
-    return tl.reshape(values, [offs_s.shape[0], D])
+    if D == G:  # one group per head (the default): one scale and zero per row
+        scale = tl.load(scale_ptr + rows, mask=s_mask, other=0.0)[:, None]
+        zero = tl.load(zero_ptr + rows, mask=s_mask, other=0).to(tl.float32)[:, None]
+    else:
+        group = rows[:, None] * (D // G) + (half // (G // 2))[None, :]
+        scale = tl.load(scale_ptr + group, mask=s_mask[:, None], other=0.0)
+        zero = tl.load(zero_ptr + group, mask=s_mask[:, None], other=0).to(tl.float32)
+    even = ((byte & 15).to(tl.float32) - zero) * scale
+    odd = ((byte >> 4).to(tl.float32) - zero) * scale
+    return even, odd
+
+
+@triton.jit
+def _dot(a, b, IEEE: tl.constexpr):
+    if IEEE:  # noqa: SIM108 (constexpr branches)
+        out = tl.dot(a, b, input_precision="ieee")
+    else:
+        out = tl.dot(a, b)
+    return out
 
 
 @triton.jit
@@ -70,40 +82,41 @@ def _split_kernel(
 
     rows = tl.arange(0, QG)
     row_mask = rows < GROUPS
-    dims = tl.arange(0, D)
+    half = tl.arange(0, D // 2)
     heads = pid_bh * GROUPS + rows  # query heads b * Hq + h for the kv head of this program
-    q = tl.load(q_ptr + heads[:, None] * D + dims[None, :], mask=row_mask[:, None], other=0.0)
-    dtype = q.dtype
-    q = (q.to(tl.float32) * scaling).to(dtype)
+    q_rows = q_ptr + heads[:, None] * D + 2 * half[None, :]
+    q_even = tl.load(q_rows, mask=row_mask[:, None], other=0.0)
+    q_odd = tl.load(q_rows + 1, mask=row_mask[:, None], other=0.0)
+    dtype = q_even.dtype
+    q_even = (q_even.to(tl.float32) * scaling).to(dtype)
+    q_odd = (q_odd.to(tl.float32) * scaling).to(dtype)
 
     base = pid_bh * S  # the kv head's first cache row
     m = tl.full([QG], float("-inf"), tl.float32)
     total = tl.zeros([QG], tl.float32)
-    acc = tl.zeros([QG, D], tl.float32)
+    acc_even = tl.zeros([QG, D // 2], tl.float32)
+    acc_odd = tl.zeros([QG, D // 2], tl.float32)
     for s0 in range(start, end, BLOCK_S):
         offs_s = s0 + tl.arange(0, BLOCK_S)
         s_mask = offs_s < end
         cache_rows = base + offs_s
-        k = _dequant_rows(kc_ptr, ks_ptr, kz_ptr, cache_rows, s_mask, D, G).to(dtype)
-        if IEEE:
-            scores = tl.dot(q, tl.trans(k), input_precision="ieee")
-        else:
-            scores = tl.dot(q, tl.trans(k))
+        k_even, k_odd = _dequant_halves(kc_ptr, ks_ptr, kz_ptr, cache_rows, s_mask, D, G)
+        scores = _dot(q_even, tl.trans(k_even.to(dtype)), IEEE) + _dot(q_odd, tl.trans(k_odd.to(dtype)), IEEE)
         scores = tl.where(s_mask[None, :], scores, float("-inf"))
         m_new = tl.maximum(m, tl.max(scores, axis=1))
         p = tl.exp(scores - m_new[:, None])
         alpha = tl.exp(m - m_new)
         total = total * alpha + tl.sum(p, axis=1)
-        v = _dequant_rows(vc_ptr, vs_ptr, vz_ptr, cache_rows, s_mask, D, G).to(dtype)
-        if IEEE:
-            pv = tl.dot(p.to(dtype), v, input_precision="ieee")
-        else:
-            pv = tl.dot(p.to(dtype), v)
-        acc = acc * alpha[:, None] + pv
+        v_even, v_odd = _dequant_halves(vc_ptr, vs_ptr, vz_ptr, cache_rows, s_mask, D, G)
+        p = p.to(dtype)
+        acc_even = acc_even * alpha[:, None] + _dot(p, v_even.to(dtype), IEEE)
+        acc_odd = acc_odd * alpha[:, None] + _dot(p, v_odd.to(dtype), IEEE)
         m = m_new
 
     slot = heads * NUM_SPLITS + split
-    tl.store(part_ptr + slot[:, None] * D + dims[None, :], acc, mask=row_mask[:, None])
+    out_rows = part_ptr + slot[:, None] * D + 2 * half[None, :]
+    tl.store(out_rows, acc_even, mask=row_mask[:, None])
+    tl.store(out_rows + 1, acc_odd, mask=row_mask[:, None])
     tl.store(stat_ptr + slot * 2, m, mask=row_mask)
     tl.store(stat_ptr + slot * 2 + 1, total, mask=row_mask)
 
@@ -128,8 +141,8 @@ BLOCK_S = 64
 
 
 def _splits(programs: int, positions: int, device_sms: int) -> int:
-    """Enough splits to give every SM two programs, but never one shorter than a block."""
-    wanted = triton.cdiv(2 * device_sms, max(programs, 1))
+    """Enough splits to give every SM four programs, but never one shorter than a block."""
+    wanted = triton.cdiv(4 * device_sms, max(programs, 1))
     return max(1, min(wanted, triton.cdiv(positions, BLOCK_S)))
 
 
