@@ -38,3 +38,14 @@ def weight_sums(qweight: torch.Tensor) -> torch.Tensor:
 def pack_weight(values: torch.Tensor) -> torch.Tensor:
     """Packed int4 [N, K/2] of integer weights [N, K] in [-8, 7] (fq-core's `pack_int4`)."""
     return pack_int4(values)
+
+
+def activation_format(tokens: int, weight_dtype: torch.dtype) -> str:
+    """What transform_quant writes for a GEMM on weights stored as `weight_dtype` at `tokens`: the
+    prefill copy's own type (int8 or fp8); on packed weights (uint8) int8 values for one token (the
+    dp4a GEMV reads them as words) and packed nibbles for a few (the tensor-core decode kernel's)."""
+    if weight_dtype == torch.float8_e4m3fn:
+        return "fp8"
+    if weight_dtype == torch.int8:
+        return "int8"
+    return "int8" if tokens == 1 else "packed"

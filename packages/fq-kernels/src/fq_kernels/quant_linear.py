@@ -29,7 +29,7 @@ from torch import nn
 
 from fq_core.checkpoint import Checkpoint, load_checkpoint
 from fq_kernels import reference as ref
-from fq_kernels.layout import PREFILL_KINDS, prefill_weight, weight_sums
+from fq_kernels.layout import PREFILL_KINDS, activation_format, prefill_weight, weight_sums
 from fq_kernels.ops import transform_quant, transform_quant_asym, w4a4_linear
 
 DECODE_MAX_TOKENS = 16
@@ -150,12 +150,8 @@ class QuantLinear(nn.Module):
             raise ValueError(f"expected {self.in_features} input features, got {x.shape[-1]}")
         tokens = x.numel() // self.in_features
         out_dtype = x.dtype if x.dtype in (torch.bfloat16, torch.float16, torch.float32) else torch.bfloat16
-        if self.uses_decode_path(tokens):
-            # one token: int8 activations feed the dp4a GEMV; a few: packed, like the weights
-            weight, fmt = self.qweight, "int8" if tokens == 1 else "packed"
-        else:
-            weight = self.prefill_weight
-            fmt = "fp8" if weight.dtype == torch.float8_e4m3fn else "int8"
+        weight = self.qweight if self.uses_decode_path(tokens) else self.prefill_weight
+        fmt = activation_format(tokens, weight.dtype)
         if self.act_symmetric:
             (xq, sx), zx = transform_quant(x, self.left, self.right, self.clip, 4, fmt), None
         else:

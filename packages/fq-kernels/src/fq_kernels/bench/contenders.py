@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from fq_core.transforms.kronecker import kron_apply
 from fq_kernels.bench.problems import LinearProblem
 from fq_kernels.bench.timing import copies_to_defeat_l2
+from fq_kernels.layout import activation_format
 from fq_kernels.ops import transform_quant, w4a4_linear
 from fq_kernels.quant_linear import DECODE_MAX_TOKENS, PREFILL_DEFAULT
 
@@ -85,12 +86,16 @@ def unfused(p: LinearProblem) -> tuple[MakeCall, int]:
     return make, count
 
 
+def _ours_format(p: LinearProblem, prefill: str) -> tuple[str, str]:
+    """(weight storage kind, activation format) of QuantLinear's path at p.m tokens."""
+    kind = "packed" if p.m <= DECODE_MAX_TOKENS else prefill
+    storage = {"packed": torch.uint8, "int8": torch.int8, "fp8": torch.float8_e4m3fn}[kind]
+    return kind, activation_format(p.m, storage)
+
+
 def _ours_weights(p: LinearProblem, prefill: str) -> tuple[list[torch.Tensor], str, int]:
-    decode = p.m <= DECODE_MAX_TOKENS
-    kind = "packed" if decode else prefill
-    per_copy = p.n * p.k // 2 if decode else p.n * p.k
-    count = copies_to_defeat_l2(per_copy)
-    fmt = "packed" if decode else ("fp8" if prefill == "fp8" else "int8")
+    kind, fmt = _ours_format(p, prefill)
+    count = copies_to_defeat_l2(p.n * p.k // 2 if kind == "packed" else p.n * p.k)
     return p.weight_copies(kind, count), fmt, count
 
 
@@ -108,7 +113,7 @@ def ours(p: LinearProblem, prefill: str = PREFILL_DEFAULT) -> tuple[MakeCall, in
 
 
 def ours_transform_quant(p: LinearProblem, prefill: str = PREFILL_DEFAULT) -> tuple[MakeCall, int]:
-    fmt = "packed" if p.m <= DECODE_MAX_TOKENS else ("fp8" if prefill == "fp8" else "int8")
+    fmt = _ours_format(p, prefill)[1]
     return (lambda i: lambda: transform_quant(p.x, p.left, p.right, p.clip, 4, fmt)), 1
 
 
