@@ -309,6 +309,19 @@ def report(record: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def merged(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One record per shape; a later run's row replaces an earlier one of the same phase, model and
+    batch (e.g. a decode-only rerun after a kernel change), and the dates of all runs are kept."""
+    by_shape: dict[str, dict[str, Any]] = {}
+    for record in records:
+        into = by_shape.setdefault(record["shape"], {**record, "rows": [], "date": ""})
+        keep = {(r["phase"], r["model"], r.get("batch")): r for r in into["rows"]}
+        keep.update({(r["phase"], r["model"], r.get("batch")): r for r in record["rows"]})
+        into["rows"] = list(keep.values())
+        into["date"] = ", ".join(filter(None, [into["date"], record["date"]]))
+    return list(by_shape.values())
+
+
 def plot(records: list[dict[str, Any]], path: Path) -> None:
     import matplotlib
 
@@ -361,7 +374,7 @@ def main() -> None:
     parser.add_argument("--plot", type=Path, default=None, help="with --report: write the decode plot here")
     args = parser.parse_args()
     if args.report:
-        records = [json.loads(path.read_text()) for path in args.report]
+        records = merged([json.loads(path.read_text()) for path in args.report])
         print("\n".join(report(r) for r in records))
         if args.plot:
             plot(records, args.plot)
