@@ -39,11 +39,22 @@ def fq(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
     return code, out, err
 
 
+@pytest.mark.parametrize("engine", ["static", "transformers"])
 def test_generate_streams_the_fake_quant_models_greedy_continuation(
-    capsys: pytest.CaptureFixture[str], checkpoint: Path, tiny_dir: Path
+    capsys: pytest.CaptureFixture[str], checkpoint: Path, tiny_dir: Path, engine: str
 ) -> None:
     prompt = "the value of the"
-    code, out, err = fq(capsys, "generate", prompt, "--checkpoint", str(checkpoint), "--max-new-tokens", "6")
+    code, out, err = fq(
+        capsys,
+        "generate",
+        prompt,
+        "--checkpoint",
+        str(checkpoint),
+        "--max-new-tokens",
+        "6",
+        "--engine",
+        engine,
+    )
     assert code == 0, err
     tokenizer = load_tokenizer(tiny_dir)
     ids = tokenizer(prompt, return_tensors="pt").input_ids
@@ -71,6 +82,7 @@ def test_bad_input_is_one_error_line_and_exit_2(
         (["  ", "--checkpoint", str(checkpoint)], "prompt is empty"),
         (["the", "--checkpoint", str(no_source)], "--tokenizer"),
         (["the", "--checkpoint", str(checkpoint), "--device", "nonsense"], "--device"),
+        (["the", "--checkpoint", str(checkpoint), "--engine", "vllm"], "--engine"),
     ]
     for args, words in cases:
         code, out, err = fq(capsys, "generate", *args)

@@ -139,6 +139,12 @@ def _generate(
         typer.Option(help="'default' or a local model dir/.gguf; default: the checkpoint's source model."),
     ] = None,
     device: Annotated[str, typer.Option(help="torch device; 'auto' takes CUDA when available.")] = "auto",
+    engine: Annotated[
+        str,
+        typer.Option(
+            help="static: preallocated int4 cache, CUDA-graph decode on CUDA; transformers: model.generate."
+        ),
+    ] = "static",
 ) -> None:
     """Continue PROMPT with the checkpoint's real-int4 model (int4 GEMMs and KV cache), streaming tokens."""
     import sys
@@ -151,7 +157,9 @@ def _generate(
     from fq_kernels.runtime.generate import stream_generate
 
     with quiet_transformers():
-        stream_generate(checkpoint, prompt, sys.stdout, max_new_tokens, resolve_device(device), tokenizer)
+        stream_generate(
+            checkpoint, prompt, sys.stdout, max_new_tokens, resolve_device(device), tokenizer, engine
+        )
 
 
 def _export(

@@ -12,6 +12,9 @@ from fq_core.checkpoint import read_config
 from fq_core.errors import ConfigError
 from fq_core.models import load_tokenizer
 from fq_kernels.runtime.loader import check_supported, load_int4_model
+from fq_kernels.runtime.static_decode import StaticDecoder
+
+ENGINES = ("static", "transformers")
 
 
 def checkpoint_tokenizer(
@@ -51,17 +54,25 @@ def stream_generate(
     max_new_tokens: int = 64,
     device: torch.device | str = "cpu",
     tokenizer: str | None = None,
+    engine: str = "static",
 ) -> torch.Tensor:
     """Greedy continuation of `prompt`, written to `out` as it is generated; returns the new token ids.
 
-    Cheap checks (prompt, checkpoint config) come before the tokenizer and the model are loaded.
+    engine: "static" (`StaticDecoder`: preallocated int4 cache, CUDA-graph steps on CUDA) or
+    "transformers" (`model.generate`, whose int4 cache layer grows and is dequantised every step).
+    Cheap checks (prompt, engine, checkpoint config) come before the tokenizer and the model load.
     """
     if not prompt.strip():
         raise ConfigError("the prompt is empty: pass the text to continue as the argument of fq generate")
+    if engine not in ENGINES:
+        raise ConfigError(f"--engine {engine!r} is unknown: use {' or '.join(ENGINES)}")
     check_supported(read_config(checkpoint_dir), kv_bits=None)
     tok = checkpoint_tokenizer(checkpoint_dir, tokenizer)
     model = load_int4_model(checkpoint_dir, device=device)
     ids = tok(prompt, return_tensors="pt").input_ids.to(model.device)
+    if engine == "static":
+        decoder = StaticDecoder(model, max_batch=1, max_len=ids.shape[1] + max_new_tokens)
+        return decoder.generate(ids, max_new_tokens, streamer=_Streamer(tok, out))[0]
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     output = model.generate(
         ids,

@@ -6,8 +6,9 @@ when written, by `fq_kernels.quant_kv` with the layer's learned clipping factors
 span tokens, so appending a token leaves the stored ones untouched, and what attention reads back is
 exactly the fake-quantised keys/values that fq-core's evaluation (and calibration) used.
 
-`update` returns the whole cache dequantised: attention itself still runs in floating point. A
-fused attention kernel reading int4 directly is GPU work that is not done yet (docs/deploy.md).
+`update` returns the whole cache dequantised: attention runs in floating point, as transformers'
+attention functions expect. For serving, `fq_kernels.runtime.StaticDecoder` keeps a preallocated
+int4 cache and attends with `kv_attention`, which reads the codes directly (docs/deploy.md).
 """
 
 from __future__ import annotations

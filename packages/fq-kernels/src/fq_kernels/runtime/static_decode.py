@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -286,12 +287,24 @@ class StaticDecoder:
                 self._decode_step(batch)
 
     @torch.no_grad()
-    def generate(self, ids: torch.Tensor, max_new_tokens: int) -> torch.Tensor:
-        """Greedy continuation of ids [b, T]: the new tokens [b, max_new_tokens]."""
+    def generate(self, ids: torch.Tensor, max_new_tokens: int, streamer: Any = None) -> torch.Tensor:
+        """Greedy continuation of ids [b, T]: the new tokens [b, max_new_tokens].
+
+        streamer: a transformers streamer (`put` / `end`, batch 1) fed the prompt, then each token as
+        it is made (one host sync per token: for interactive use, not for throughput).
+        """
         b, t = ids.shape
         if max_new_tokens < 1:
             raise ConfigError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
         self._check(b, t + max_new_tokens)
-        self.prefill(ids)
-        self.decode(b, max_new_tokens - 1)
+        first = self.prefill(ids)
+        if streamer is None:
+            self.decode(b, max_new_tokens - 1)
+        else:
+            streamer.put(ids[0].cpu())
+            streamer.put(first[0].cpu())
+            for _ in range(max_new_tokens - 1):
+                self.decode(b, 1)
+                streamer.put(self._tokens[0].cpu())
+            streamer.end()
         return self._history[:b, t : t + max_new_tokens].clone()
