@@ -27,6 +27,35 @@ from fq_core.transforms.kronecker import apply_right, kron_apply
 from fq_core.transforms.matrices import Factor, frozen
 
 
+def hf_attention(
+    module: nn.Module,
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    **kwargs: Any,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """transformers' configured attention function (sdpa, eager, ...) on q, k, v [B, H, T, D], called
+    as its own attention modules call it. `module` carries what those functions read: config,
+    scaling, attention_dropout, training, is_causal, num_key_value_groups, and sliding_window (None
+    when the model has none). Used by the fake-quant attention here and fq-kernels' int4 one."""
+    attention_interface = ALL_ATTENTION_FUNCTIONS.get_interface(
+        module.config._attn_implementation, eager_attention_forward
+    )
+    if module.sliding_window is not None:
+        kwargs["sliding_window"] = module.sliding_window
+    return attention_interface(
+        module,
+        q,
+        k,
+        v,
+        attention_mask,
+        dropout=0.0 if not module.training else module.attention_dropout,
+        scaling=module.scaling,
+        **kwargs,
+    )
+
+
 class FlatAttention(nn.Module):
     def __init__(
         self, attention: nn.Module, adapter: DecoderAdapter, config: FlatConfig, generator: torch.Generator
@@ -138,21 +167,7 @@ class FlatAttention(nn.Module):
         if past_key_values is not None:
             k, v = past_key_values.update(k, v, self.layer_idx)
 
-        attention_interface = ALL_ATTENTION_FUNCTIONS.get_interface(
-            self.config._attn_implementation, eager_attention_forward
-        )
-        if self.sliding_window is not None:
-            kwargs["sliding_window"] = self.sliding_window
-        attn_output, attn_weights = attention_interface(
-            self,
-            q,
-            k,
-            v,
-            attention_mask,
-            dropout=0.0 if not self.training else self.attention_dropout,
-            scaling=self.scaling,
-            **kwargs,
-        )
+        attn_output, attn_weights = hf_attention(self, q, k, v, attention_mask, **kwargs)
         attn_output = attn_output.reshape(*input_shape, -1).contiguous()
 
         if quantised:

@@ -16,10 +16,9 @@ from typing import Any
 import torch
 from torch import nn
 from transformers.cache_utils import Cache
-from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
-from transformers.models.llama.modeling_llama import eager_attention_forward
 
 from fq_core.adapters.base import DecoderAdapter
+from fq_core.flat.attention import hf_attention
 from fq_core.transforms.kronecker import apply_right
 from fq_kernels.quant_linear import QuantLinear
 from fq_kernels.runtime.kv_cache import KVQuant, int4_layer
@@ -101,19 +100,5 @@ class Int4Attention(nn.Module):
         elif past_key_values is not None:
             k, v = past_key_values.update(k, v, self.layer_idx)
 
-        attention_interface = ALL_ATTENTION_FUNCTIONS.get_interface(
-            self.config._attn_implementation, eager_attention_forward
-        )
-        if self.sliding_window is not None:
-            kwargs["sliding_window"] = self.sliding_window
-        out, weights = attention_interface(
-            self,
-            q,
-            k,
-            v,
-            attention_mask,
-            dropout=0.0 if not self.training else self.attention_dropout,
-            scaling=self.scaling,
-            **kwargs,
-        )
+        out, weights = hf_attention(self, q, k, v, attention_mask, **kwargs)
         return self.o_proj(out.reshape(*input_shape, -1).contiguous()), weights
