@@ -10,6 +10,12 @@ share one kv head (grouped-query attention; padded to 16 rows for the tensor-cor
 positions [split * SPLIT_LEN, ...) below the sequence's length, read from `lengths` on the device so
 that a captured CUDA graph replays for any length. It writes an unnormalised partial output, its
 running max and its sum. The second kernel merges the splits of each query head.
+
+Byte j of a cached row holds dimensions 2j (low nibble) and 2j + 1 (high nibble). Rather than
+interleave them back (a register shuffle through shared memory on every block), the kernel keeps
+even and odd dimensions apart: q·k = q_even·k_even + q_odd·k_odd, and p @ v is accumulated as its
+even and odd columns, stored to their places at the end (docs/benchmarks/decode.md has the
+measurements, with the kernel still the largest cost of a decode step at batch 16).
 """
 
 from __future__ import annotations
