@@ -1,4 +1,9 @@
-"""`fq eval --checkpoint DIR --real`: the flatquant row comes from fq-kernels' int4 model."""
+"""`fq eval --checkpoint DIR --real`: the flatquant row comes from fq-kernels' int4 model.
+
+fq-kernels' ops run on their PyTorch references here (what a CPU without TRITON_INTERPRET runs):
+the wiring of `--real` is under test; the kernels are tested in fq-kernels (interpreter and CUDA),
+and interpreting every GEMM of the whole-corpus perplexity took over four minutes of CI.
+"""
 
 import json
 
@@ -14,6 +19,11 @@ from fq_kernels.runtime import load_int4_model
 
 SEQLEN = 32
 KV4 = QuantSpec(4, False, "group", 12)
+
+
+@pytest.fixture(autouse=True)
+def _reference_ops(monkeypatch):
+    monkeypatch.setenv("FQ_KERNELS_BACKEND", "reference")
 
 
 @pytest.fixture(scope="module")

@@ -5,6 +5,12 @@ shares no code with the runtime's kernels. They compute the same integers, so lo
 rounding, except where a transformed activation sits on a rounding boundary: the kernels' reference
 transforms in float64, the fake-quant model in float32, so such a value may land one int4 step away.
 Hence: nearly every logit equal to 1e-5, all within a small fraction of the logit range.
+
+The ops run on their PyTorch references here, as on any CPU without TRITON_INTERPRET: what is under
+test is the model around them (sites, fusions, cache plumbing). The Triton kernels have their own
+interpreter tests, and the same model with the kernels is tested on CUDA (test_kernels_gpu: its
+perplexity within 1% of fake quant). Interpreting every GEMM of every forward here took >10 minutes
+of CI.
 """
 
 from __future__ import annotations
@@ -30,6 +36,11 @@ from fq_core.quant import NO_QUANT, QuantSpec
 from fq_core.quant import functional as QF
 from fq_kernels.quant_linear import QuantLinear
 from fq_kernels.runtime import Int4KVCache, Int4KVLayer, KVQuant, load_int4_model
+
+
+@pytest.fixture(autouse=True)
+def _reference_ops(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FQ_KERNELS_BACKEND", "reference")
 
 
 def assert_logits_match(real: torch.Tensor, fake: torch.Tensor) -> None:
