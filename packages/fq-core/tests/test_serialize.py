@@ -5,7 +5,8 @@ import torch
 
 from fq_core.checkpoint import ModelMismatchError, load_checkpoint
 from fq_core.errors import ConfigError
-from fq_core.flat import FlatConfig, freeze_layer, load_quantized, quantize_, save_quantized
+from fq_core.flat import FlatConfig, load_quantized, quantize_, save_quantized
+from fq_core.flat.testing import as_if_calibrated
 from fq_core.models.testing import FAMILIES, tiny_model
 from fq_core.quant import QuantSpec, unpack_int4
 
@@ -13,20 +14,7 @@ KV4 = QuantSpec(4, False, "group", group_size=12)
 
 
 def _frozen(family: str, config: FlatConfig) -> torch.nn.Module:
-    model = quantize_(tiny_model(family), config)
-    g = torch.Generator().manual_seed(1)
-    with torch.no_grad():  # as if calibrated: transforms, scales and clipping moved off their init
-        for name, param in model.named_parameters():
-            if name.endswith("skew"):
-                param.copy_(0.2 * torch.randn(param.shape, generator=g))
-            elif name.endswith((".scale", "singular")):
-                param.copy_(torch.rand(param.shape, generator=g) + 0.5)
-            elif "clip" in name:
-                param.copy_(torch.rand(param.shape, generator=g) * 4)
-    for layer in model.model.layers:
-        if not layer.self_attn.frozen:
-            freeze_layer(layer, model)
-    return model
+    return as_if_calibrated(tiny_model(family), config)
 
 
 CASES = {

@@ -35,5 +35,6 @@ def as_if_calibrated(model: nn.Module, config: FlatConfig, seed: int = 1) -> nn.
         elif "clip" in name:
             param.copy_(torch.rand(param.shape, generator=g) * 4)
     for layer in model.model.layers:
-        freeze_layer(layer, model)
+        if not layer.self_attn.frozen:  # methods with fixed transforms (rtn, hadamard) freeze at once
+            freeze_layer(layer, model)
     return model
