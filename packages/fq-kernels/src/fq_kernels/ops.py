@@ -455,8 +455,8 @@ def _(
 
 def kv_attention(
     q: torch.Tensor,
-    keys: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
-    values: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    keys: ref.QuantizedKV,
+    values: ref.QuantizedKV,
     lengths: torch.Tensor,
     group_size: int = 128,
     scaling: float = 1.0,

@@ -19,11 +19,12 @@ from fq_kernels.reference.activation import (
     transform_quant_ref,
 )
 from fq_kernels.reference.gemm import ASYM_MAX_K, int_matmul_ref, operand_values, w4a4_linear_ref
-from fq_kernels.reference.kv import dequant_kv_ref, kv_attention_ref, kv_spec, quant_kv_ref
+from fq_kernels.reference.kv import QuantizedKV, dequant_kv_ref, kv_attention_ref, kv_spec, quant_kv_ref
 
 __all__ = [
     "ASYM_MAX_K",
     "NONFINITE_RULE",
+    "QuantizedKV",
     "act_spec",
     "asym_shift",
     "clip_pair",

@@ -17,6 +17,9 @@ from fq_core.quant.pack import pack_int4, unpack_int4
 from fq_core.quant.spec import QuantSpec
 from fq_kernels.reference.activation import clip_pair
 
+QuantizedKV = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+"""(codes uint8 [..., D/2], scale float32 [..., D/G], zero uint8 [..., D/G]): what `quant_kv` returns."""
+
 
 def kv_spec(group_size: int = 128, bits: int = 4) -> QuantSpec:
     return QuantSpec(bits=bits, symmetric=False, granularity="group", group_size=group_size)
@@ -27,7 +30,7 @@ def quant_kv_ref(
     group_size: int = 128,
     clip: torch.Tensor | float | tuple[float, float] = 1.0,
     bits: int = 4,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+) -> QuantizedKV:
     """(q uint8 [..., D/2], scale float32 [..., D/G], zero uint8 [..., D/G]) for x [..., D]."""
     if bits != 4:
         raise ValueError(f"the KV cache is packed as int4: bits must be 4, got {bits}")
@@ -69,8 +72,8 @@ def dequant_kv_ref(
 
 def kv_attention_ref(
     q: torch.Tensor,
-    keys: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
-    values: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    keys: QuantizedKV,
+    values: QuantizedKV,
     lengths: torch.Tensor,
     group_size: int,
     scaling: float,

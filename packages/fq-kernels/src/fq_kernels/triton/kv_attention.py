@@ -25,6 +25,7 @@ import triton
 import triton.language as tl
 
 from fq_kernels._runtime import next_pow2, sm_count
+from fq_kernels.reference.kv import QuantizedKV
 
 
 @triton.jit
@@ -154,8 +155,8 @@ def _splits(programs: int, positions: int, device_sms: int) -> int:
 
 def launch_kv_attention(
     q: torch.Tensor,
-    keys: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
-    values: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    keys: QuantizedKV,
+    values: QuantizedKV,
     lengths: torch.Tensor,
     group_size: int,
     scaling: float,
