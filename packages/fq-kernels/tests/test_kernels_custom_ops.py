@@ -17,7 +17,7 @@ from fq_kernels import ops
 from fq_kernels.layout import weight_sums
 from fq_kernels.testing import random_orthogonal
 
-OPS = ("transform_quant", "transform_quant_asym", "w4a4_linear", "quant_kv", "dequant_kv")
+OPS = ("transform_quant", "transform_quant_asym", "w4a4_linear", "quant_kv", "dequant_kv", "kv_attention")
 
 
 @pytest.mark.parametrize("name", OPS)
@@ -52,6 +52,10 @@ def test_fake_kernels_give_shapes_and_dtypes() -> None:
         kq, ks, kz = ops.quant_kv(torch.empty(3, 4, 256), 128, torch.empty(2))
         assert kq.shape == (3, 4, 128) and ks.shape == kz.shape == (3, 4, 2) and kz.dtype == torch.uint8
         assert ops.dequant_kv(kq, ks, kz, 128, torch.float32).shape == (3, 4, 256)
+        cache = ops.quant_kv(torch.empty(2, 2, 9, 64), 64, torch.empty(2))
+        q = torch.empty(2, 4, 64, dtype=torch.float16)
+        out = ops.kv_attention(q, cache, cache, torch.empty(2, dtype=torch.int32), 64, 0.125)
+        assert out.shape == (2, 4, 64) and out.dtype == torch.float16
 
 
 def test_a_layer_compiles_with_fullgraph() -> None:
@@ -84,3 +88,8 @@ def test_opcheck_transform_quant_and_kv() -> None:
     for op in (torch.ops.fq_kernels.transform_quant, torch.ops.fq_kernels.transform_quant_asym):
         torch.library.opcheck(op, (x, None, None, torch.tensor([1.0, 0.9]), 4, "int8"))
     torch.library.opcheck(torch.ops.fq_kernels.quant_kv, (x, torch.tensor([1.0, 1.0]), 16))
+    cache = torch.ops.fq_kernels.quant_kv(torch.randn(2, 2, 9, 32), torch.tensor([1.0, 1.0]), 16)
+    lengths = torch.tensor([9, 3], dtype=torch.int32)
+    torch.library.opcheck(
+        torch.ops.fq_kernels.kv_attention, (torch.randn(2, 4, 32), *cache, *cache, lengths, 16, 0.2)
+    )
