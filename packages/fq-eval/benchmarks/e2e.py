@@ -20,12 +20,10 @@ per-token activations, KV4 asymmetric per group of 128.
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import statistics
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -36,18 +34,12 @@ from fq_core.checkpoint import Checkpoint
 from fq_core.flat import FlatConfig, checkpoint_from_model
 from fq_core.flat.testing import as_if_calibrated, kv4_specs
 from fq_core.quant import QuantSpec
-from fq_eval.latency import LatencySettings, random_model, run_latency
+from fq_eval.latency import LatencySettings, random_model, release_memory, run_latency, time_ms
 from fq_eval.report import describe_device, versions
 
 
 def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-def free(device: torch.device) -> None:
-    gc.collect()
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
 
 
 def peak_gib(device: torch.device) -> float | None:
@@ -64,23 +56,8 @@ def int4_random_model(shape: str, device: torch.device, layers: int | None) -> n
     config = FlatConfig(act=QuantSpec(4, False, "token"), **kv4_specs(min(128, head_dim)))
     config_and_tensors = checkpoint_from_model(as_if_calibrated(fp, config))
     del fp
-    free(device)
+    release_memory(device)
     return int4_model(Checkpoint(*config_and_tensors), device, dtype=dtype)
-
-
-def timed(device: torch.device, run: Callable[[], Any]) -> float:
-    """Milliseconds of one call of `run` (CUDA events on the GPU)."""
-    if device.type != "cuda":
-        start = time.perf_counter()
-        run()
-        return (time.perf_counter() - start) * 1e3
-    begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    torch.cuda.synchronize(device)
-    begin.record()
-    run()
-    end.record()
-    end.synchronize()
-    return begin.elapsed_time(end)
 
 
 def static_decode_row(model: nn.Module, batch: int, prompt: int, new: int, repeats: int) -> dict[str, Any]:
@@ -96,19 +73,18 @@ def static_decode_row(model: nn.Module, batch: int, prompt: int, new: int, repea
     try:
         decoder = StaticDecoder(model, max_batch=batch, max_len=prompt + new + 2)
         ids = torch.randint(0, model.config.vocab_size, (batch, prompt), device=device)
-        steps = decoder.decode
-        times = []
-        for _ in range(repeats + 1):
-            decoder.prefill(ids)
-            times.append(timed(device, lambda: steps(batch, new)) / new)
-        row.update(ms=statistics.median(times[1:]), ms_all=times[1:])
+        decode, prefill = decoder.decode, decoder.prefill
+        # the warm-up run captures the graph; each run starts from a fresh prefill (untimed)
+        times = time_ms(lambda: decode(batch, new), device, 1, repeats, lambda: prefill(ids))
+        times = [t / new for t in times]
+        row.update(ms=statistics.median(times), ms_all=times)
         row["tokens_per_s"] = batch / (row["ms"] / 1e3)
         row["peak_gib"] = peak_gib(device)
     except torch.cuda.OutOfMemoryError:
         row.update(ms=None, error="out of memory")
     finally:
         del decoder
-        free(device)
+        release_memory(device)
     return row
 
 
@@ -130,7 +106,7 @@ def largest_batch(model: nn.Module, context: int, limit: int = 4096) -> int:
             return False
         finally:
             del decoder
-            free(device)
+            release_memory(device)
 
     low, high = 0, 1
     while high <= limit and fits(high):
@@ -206,7 +182,7 @@ def profile(model: nn.Module, label: str, args: argparse.Namespace) -> None:
         table = prof.key_averages().table(sort_by="cuda_time_total", row_limit=30, max_name_column_width=70)
         (args.profile / f"{label}-decode-step-b{batch}.txt").write_text(table)
         del decoder
-        free(device)
+        release_memory(device)
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -235,7 +211,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         else:
             record["rows"] += measure(model, label, args)
         del model
-        free(device)
+        release_memory(device)
         if args.out and not args.profile:
             write(record, args.out)
     return record

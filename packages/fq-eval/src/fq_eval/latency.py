@@ -170,7 +170,8 @@ def _device_of(module: nn.Module) -> tuple[torch.device, torch.dtype]:
     return p.device, p.dtype
 
 
-def _cleanup(device: torch.device) -> None:
+def release_memory(device: torch.device) -> None:
+    """Drop collected tensors and return the CUDA cache's free blocks (between measurements)."""
     gc.collect()
     if device.type == "cuda":
         torch.cuda.empty_cache()
@@ -271,13 +272,13 @@ def run_latency(
             )
         )
         del ids
-        _cleanup(device)
+        release_memory(device)
     if settings.decode:
         for b in settings.decode_batches:
             steps, prompt = settings.decode_tokens, settings.decode_prompt
             status(f"decode batch {b}, {steps} steps after {prompt} ({settings.scope})")
             rows.append(_decode_row(runner, device, b, settings))
-            _cleanup(device)
+            release_memory(device)
     return rows
 
 
@@ -323,7 +324,7 @@ def _measure(
     try:
         times = [t / per for t in time_ms(run, device, settings.warmup, settings.repeats, setup)]
     except torch.cuda.OutOfMemoryError:
-        _cleanup(device)
+        release_memory(device)
         return {**info, "ms": None, "error": "out of memory"}
     row = {**info, **_summary(times)}
     row["tokens_per_s"] = info["tokens"] / (row["ms"] / 1e3)
