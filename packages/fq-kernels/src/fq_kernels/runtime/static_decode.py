@@ -22,6 +22,7 @@ filled positions.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -144,15 +145,25 @@ def _fused_linear(linears: Sequence[nn.Linear]) -> nn.Linear:
     return fused
 
 
+_FUSED: weakref.WeakKeyDictionary[nn.Module, nn.Module] = weakref.WeakKeyDictionary()
+"""A full-precision model's attention / MLP module -> its fused form, made once: later decoders of
+the same model (one per batch size, say) reuse it instead of concatenating the weights again."""
+
+
 def _as_fused(attention: nn.Module, mlp: nn.Module, adapter: DecoderAdapter) -> tuple[Int4Attention, Int4MLP]:
     """A full-precision layer's attention and MLP in the int4 model's structure (fused projections)."""
     names: LayerNames = adapter.names
     if not isinstance(attention, Int4Attention):
-        qkv = _fused_linear([getattr(attention, name) for name in (names.q, names.k, names.v)])
-        attention = Int4Attention(attention, adapter, qkv, getattr(attention, names.o), None, None)
+        if attention not in _FUSED:
+            qkv = _fused_linear([getattr(attention, name) for name in (names.q, names.k, names.v)])
+            o_proj = getattr(attention, names.o)
+            _FUSED[attention] = Int4Attention(attention, adapter, qkv, o_proj, None, None)
+        attention = _FUSED[attention]
     if not isinstance(mlp, Int4MLP):
-        gate_up = _fused_linear([getattr(mlp, names.gate), getattr(mlp, names.up)])
-        mlp = Int4MLP(mlp.act_fn, gate_up, getattr(mlp, names.down))
+        if mlp not in _FUSED:
+            gate_up = _fused_linear([getattr(mlp, names.gate), getattr(mlp, names.up)])
+            _FUSED[mlp] = Int4MLP(mlp.act_fn, gate_up, getattr(mlp, names.down))
+        mlp = _FUSED[mlp]
     return attention, mlp
 
 
