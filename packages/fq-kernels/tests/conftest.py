@@ -1,4 +1,5 @@
-"""Shared fixture: small saved checkpoints of every family, built once per test session."""
+"""Shared fixtures: small saved checkpoints of every family (built once per test session), and
+running the ops on their PyTorch references for model-level tests."""
 
 from __future__ import annotations
 
@@ -32,3 +33,10 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
         return made[family, with_kv4, asym]
 
     return make
+
+
+@pytest.fixture
+def reference_ops(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The ops' PyTorch references even under TRITON_INTERPRET: for tests of the model around the
+    kernels (which have their own interpreter and GPU tests)."""
+    monkeypatch.setenv("FQ_KERNELS_BACKEND", "reference")

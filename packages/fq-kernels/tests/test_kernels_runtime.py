@@ -37,10 +37,7 @@ from fq_core.quant import functional as QF
 from fq_kernels.quant_linear import QuantLinear
 from fq_kernels.runtime import Int4KVCache, Int4KVLayer, KVQuant, load_int4_model
 
-
-@pytest.fixture(autouse=True)
-def _reference_ops(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("FQ_KERNELS_BACKEND", "reference")
+pytestmark = pytest.mark.usefixtures("reference_ops")
 
 
 def assert_logits_match(real: torch.Tensor, fake: torch.Tensor) -> None:

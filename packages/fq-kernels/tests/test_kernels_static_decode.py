@@ -16,10 +16,7 @@ from fq_core.errors import ConfigError
 from fq_core.models.testing import tiny_model
 from fq_kernels.runtime import StaticDecoder, load_int4_model
 
-
-@pytest.fixture(autouse=True)
-def _reference_ops(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("FQ_KERNELS_BACKEND", "reference")
+pytestmark = pytest.mark.usefixtures("reference_ops")
 
 
 IDS = torch.randint(0, 64, (3, 7), generator=torch.Generator().manual_seed(0))
