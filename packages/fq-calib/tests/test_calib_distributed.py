@@ -72,6 +72,25 @@ def test_two_ranks_give_the_checkpoint_of_one(tmp_path, tiny_model_dir, one_rank
     assert_same_checkpoint(one_rank / levers, out)
 
 
+@pytest.mark.gpu
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA devices")
+@pytest.mark.parametrize("levers", LEVERS, ids=LEVERS)
+def test_two_gpus_give_the_checkpoint_of_one_gpu(tmp_path, tiny_model_dir, levers):
+    """NCCL between two GPUs, float32 (--no-amp) so that only the order of the sums differs, as
+    between gloo ranks on the CPU: the same tolerance holds."""
+    recipe = [*(arg if arg != "cpu" else "cuda" for arg in RECIPE), "--no-amp", *LEVERS[levers]]
+    one, two = tmp_path / "one", tmp_path / "two"
+    assert main(["calib", "--model", str(tiny_model_dir), "-o", str(one), *recipe]) == 0
+    run = subprocess.run(
+        [*FQ, "calib", "--model", str(tiny_model_dir), "-o", str(two), *recipe, "--gpus", "2"],
+        capture_output=True,
+        text=True,
+        env=ENV,
+    )
+    assert run.returncode == 0, run.stderr
+    assert_same_checkpoint(one, two)
+
+
 def test_torchrun_resumes_a_one_rank_run_with_two_ranks(tmp_path, tiny_model_dir, one_rank):
     """A run killed after its first layer, continued by two ranks (torchrun): every rank reads the
     run directory and replays the finished layer on its shard of both streams."""

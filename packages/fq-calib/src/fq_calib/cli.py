@@ -95,6 +95,10 @@ def calib(
         bool | None,
         typer.Option(help="GPTQ rounding of the merged weights, else to nearest (default: the recipe's)."),
     ] = None,
+    amp: Annotated[
+        bool | None,
+        typer.Option(help="bfloat16 autocast on CUDA, else float32 (the CPU always runs float32). [default: on]"),
+    ] = None,
     seed: Annotated[int, typer.Option(help="Seed of windows and transform inits.")] = 0,
     device: Annotated[str, typer.Option(help="torch device; 'auto' takes CUDA when available.")] = "auto",
     resume: Annotated[
@@ -139,6 +143,7 @@ def calib(
             "feed": feed,
             "weight_rounding": None if gptq is None else ("gptq" if gptq else "rtn"),
             "asym_act": a_asym,
+            "amp": amp,
         }
         flat = {"lwc": lwc, "lac": lac, "channel_scale": add_diag, "diag_alpha": diag_alpha}
         flat["parametrization"] = "direct" if direct_inv else "svd"

@@ -150,6 +150,17 @@ def evaluate(
         "auto"
     ),
     device: Annotated[str, typer.Option(help="torch device; 'auto' takes CUDA when available.")] = "auto",
+    device_map: Annotated[
+        str | None,
+        typer.Option(
+            help="Spread each model over the GPUs (then CPU, disk) with accelerate: auto, balanced, "
+            "balanced_low_0 or sequential. Replaces --device."
+        ),
+    ] = None,
+    max_memory: Annotated[
+        str | None,
+        typer.Option(help="Per-device limits of --device-map, e.g. 0=70GiB,1=70GiB,cpu=200GiB."),
+    ] = None,
     output: Annotated[Path | None, typer.Option(help="Write a results JSON here.")] = None,
 ) -> None:
     """Compare methods (FP, RTN, Hadamard, a FlatQuant checkpoint) on PPL, zero-shot and latency."""
@@ -159,11 +170,15 @@ def evaluate(
     from fq_eval.compare import EvalPlan, run_eval
     from fq_eval.latency import LatencySettings
     from fq_eval.methods import Bits, parse_methods
+    from fq_eval.placement import parse_placement
     from fq_eval.report import run_record, write_json
     from fq_eval.tables import comparison_table, latency_table
     from fq_eval.zero_shot import parse_tasks
 
-    target = _device(device)
+    if device_map is not None and device != "auto":
+        raise ConfigError("--device-map places the model itself: leave out --device (or --device-map)")
+    placement = parse_placement(_device(device), device_map, max_memory)
+    target = placement.device
     dtypes = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
     if dtype != "auto" and dtype not in dtypes:
         raise ConfigError(f"--dtype {dtype!r} is unknown: use auto, {', '.join(dtypes)}")
@@ -215,7 +230,7 @@ def evaluate(
     with quiet_transformers():
         facts, rows = run_eval(
             plan,
-            target,
+            placement,
             None if dtype == "auto" else dtypes[dtype],
             status=lambda step: err.print(f"[dim]{step}[/]"),
         )
@@ -238,6 +253,8 @@ def evaluate(
             "ppl": plan.ppl,
             "zero_shot": plan.zero_shot,
             "latency": plan.latency.to_dict() if plan.latency else None,
+            "device_map": device_map,
+            "max_memory": max_memory,
             **facts,
         }
         write_json(output, run_record(_command(ctx), target, settings, rows))

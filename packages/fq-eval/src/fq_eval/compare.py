@@ -22,6 +22,7 @@ from fq_core.errors import ConfigError
 from fq_eval.latency import SHAPE_PREFIX, LatencySettings, random_model, run_latency
 from fq_eval.methods import Bits, build, describe
 from fq_eval.perplexity import perplexity
+from fq_eval.placement import Placement, placed
 from fq_eval.ppl_data import PROTOCOLS, PplData, load_ppl_data, resolve_path
 
 
@@ -66,11 +67,16 @@ def load_base(plan: EvalPlan, dtype: torch.dtype, device: torch.device) -> tuple
     return load_model(plan.model, dtype=dtype, device=device)
 
 
-def check_plan(plan: EvalPlan) -> None:
+def check_plan(plan: EvalPlan, placement: Placement | None = None) -> None:
     if plan.random_weights and (plan.ppl or plan.zero_shot):
         raise ConfigError(
             f"{plan.model} has random weights and no tokenizer: only --latency runs on it "
             "(pass --ppl none and no --zero-shot)"
+        )
+    if plan.real and placement is not None and placement.spread:
+        raise ConfigError(
+            "--real loads the int4 model onto one GPU (a 70B model's int4 weights fit one H100): "
+            "leave out --device-map"
         )
     if plan.real and "flatquant" not in plan.methods:
         raise ConfigError(
@@ -88,13 +94,17 @@ def check_plan(plan: EvalPlan) -> None:
 
 def run_eval(
     plan: EvalPlan,
-    device: torch.device,
+    where: torch.device | Placement,
     dtype: torch.dtype | None = None,
     status: Callable[[str], None] = lambda message: None,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """(facts: data sizes, timings; rows: one per method, FP first, with ratios to FP)."""
-    check_plan(plan)
-    dtype = dtype or default_dtype(device)
+    """(facts: data sizes, timings; rows: one per method, FP first, with ratios to FP).
+
+    `where` is a device, or a Placement that spreads each method's model over several GPUs."""
+    placement = where if isinstance(where, Placement) else Placement(where)
+    check_plan(plan, placement)
+    device = placement.build_device
+    dtype = dtype or default_dtype(placement.device)
     facts: dict[str, Any] = {"dtype": str(dtype).removeprefix("torch.")}
     if plan.zero_shot:
         _check_zero_shot(plan)
@@ -118,7 +128,10 @@ def run_eval(
         start = time.perf_counter()
         model = build(method, fp_model, plan.bits, plan.checkpoint, device, plan.real)
         row = {**describe(method, model, dtype), "build_s": time.perf_counter() - start}
-        row.update(_evaluate(model, tokenizer, plan, datasets, status))
+        with placed(model, placement, master=model is fp_model) as running:
+            if hasattr(running, "fq_device_map"):
+                row["device_map"] = _devices_used(running.fq_device_map)
+            row.update(_evaluate(running, tokenizer, plan, datasets, status))
         rows.append(row)
         if model is not fp_model:
             del model
@@ -127,6 +140,15 @@ def run_eval(
                 torch.cuda.empty_cache()
     add_ratios(rows)
     return facts, rows
+
+
+def _devices_used(device_map: dict[str, int | str]) -> dict[str, int]:
+    """{device: modules placed there} of an accelerate device map ('cuda:0', 'cpu', 'disk')."""
+    counts: dict[str, int] = {}
+    for where in device_map.values():
+        name = f"cuda:{where}" if isinstance(where, int) else str(where)
+        counts[name] = counts.get(name, 0) + 1
+    return counts
 
 
 def _check_zero_shot(plan: EvalPlan) -> None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import gc
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from fq_core.errors import ConfigError
+from fq_eval.placement import model_devices
 
 SHAPES: dict[str, dict[str, Any]] = {
     "llama-2-7b": {
@@ -124,30 +125,40 @@ def random_model(
 # Timing.
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+def _devices(devices: torch.device | Sequence[torch.device]) -> list[torch.device]:
+    return [devices] if isinstance(devices, torch.device) else list(devices)
+
+
+def _sync(devices: list[torch.device]) -> None:
+    for device in devices:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
 
 
 def time_ms(
     run: Callable[[], Any],
-    device: torch.device,
+    devices: torch.device | Sequence[torch.device],
     warmup: int,
     repeats: int,
     setup: Callable[[], Any] | None = None,
 ) -> list[float]:
-    """Milliseconds of `run()` per repeat, after `warmup` untimed calls; `setup()` runs untimed first."""
+    """Milliseconds of `run()` per repeat, after `warmup` untimed calls; `setup()` runs untimed first.
+
+    On one GPU, CUDA events time its stream; a model spread over several GPUs is timed by the host
+    clock between synchronisations of all of them (an event pair sees only one device's stream)."""
+    devices = _devices(devices)
+    events = len(devices) == 1 and devices[0].type == "cuda"
     for _ in range(warmup):
         if setup is not None:
             setup()
         run()
-    _sync(device)
+    _sync(devices)
     times = []
     for _ in range(repeats):
         if setup is not None:
             setup()
-        _sync(device)
-        if device.type == "cuda":
+        _sync(devices)
+        if events:
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             start.record()
             run()
@@ -157,6 +168,7 @@ def time_ms(
         else:
             t0 = time.perf_counter()
             run()
+            _sync(devices)
             times.append((time.perf_counter() - t0) * 1e3)
     return times
 
@@ -170,11 +182,13 @@ def _device_of(module: nn.Module) -> tuple[torch.device, torch.dtype]:
     return p.device, p.dtype
 
 
-def release_memory(device: torch.device) -> None:
+def release_memory(devices: torch.device | Sequence[torch.device]) -> None:
     """Drop collected tensors and return the CUDA cache's free blocks (between measurements)."""
     gc.collect()
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
+    for device in _devices(devices):
+        if device.type == "cuda":
+            with torch.cuda.device(device):
+                torch.cuda.empty_cache()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -186,7 +200,8 @@ class ModelRunner:
 
     def __init__(self, model: nn.Module, seed: int = 0) -> None:
         self.model = model
-        self.device, _ = _device_of(model)
+        self.devices = model_devices(model)
+        self.device = self.devices[0]  # inputs go here; a spread model's outputs come back here
         self.vocab = model.config.vocab_size
         self.generator = torch.Generator(device="cpu").manual_seed(seed)
 
@@ -216,6 +231,7 @@ class LayerRunner:
         self.rotary = base.rotary_emb
         self.config = model.config
         self.device, self.dtype = _device_of(self.layer)
+        self.devices = [self.device]
         self.generator = torch.Generator(device="cpu").manual_seed(seed)
 
     def _hidden(self, batch: int, seqlen: int) -> torch.Tensor:
@@ -257,7 +273,7 @@ def run_latency(
 ) -> list[dict[str, Any]]:
     """Rows {phase, scope, batch, seqlen|prompt, tokens, ms, ms_min, ms_max, tokens_per_s, peak_gib}."""
     runner = ModelRunner(model) if settings.scope == "model" else LayerRunner(model)
-    device = runner.device
+    devices = runner.devices
     rows = []
     if settings.prefill:
         b, s = settings.prefill_batch, settings.prefill_seqlen
@@ -265,24 +281,24 @@ def run_latency(
         ids = runner.prompt(b, s)
         rows.append(
             _measure(
-                device,
+                devices,
                 lambda: runner.prefill(ids),
                 settings,
                 {"phase": "prefill", "scope": settings.scope, "batch": b, "seqlen": s, "tokens": b * s},
             )
         )
         del ids
-        release_memory(device)
+        release_memory(devices)
     if settings.decode:
         for b in settings.decode_batches:
             steps, prompt = settings.decode_tokens, settings.decode_prompt
             status(f"decode batch {b}, {steps} steps after {prompt} ({settings.scope})")
-            rows.append(_decode_row(runner, device, b, settings))
-            release_memory(device)
+            rows.append(_decode_row(runner, b, settings))
+            release_memory(devices)
     return rows
 
 
-def _decode_row(runner: Any, device: torch.device, batch: int, settings: LatencySettings) -> dict[str, Any]:
+def _decode_row(runner: Any, batch: int, settings: LatencySettings) -> dict[str, Any]:
     prompt = runner.prompt(batch, settings.decode_prompt)
     state: dict[str, Any] = {}
 
@@ -299,7 +315,7 @@ def _decode_row(runner: Any, device: torch.device, batch: int, settings: Latency
         "steps": settings.decode_tokens,
     }
     row = _measure(
-        device,
+        runner.devices,
         lambda: runner.decode(state["cache"], state["token"], settings.decode_tokens),
         settings,
         info,
@@ -311,7 +327,7 @@ def _decode_row(runner: Any, device: torch.device, batch: int, settings: Latency
 
 
 def _measure(
-    device: torch.device,
+    devices: list[torch.device],
     run: Callable[[], Any],
     settings: LatencySettings,
     info: dict[str, Any],
@@ -319,15 +335,19 @@ def _measure(
     per: int = 1,
 ) -> dict[str, Any]:
     """Time `run` (per = steps it makes: ms are per step); an out-of-memory is a row, not a crash."""
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
+    gpus = [device for device in devices if device.type == "cuda"]
+    for gpu in gpus:
+        torch.cuda.reset_peak_memory_stats(gpu)
     try:
-        times = [t / per for t in time_ms(run, device, settings.warmup, settings.repeats, setup)]
+        times = [t / per for t in time_ms(run, devices, settings.warmup, settings.repeats, setup)]
     except torch.cuda.OutOfMemoryError:
-        release_memory(device)
+        release_memory(devices)
         return {**info, "ms": None, "error": "out of memory"}
     row = {**info, **_summary(times)}
     row["tokens_per_s"] = info["tokens"] / (row["ms"] / 1e3)
-    if device.type == "cuda":
-        row["peak_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
+    if gpus:  # summed over the GPUs of a spread model, with each GPU's own peak beside it
+        peaks = [torch.cuda.max_memory_allocated(gpu) / 2**30 for gpu in gpus]
+        row["peak_gib"] = sum(peaks)
+        if len(peaks) > 1:
+            row["peak_gib_per_gpu"] = peaks
     return row

@@ -19,6 +19,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from torch import nn
 
 from fq_core.errors import DataError
+from fq_eval.placement import input_device
 
 
 def windows(ids: torch.Tensor, seqlen: int) -> torch.Tensor:
@@ -47,7 +48,7 @@ def _progress() -> Progress:
 def window_nlls(model: nn.Module, ids: torch.Tensor, seqlen: int, batch_size: int = 4) -> torch.Tensor:
     """Mean next-token NLL of each window, float64 [n_windows], on the CPU."""
     grid = windows(ids, seqlen)
-    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    device = input_device(model)
     out = []
     with _progress() as progress:
         task = progress.add_task("windows", total=grid.shape[0])
