@@ -2,7 +2,6 @@
 
 from pathlib import Path
 
-import datasets
 import pytest
 
 from fq_core.models.testing import save_tiny_model_dir
@@ -44,6 +43,8 @@ def arc_rows(n):
 @pytest.fixture
 def arc_data_dir(tmp_path):
     """A local copy of the allenai/ai2_arc dataset repo (ARC-Easy only), laid out as on the hub."""
+    import datasets  # here, not at import: the GPU machine runs the device tests without it
+
     repo = tmp_path / "allenai" / "ai2_arc"
     (repo / "ARC-Easy").mkdir(parents=True)
     (repo / "README.md").write_text(ARC_README)
