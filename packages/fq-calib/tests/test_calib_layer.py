@@ -7,7 +7,7 @@ import torch
 
 from fq_calib import preset
 from fq_calib.layer_io import capture_inputs, map_layer
-from fq_calib.train import calibrate_layer
+from fq_calib.train import calibrate_layer, collect_hessians
 from fq_core.flat import freeze_layer, quantize_, set_fp
 from fq_core.models import load_model
 
@@ -63,6 +63,24 @@ def test_gptq_rounding_freezes_a_valid_layer_that_differs_from_rtn(first_layer):
         layers[rounding] = layer
     rtn, gptq = layers["rtn"].mlp.down_proj, layers["gptq"].mlp.down_proj
     assert rtn.qweight.shape == gptq.qweight.shape and not torch.equal(rtn.qweight, gptq.qweight)
+
+
+def test_hessians_are_float32_sums_even_under_bfloat16_autocast(first_layer):
+    """On CUDA the layer runs under bfloat16 autocast; the Hessian sums must not (a bfloat16 x^T x
+    is not positive definite and broke GPTQ on the GPU). CPU autocast shows the same rule."""
+    model, _, inputs, kwargs = first_layer
+    layer = model.model.layers[0]
+    seen = {}
+    down = layer.mlp.down_proj
+    hook = down.register_forward_pre_hook(lambda m, args: seen.setdefault("x", []).append(args[0].float()))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        collect_hessians(layer, inputs, kwargs, CPU, 4, amp=False)
+    hook.remove()
+    x = torch.cat([a.reshape(-1, a.shape[-1]) for a in seen["x"]]).double()
+    expected = x.T @ x / x.shape[0]
+    assert down.hessian.dtype == torch.float32
+    torch.testing.assert_close(down.hessian.double(), expected, rtol=1e-5, atol=1e-5 * expected.abs().max().item())
+    assert torch.linalg.eigvalsh(down.hessian.double()).min() > -1e-6 * expected.abs().max()
 
 
 def test_feed_quant_trains_on_quantised_inputs_against_fp_targets(first_layer):

@@ -85,8 +85,12 @@ def collect_hessians(
     counts: dict[FlatLinear, int] = {}
 
     def record(linear: FlatLinear, args: tuple[Any, ...]) -> None:
-        x = args[0].detach().reshape(-1, args[0].shape[-1]).float()
-        sums[linear] = sums.get(linear, 0) + x.T @ x
+        x = args[0].detach().reshape(-1, args[0].shape[-1])
+        # The layer runs under bfloat16 autocast on CUDA: this product must not, or the sum loses
+        # its low-order bits and stops being positive definite (GPTQ's Cholesky then fails).
+        with torch.autocast(x.device.type, enabled=False):
+            x = x.float()
+            sums[linear] = sums.get(linear, 0) + x.T @ x
         counts[linear] = counts.get(linear, 0) + x.shape[0]
 
     linears = [m for m in layer.modules() if isinstance(m, FlatLinear) and m.spec.enabled]
