@@ -52,9 +52,13 @@ def _cached(owner: object, kind: str, compute) -> torch.Tensor:
 
 
 def cayley(skew: torch.Tensor) -> torch.Tensor:
-    """Orthogonal (I - S)^-1 (I + S) for skew-symmetric S."""
+    """Orthogonal (I - S)^-1 (I + S) for skew-symmetric S.
+
+    I - S is always invertible (its eigenvalues are 1 - i*lambda), so the solve skips
+    `linalg.solve`'s singularity check: on CUDA that check reads a flag back to the host, and a
+    training step with a dozen factors stalled the GPU a dozen times."""
     eye = torch.eye(skew.shape[0], dtype=skew.dtype, device=skew.device)
-    return torch.linalg.solve(eye - skew, eye + skew)
+    return torch.linalg.solve_ex(eye - skew, eye + skew)[0]
 
 
 class OrthogonalFactor(nn.Module):
