@@ -164,3 +164,30 @@ def test_spec_round_trips_through_dict():
     assert QuantSpec.from_dict(spec.to_dict()) == spec
     with pytest.raises(ConfigError):
         QuantSpec.from_dict({"bits": 4, "color": "red"})
+
+
+@pytest.mark.parametrize(
+    ("spec", "clamp"),
+    [(QuantSpec(4, True, "channel"), True), (QuantSpec(4, False, "token"), False)],
+    ids=["weights-sym-channel-clamped", "acts-asym-token"],
+)
+def test_compiled_fake_quant_matches_eager_values_and_gradients(spec, clamp):
+    """What runs on CUDA (`compiled_fake_quant`, here compiled for the CPU) is the eager function:
+    the same codes and values, and the same gradients into the input and the clipping factors."""
+    from fq_core.quant.functional import _fake_quant, compiled_fake_quant
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(24, 64, generator=g)
+    theta = torch.randn(24, 1, generator=g)
+    results = []
+    for fn in (_fake_quant, compiled_fake_quant()):
+        xi, ti = x.clone().requires_grad_(), theta.clone().requires_grad_()
+        clip = (torch.sigmoid(ti), torch.sigmoid(ti) * 0.9)
+        out = fn(xi, spec, clip, clamp)
+        (out * torch.linspace(-1, 1, 64)).sum().backward()
+        results.append((out.detach(), xi.grad, ti.grad))
+    (eager, eager_dx, eager_dt), (compiled, dx, dt) = results
+    torch.testing.assert_close(compiled, eager, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(dx, eager_dx, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(dt, eager_dt, rtol=1e-4, atol=1e-5)
+    assert eager_dt.abs().sum() > 0  # the clipping factors really receive a gradient

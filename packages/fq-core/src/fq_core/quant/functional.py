@@ -12,6 +12,9 @@ Rounding uses a straight-through estimator so clipping factors and transforms re
 
 from __future__ import annotations
 
+import functools
+import os
+
 import torch
 
 from fq_core.quant.spec import QuantSpec
@@ -90,9 +93,34 @@ def fake_quant(
 
     clamp_to_range: clamp values into the (clipped) range before rounding, as learnable weight
     clipping does; activations rely on the integer clamp alone.
+
+    On CUDA this runs compiled: torch.compile fuses its two reductions and dozen elementwise ops,
+    and their backward, into a few kernels. A calibration step on the GPU is mostly these ops and
+    their launches (one per op and quantiser); `FQ_COMPILE=0` keeps them eager.
     """
     if not spec.enabled:
         return x
+    if x.is_cuda and COMPILE:
+        return compiled_fake_quant()(x, spec, clip, clamp_to_range)
+    return _fake_quant(x, spec, clip, clamp_to_range)
+
+
+COMPILE = os.environ.get("FQ_COMPILE", "1").strip().lower() not in ("0", "false", "no")
+
+
+@functools.cache
+def compiled_fake_quant():
+    """`fake_quant`'s body through torch.compile (built at first use; dynamic shapes, so one graph
+    per quantiser kind serves every layer size)."""
+    return torch.compile(_fake_quant, dynamic=True)
+
+
+def _fake_quant(
+    x: torch.Tensor,
+    spec: QuantSpec,
+    clip: tuple[torch.Tensor, torch.Tensor] | None = None,
+    clamp_to_range: bool = False,
+) -> torch.Tensor:
     rows = to_reduction_view(x, spec)
     xmin, xmax = quant_range(x, spec, clip)
     if clamp_to_range:
