@@ -66,7 +66,9 @@ def build(args: argparse.Namespace, device: torch.device):
     quantize_(model, recipe.flat)
     g = torch.Generator(device=device).manual_seed(0)
     inputs = torch.randn(args.nsamples, args.seqlen, config.hidden_size, device=device, generator=g)
-    rows = distributed.shard_rows(args.nsamples, recipe.batch_size, distributed.rank(), distributed.world_size())
+    rows = distributed.shard_rows(
+        args.nsamples, recipe.batch_size, distributed.rank(), distributed.world_size()
+    )
     inputs = inputs[rows.to(device)]
     position_ids = torch.arange(args.seqlen, device=device).unsqueeze(0)
     kwargs = {

@@ -79,7 +79,9 @@ def test_hessians_are_float32_sums_even_under_bfloat16_autocast(first_layer):
     x = torch.cat([a.reshape(-1, a.shape[-1]) for a in seen["x"]]).double()
     expected = x.T @ x / x.shape[0]
     assert down.hessian.dtype == torch.float32
-    torch.testing.assert_close(down.hessian.double(), expected, rtol=1e-5, atol=1e-5 * expected.abs().max().item())
+    torch.testing.assert_close(
+        down.hessian.double(), expected, rtol=1e-5, atol=1e-5 * expected.abs().max().item()
+    )
     assert torch.linalg.eigvalsh(down.hessian.double()).min() > -1e-6 * expected.abs().max()
 
 

@@ -97,7 +97,9 @@ def calib(
     ] = None,
     amp: Annotated[
         bool | None,
-        typer.Option(help="bfloat16 autocast on CUDA, else float32 (the CPU always runs float32). [default: on]"),
+        typer.Option(
+            help="bfloat16 autocast on CUDA, else float32 (the CPU always runs float32). [default: on]"
+        ),
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed of windows and transform inits.")] = 0,
     device: Annotated[str, typer.Option(help="torch device; 'auto' takes CUDA when available.")] = "auto",

@@ -51,7 +51,9 @@ def parse_placement(device: torch.device, device_map: str | None, max_memory: st
     """Placement from `--device`, `--device-map` and `--max-memory 0=70GiB,1=70GiB,cpu=200GiB`."""
     if device_map is None:
         if max_memory:
-            raise ConfigError("--max-memory limits a --device-map: pass --device-map auto (or another strategy)")
+            raise ConfigError(
+                "--max-memory limits a --device-map: pass --device-map auto (or another strategy)"
+            )
         return Placement(device)
     if device_map not in STRATEGIES:
         raise ConfigError(f"--device-map {device_map!r} is unknown: use one of {', '.join(STRATEGIES)}")
