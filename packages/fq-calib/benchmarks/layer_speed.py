@@ -86,6 +86,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--kv4", action="store_true", help="W4A4KV4 instead of W4A4")
     ap.add_argument("--recipe", choices=("paper", "best"), default="paper")
+    ap.add_argument("--layers", type=int, default=1, help="layers calibrated in turn; the last is reported")
     ap.add_argument("--ranks", type=int, default=1, help="processes sharing every batch (one per GPU)")
     ap.add_argument("--out", default=None)
     ap.add_argument(
@@ -105,32 +106,38 @@ def main() -> None:
 
 
 def measure(device: torch.device, args: argparse.Namespace) -> None:
-    """Calibrate the layer on `device` (this rank's), time it; rank 0 prints and writes the JSON."""
-    model, inputs, kwargs, recipe = build(args, device)
-
-    marks: list[float] = []
+    """Calibrate `--layers` fresh layers on `device` (this rank's) one after the other, as a model's
+    run does, and time each; rank 0 prints and writes the JSON. The first layer also pays for
+    one-time work (torch.compile of the quantisers on CUDA, allocator warm-up): the last layer's
+    time is the steady per-layer cost of the rest of a model."""
     sync = torch.cuda.synchronize if device.type == "cuda" else lambda: None
+    layer_seconds, epoch_s = [], []
+    for _ in range(args.layers):
+        model, inputs, kwargs, recipe = build(args, device)
+        marks: list[float] = []
 
-    def on_epoch(epoch: int, loss: float) -> None:
+        def on_epoch(epoch: int, loss: float) -> None:
+            sync()
+            marks.append(time.perf_counter())
+
         sync()
-        marks.append(time.perf_counter())
-
-    sync()
-    start = time.perf_counter()
-    stats, _, _ = calibrate_layer(
-        0,
-        model.layers[0],
-        inputs,
-        kwargs,
-        recipe,
-        device,
-        lambda trained: freeze_layer(trained, model),
-        on_epoch,
-    )
-    sync()
-    total = time.perf_counter() - start
-    epoch_s = [b - a for a, b in itertools.pairwise(marks)] or [marks[0] - start]
-    per_epoch = min(epoch_s)  # the first epoch also pays for compilation/allocation warm-up
+        start = time.perf_counter()
+        stats, _, _ = calibrate_layer(
+            0,
+            model.layers[0],
+            inputs,
+            kwargs,
+            recipe,
+            device,
+            lambda trained: freeze_layer(trained, model),
+            on_epoch,
+        )
+        sync()
+        layer_seconds.append(time.perf_counter() - start)
+        epoch_s = [b - a for a, b in itertools.pairwise([start, *marks])]
+        del model, inputs
+    total = layer_seconds[-1]
+    per_epoch = min(epoch_s)
     if not distributed.is_main():
         return
     result = {
@@ -139,6 +146,7 @@ def measure(device: torch.device, args: argparse.Namespace) -> None:
         "recipe": recipe.to_dict(),
         "device": torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or "cpu",
         "torch": torch.__version__,
+        "layer_seconds": layer_seconds,
         "seconds_total": total,
         "seconds_per_epoch": per_epoch,
         "seconds_fixed": total - per_epoch * args.epochs,
