@@ -105,37 +105,42 @@ def main() -> None:
         measure(device, args)
 
 
+def time_layer(args: argparse.Namespace, device: torch.device):
+    """Calibrate one fresh layer; (seconds, per-epoch seconds, stats, recipe)."""
+    sync = torch.cuda.synchronize if device.type == "cuda" else lambda: None
+    model, inputs, kwargs, recipe = build(args, device)
+    marks: list[float] = []
+
+    def on_epoch(epoch: int, loss: float) -> None:
+        sync()
+        marks.append(time.perf_counter())
+
+    sync()
+    start = time.perf_counter()
+    stats, _, _ = calibrate_layer(
+        0,
+        model.layers[0],
+        inputs,
+        kwargs,
+        recipe,
+        device,
+        lambda trained: freeze_layer(trained, model),
+        on_epoch,
+    )
+    sync()
+    seconds = time.perf_counter() - start
+    return seconds, [b - a for a, b in itertools.pairwise([start, *marks])], stats, recipe
+
+
 def measure(device: torch.device, args: argparse.Namespace) -> None:
     """Calibrate `--layers` fresh layers on `device` (this rank's) one after the other, as a model's
     run does, and time each; rank 0 prints and writes the JSON. The first layer also pays for
     one-time work (torch.compile of the quantisers on CUDA, allocator warm-up): the last layer's
     time is the steady per-layer cost of the rest of a model."""
-    sync = torch.cuda.synchronize if device.type == "cuda" else lambda: None
-    layer_seconds, epoch_s = [], []
+    layer_seconds = []
     for _ in range(args.layers):
-        model, inputs, kwargs, recipe = build(args, device)
-        marks: list[float] = []
-
-        def on_epoch(epoch: int, loss: float) -> None:
-            sync()
-            marks.append(time.perf_counter())
-
-        sync()
-        start = time.perf_counter()
-        stats, _, _ = calibrate_layer(
-            0,
-            model.layers[0],
-            inputs,
-            kwargs,
-            recipe,
-            device,
-            lambda trained: freeze_layer(trained, model),
-            on_epoch,
-        )
-        sync()
-        layer_seconds.append(time.perf_counter() - start)
-        epoch_s = [b - a for a, b in itertools.pairwise([start, *marks])]
-        del model, inputs
+        seconds, epoch_s, stats, recipe = time_layer(args, device)
+        layer_seconds.append(seconds)
     total = layer_seconds[-1]
     per_epoch = min(epoch_s)
     if not distributed.is_main():
