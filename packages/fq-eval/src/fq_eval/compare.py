@@ -7,9 +7,9 @@ perplexity. Then each method is built from the FP model, evaluated, and freed.
 
 from __future__ import annotations
 
-import gc
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from fq_core.errors import ConfigError
-from fq_eval.latency import SHAPE_PREFIX, LatencySettings, random_model, run_latency
+from fq_eval.latency import SHAPE_PREFIX, LatencySettings, random_model, release_memory, run_latency
 from fq_eval.methods import Bits, build, describe
 from fq_eval.perplexity import perplexity
 from fq_eval.placement import Placement, placed
@@ -129,26 +129,24 @@ def run_eval(
         model = build(method, fp_model, plan.bits, plan.checkpoint, device, plan.real)
         row = {**describe(method, model, dtype), "build_s": time.perf_counter() - start}
         with placed(model, placement, master=model is fp_model) as running:
-            if hasattr(running, "fq_device_map"):
+            if placement.spread:
                 row["device_map"] = _devices_used(running.fq_device_map)
             row.update(_evaluate(running, tokenizer, plan, datasets, status))
         rows.append(row)
+        # Freed before the next method is built and dispatched, not when the names are rebound.
+        del running
         if model is not fp_model:
             del model
-            gc.collect()
-            if device.type == "cuda":
-                torch.cuda.empty_cache()
+        release_memory(placement.devices)
     add_ratios(rows)
     return facts, rows
 
 
 def _devices_used(device_map: dict[str, int | str]) -> dict[str, int]:
     """{device: modules placed there} of an accelerate device map ('cuda:0', 'cpu', 'disk')."""
-    counts: dict[str, int] = {}
-    for where in device_map.values():
-        name = f"cuda:{where}" if isinstance(where, int) else str(where)
-        counts[name] = counts.get(name, 0) + 1
-    return counts
+    return dict(
+        Counter(f"cuda:{where}" if isinstance(where, int) else str(where) for where in device_map.values())
+    )
 
 
 def _check_zero_shot(plan: EvalPlan) -> None:

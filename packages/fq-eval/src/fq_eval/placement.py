@@ -13,7 +13,6 @@ lm-eval and the latency loops see logits where they put the tokens, whatever GPU
 from __future__ import annotations
 
 import copy
-import gc
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,6 +21,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from fq_core.devices import resolve_device
 from fq_core.errors import ConfigError
 
 STRATEGIES = ("auto", "balanced", "balanced_low_0", "sequential")
@@ -40,6 +40,13 @@ class Placement:
     @property
     def spread(self) -> bool:
         return self.device_map is not None
+
+    @property
+    def devices(self) -> list[torch.device]:
+        """Every device a placed model may use: all visible GPUs when spread, else the one device."""
+        if self.spread and torch.cuda.is_available():
+            return [torch.device("cuda", index) for index in range(torch.cuda.device_count())]
+        return [self.device]
 
     @property
     def build_device(self) -> torch.device:
@@ -73,8 +80,7 @@ def parse_placement(device: torch.device, device_map: str | None, max_memory: st
         raise ConfigError(
             f"--max-memory names GPU {max(gpus)}, but {torch.cuda.device_count()} GPUs are visible"
         )
-    first = torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
-    return Placement(first, device_map, limits)
+    return Placement(resolve_device("auto"), device_map, limits)
 
 
 def device_map_for(model: nn.Module, placement: Placement) -> dict[str, int | str]:
@@ -118,11 +124,7 @@ def placed(model: nn.Module, placement: Placement, master: bool = False) -> Iter
         try:
             yield target
         finally:
-            remove_hook_from_submodules(target)
-            del target
-            gc.collect()
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
+            remove_hook_from_submodules(target)  # the caller drops the model and frees its memory
 
 
 def model_devices(model: nn.Module) -> list[torch.device]:

@@ -116,10 +116,7 @@ def compiled_fake_quant():
 
 
 def _fake_quant(
-    x: torch.Tensor,
-    spec: QuantSpec,
-    clip: tuple[torch.Tensor, torch.Tensor] | None = None,
-    clamp_to_range: bool = False,
+    x: torch.Tensor, spec: QuantSpec, clip: tuple[torch.Tensor, torch.Tensor] | None, clamp_to_range: bool
 ) -> torch.Tensor:
     rows = to_reduction_view(x, spec)
     xmin, xmax = quant_range(x, spec, clip)
