@@ -228,24 +228,33 @@ def _asym_operands(m: int, k: int, n: int, g: torch.Generator):
 
 @needs_interpreter
 @pytest.mark.parametrize(
-    ("m", "split", "a_layout", "gemv", "unpack"),
+    ("m", "split", "a_layout", "kernel", "unpack"),
     [
-        (1, 1, "int8", True, 0),  # the CUDA-core kernel: one token, signed nibbles
-        (1, 3, "packed", True, 0),
-        (5, 1, "packed", False, 0),
-        (5, 3, "packed", False, 1),
-        (17, 3, "int8", False, 0),
-        (17, 1, "int8", False, 1),
+        (1, 1, "int8", "gemv", 0),  # the CUDA-core kernel: one token, signed nibbles
+        (1, 3, "packed", "gemv", 0),
+        (5, 1, "packed", "mma", 0),
+        (5, 3, "packed", "mma", 1),
+        (17, 3, "int8", "mma", 0),
+        (17, 1, "int8", "mma", 1),
+        (5, 3, "packed", "swap", 1),  # weights as the MMA's row operand
+        (17, 1, "int8", "swap", 0),
     ],
 )
-def test_packed_gemm_with_zero_points(m: int, split: int, a_layout: str, gemv: bool, unpack: int) -> None:
+def test_packed_gemm_with_zero_points(m: int, split: int, a_layout: str, kernel: str, unpack: int) -> None:
     from fq_kernels.triton.gemm_packed import PackedConfig, launch_packed
 
     g = torch.Generator().manual_seed(m + split)
     xv, zx, wv, sx, sw, wsum, bias = _asym_operands(m, 200, 33, g)
     a, wq = (xv if a_layout == "int8" else pack_int4(xv)), pack_int4(wv)
     cfg = PackedConfig(
-        block_m=16, block_n=16, block_kp=16, split_k=split, num_stages=1, unpack=unpack, gemv=gemv
+        block_m=16,
+        block_n=16,
+        block_kp=16,
+        split_k=split,
+        num_stages=1,
+        unpack=unpack,
+        gemv=kernel == "gemv",
+        swap=kernel == "swap",
     )
     one = torch.ones(max(m, 33))
     out = launch_packed(a, wq, one, one, None, torch.empty(m, 33), cfg, zx=zx, wsum=wsum)

@@ -150,21 +150,21 @@ def _operands(m: int, k: int, n: int, g: torch.Generator):
 
 
 PACKED_CASES = [
-    (m, k, n, unpack, split, a_layout, gemv)
+    (m, k, n, unpack, split, a_layout, kernel)
     for (m, k, n) in [(1, 64, 16), (1, 200, 33), (1, 100, 20), (5, 96, 40), (17, 200, 33), (33, 64, 70)]
     for unpack in (0, 1)
     for split in (1, 3)
     for a_layout in ("int8", "packed")
-    for gemv in (False, True)
+    for kernel in ("mma", "swap", "gemv")
     # the CUDA-core kernels serve one token and unpack signed nibbles only (int8 activations and
     # K a multiple of 8: the dp4a kernel; k = 100 and packed activations: the byte-wise one)
-    if not (gemv and (m != 1 or unpack))
+    if not (kernel == "gemv" and (m != 1 or unpack))
 ]
 
 
-@pytest.mark.parametrize(("m", "k", "n", "unpack", "split", "a_layout", "gemv"), PACKED_CASES)
+@pytest.mark.parametrize(("m", "k", "n", "unpack", "split", "a_layout", "kernel"), PACKED_CASES)
 def test_packed_gemm_is_exact(
-    m: int, k: int, n: int, unpack: int, split: int, a_layout: str, gemv: bool
+    m: int, k: int, n: int, unpack: int, split: int, a_layout: str, kernel: str
 ) -> None:
     from fq_kernels.triton.gemm_packed import WORKSPACE, PackedConfig, launch_packed
 
@@ -173,7 +173,14 @@ def test_packed_gemm_is_exact(
     a = xv if a_layout == "int8" else pack_int4(xv)
     wq = pack_int4(wv)
     cfg = PackedConfig(
-        block_m=16, block_n=16, block_kp=16, split_k=split, num_stages=1, unpack=unpack, gemv=gemv
+        block_m=16,
+        block_n=16,
+        block_kp=16,
+        split_k=split,
+        num_stages=1,
+        unpack=unpack,
+        gemv=kernel == "gemv",
+        swap=kernel == "swap",
     )
     one = torch.ones(max(m, n))
     acc = launch_packed(a, wq, one, one, None, torch.empty(m, n, dtype=torch.int32), cfg, raw=True)

@@ -231,6 +231,29 @@ def test_one_token_gemv_is_exact_on_adversarial_sums(k: int) -> None:
         assert torch.equal(_ops().w4a4_matmul_int(xq, wq).cpu(), ref.int_matmul_ref(xv, pack_int4(wv)))
 
 
+@pytest.mark.parametrize("a_layout", ["int8", "packed"])
+def test_every_decode_candidate_is_exact_on_adversarial_sums(a_layout: str) -> None:
+    """Autotuning may pick any of the decode GEMM's configurations (plain or swapped operands,
+    signed or offset nibbles, any split): each must give the exact integers at M = 16."""
+    from fq_kernels.triton.gemm_packed import PackedConfig, candidates, launch_packed
+
+    k, n = 4096, 1024
+    xv = torch.full((16, k), 7, dtype=torch.int8)
+    xv[1::2] = -8
+    wv = torch.randint(5, 8, (n, k), dtype=torch.int8)
+    wv[::3] = -8
+    xq = (xv if a_layout == "int8" else pack_int4(xv)).to(DEV)
+    wq = pack_int4(wv).to(DEV)
+    exact = ref.int_matmul_ref(xv, pack_int4(wv))
+    one = torch.ones(n, device=DEV)
+    configs: list[PackedConfig] = candidates(16, n, k // 2)
+    assert any(c.swap for c in configs) and any(not c.swap for c in configs)
+    for cfg in configs:
+        out = torch.empty(16, n, dtype=torch.int32, device=DEV)
+        launch_packed(xq, wq, one, one, None, out, cfg, raw=True)
+        assert torch.equal(out.cpu(), exact), cfg
+
+
 def _fuzz_shapes(count: int) -> list[tuple[int, int, int, str]]:
     rnd = random.Random(1234)
     ks = [11008, 14336, 576, 1536, 4096]

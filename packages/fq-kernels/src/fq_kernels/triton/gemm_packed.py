@@ -12,6 +12,10 @@ Weight nibbles (`UNPACK`):
 Activations come as int8 values [M, K] (the decode path's activation kernel writes them: at M <= 16
 they are a few KB) or packed like the weights (A_PACKED).
 
+Swapped operands (`swap`): out^T = W A^T, so the weight tile is the MMA's row operand (64-128 rows,
+Hopper's wgmma size, its unpacked nibbles fed from registers) and the few tokens are its column
+operand; the accumulator is transposed once, after the K loop.
+
 Split-K (SPLIT_K > 1) spreads the K loop over more programs so that enough weight bytes are in
 flight; the int32 partial sums meet in a workspace through integer atomics (exact and order-free),
 and the last program of each tile (a per-tile counter says which) applies the epilogue and resets
@@ -42,6 +46,7 @@ class PackedConfig:
     num_stages: int = 4
     unpack: int = 0  # 0 signed, 1 offset (see module docstring)
     gemv: bool = False  # M == 1 only: CUDA-core kernel instead of tensor-core dots
+    swap: bool = False  # weights as the MMA's row operand (see module docstring)
 
 
 @triton.jit
@@ -77,6 +82,7 @@ def _packed_kernel(
     SPLIT_K: tl.constexpr,
     A_PACKED: tl.constexpr,
     UNPACK: tl.constexpr,
+    SWAP: tl.constexpr,
     HAS_BIAS: tl.constexpr,
     HAS_ZERO: tl.constexpr,
     RAW: tl.constexpr,
@@ -95,7 +101,10 @@ def _packed_kernel(
     per_split = tl.cdiv(k_steps, SPLIT_K)
     first = pid_k * per_split
     last = tl.minimum(first + per_split, k_steps)
-    acc = tl.zeros((BM, BN), dtype=tl.int32)
+    if SWAP:
+        acc_t = tl.zeros((BN, BM), dtype=tl.int32)
+    else:
+        acc = tl.zeros((BM, BN), dtype=tl.int32)
     a_sum = tl.zeros((BM, BKP), dtype=tl.int32)  # reduced once after the loop
     for step in range(first, last):
         kp = step * BKP + offs_kp
@@ -115,8 +124,14 @@ def _packed_kernel(
             w_lo = (u & 15).to(tl.int8)
             w_hi = (u >> 4).to(tl.int8)
             a_sum += a_lo.to(tl.int32) + a_hi.to(tl.int32)
-        acc = tl.dot(a_lo, w_lo.T, acc, out_dtype=tl.int32)
-        acc = tl.dot(a_hi, w_hi.T, acc, out_dtype=tl.int32)
+        if SWAP:
+            acc_t = tl.dot(w_lo, a_lo.T, acc_t, out_dtype=tl.int32)
+            acc_t = tl.dot(w_hi, a_hi.T, acc_t, out_dtype=tl.int32)
+        else:
+            acc = tl.dot(a_lo, w_lo.T, acc, out_dtype=tl.int32)
+            acc = tl.dot(a_hi, w_hi.T, acc, out_dtype=tl.int32)
+    if SWAP:
+        acc = acc_t.T
     if UNPACK == 1:
         # masked K bytes load as 0 -> u = 0x88 -> 8 + 8 in both nibbles, i.e. weight 0: consistent
         acc = acc - 8 * tl.sum(a_sum, axis=1)[:, None]
@@ -528,6 +543,7 @@ def launch_packed(
         SPLIT_K=split,
         A_PACKED=a_packed,
         UNPACK=cfg.unpack,
+        SWAP=cfg.swap,
         HAS_BIAS=bias is not None,
         HAS_ZERO=zx is not None,
         RAW=raw,
@@ -543,7 +559,7 @@ def candidates(m: int, n: int, kp: int) -> list[PackedConfig]:
         return [PackedConfig(block_m=16, block_n=16, block_kp=32, split_k=2, num_warps=4, num_stages=1)]
     block_m = 16 if m <= 16 else 32 if m <= 32 else 64
     grid = [
-        (128, 128, 8, 4, 4, 1),  # best at M = 16 on the H100 (2026-11-23 run)
+        (128, 128, 8, 4, 4, 1),  # best at M = 16 on the H100 before `swap` (run C)
         (64, 128, 8, 4, 4, 1),
         (64, 256, 4, 4, 4, 1),
         (128, 128, 4, 4, 4, 0),
@@ -555,6 +571,14 @@ def candidates(m: int, n: int, kp: int) -> list[PackedConfig]:
         (32, 256, 2, 4, 4, 1),
         (32, 128, 4, 4, 4, 1),
         (16, 256, 4, 4, 4, 1),
+    ]
+    swapped = [
+        (64, 128, 8, 4, 4, 1),  # best at M = 16 on every 7B/8B shape on the H100 (run F: 1.3-1.4x run C's)
+        (64, 256, 4, 4, 4, 1),
+        (128, 128, 4, 4, 4, 1),
+        (128, 128, 8, 4, 4, 1),
+        (128, 256, 4, 4, 3, 1),
+        (128, 64, 8, 4, 4, 1),
     ]
     out = []
     if m == 1:
@@ -568,9 +592,11 @@ def candidates(m: int, n: int, kp: int) -> list[PackedConfig]:
         ):
             split = max(1, min(split, triton.cdiv(kp, bkp)))
             out.append(PackedConfig(1, bn, bkp, split, warps, stages, 0, gemv=True))
-    for bn, bkp, split, warps, stages, unpack in grid:
+    for (bn, bkp, split, warps, stages, unpack), swap in [(c, True) for c in swapped if m <= 16] + [
+        (c, False) for c in grid
+    ]:
         split = max(1, min(split, triton.cdiv(kp, bkp)))
-        out.append(PackedConfig(block_m, bn, bkp, split, warps, stages, unpack))
+        out.append(PackedConfig(block_m, bn, bkp, split, warps, stages, unpack, swap=swap))
     return out
 
 
