@@ -150,7 +150,9 @@ def main() -> None:
     unknown = set(args.variants.split(",")) - set(VARIANTS)
     if unknown:
         sys.exit(f"error: unknown variants {sorted(unknown)}: use {', '.join(VARIANTS)}")
-    results = json.loads(args.results.read_text()) if args.results.is_file() else []
+    # the file is a list of cells, or an object whose "cells" are (docs/benchmarks/accuracy.json)
+    saved = json.loads(args.results.read_text()) if args.results.is_file() else []
+    results = saved["cells"] if isinstance(saved, dict) else saved
     heldout = None
     if args.heldout is not None:
         _, tokenizer = load_model("default", dtype=torch.float32)
@@ -167,7 +169,7 @@ def main() -> None:
                 )
                 results.append(result)
                 tmp = args.results.with_suffix(".tmp")
-                tmp.write_text(json.dumps(results, indent=1))
+                tmp.write_text(json.dumps(saved if isinstance(saved, dict) else results, indent=1))
                 tmp.replace(args.results)
     if args.table is not None:
         args.table.write_text(table(results))

@@ -7,6 +7,7 @@ Sections (each appends JSON lines to DIR/tune.jsonl and prints a short table):
   prefill  int8 / fp8 tensor-core GEMM configs at prefill shapes, with cuBLAS bf16/int8/fp8 rates
   decode   packed-weight GEMM configs at M = 1 and 16 (rotating weights: no L2 hits), bf16 GEMV
   tq       transform_quant (dot precision, pipelining) at M = 16 and 2048
+  kv       kv_attention (int4 cache) block size / warps / stages / programs per SM at decode shapes
   asm      which compiled kernels use wgmma / mma (from the Triton cache's PTX)
 Kernels compile in parallel worker processes first (they share the Triton cache), then the main
 process times every case with CUDA-graph replays.
@@ -32,13 +33,16 @@ BENCH_SHAPES = [(4096, 4096), (4096, 11008), (11008, 4096), (4096, 14336), (1433
 PREFILL_SHAPES = [(m, k, n) for m in (128, 2048, 8192) for k, n in BENCH_SHAPES]
 DECODE_SHAPES = [(m, k, n) for m in (1, 16) for k, n in BENCH_SHAPES]
 TQ_SHAPES = [(m, k) for m in (1, 16, 128, 2048, 8192) for k in (4096, 11008, 14336)]
+KV_SHAPES = [(b, hq, hkv, 2304, 128) for b in (1, 16, 64) for hq, hkv in ((32, 32), (32, 8))]
+"""(batch, query heads, kv heads, cached positions, head_dim): LLaMA-2-7B / LLaMA-3-8B after a
+2048-token prompt and 256 new tokens."""
 
 
 def cases():
     """Every candidate configuration of the kernels at the benchmark's shapes."""
     from fq_core.transforms.kronecker import kron_factors
     from fq_kernels._runtime import next_pow2
-    from fq_kernels.triton import gemm_packed, gemm_prefill
+    from fq_kernels.triton import gemm_packed, gemm_prefill, kv_attention
     from fq_kernels.triton import transform_quant as tqm
 
     out = []
@@ -53,6 +57,9 @@ def cases():
         fmt = "packed" if m <= 16 else "int8"
         for cfg in tqm.candidates(next_pow2(n1), next_pow2(n2)):
             out.append({"section": "tq", "m": m, "k": k, "dot": "bf16", "fmt": fmt, "cfg": asdict(cfg)})
+    for b, hq, hkv, s, d in KV_SHAPES:
+        for cfg in kv_attention.candidates():
+            out.append({"section": "kv", "b": b, "hq": hq, "hkv": hkv, "s": s, "d": d, "cfg": asdict(cfg)})
     return out
 
 
@@ -117,6 +124,17 @@ def make_call(case, copies=1):
         return lambda i: (
             lambda: launch_transform_quant(x, left, right, clip, 4, case["fmt"], case["dot"], cfg)
         )
+    if case["section"] == "kv":
+        from fq_kernels.ops import quant_kv
+        from fq_kernels.triton.kv_attention import KVAttentionConfig, launch_kv_attention
+
+        b, hq, hkv, s, d = (case[key] for key in ("b", "hq", "hkv", "s", "d"))
+        keys = quant_kv(torch.randn(b, hkv, s, d, device="cuda", dtype=torch.float16), d)
+        values = quant_kv(torch.randn(b, hkv, s, d, device="cuda", dtype=torch.float16), d)
+        q = torch.randn(b, hq, d, device="cuda", dtype=torch.float16)
+        lengths = torch.full((b,), s, dtype=torch.int32, device="cuda")
+        cfg = KVAttentionConfig(**case["cfg"])
+        return lambda i: lambda: launch_kv_attention(q, keys, values, lengths, d, d**-0.5, cfg)
     raise ValueError(case)
 
 
@@ -248,6 +266,8 @@ def timing_pass(all_cases, log):
 
 
 def summarize(results, base):
+    from fq_kernels.triton import kv_attention
+
     nan = float("nan")
     bf = {(r["m"], r["k"], r["n"]): r for r in base}
     print("\n== prefill (best per shape & kind; ratio = bf16 cuBLAS / ours GEMM alone)")
@@ -287,7 +307,7 @@ def summarize(results, base):
         print(
             f"M={key[0]:2d} K={key[1]:5d} N={key[2]:5d}: {top['median_ms'] * 1000:.1f} us {gbs:5.0f} GB/s "
             f"ratio {b.get('bf16_ms', float('nan')) / top['median_ms']:.2f} "
-            f"[BN{c['block_n']} BKP{c['block_kp']} split{c['split_k']} unpack{c['unpack']} "
+            f"[BN{c['block_n']} BKP{c['block_kp']} split{c['split_k']} unpack{c['unpack']} swap{c['swap']} "
             f"w{c['num_warps']} s{c['num_stages']}] {second}"
         )
     print("\n== transform_quant")
@@ -301,6 +321,20 @@ def summarize(results, base):
                     f"M={r['m']:5d} K={r['k']:5d} {r['dot']} {r['fmt']:6s} {r['cfg']}: "
                     f"{r['median_ms'] * 1000:7.1f} us {gbs:5.0f} GB/s"
                 )
+    print("\n== kv_attention (best per shape; GB/s of the int4 cache read)")
+    best = {}
+    for r in results:
+        if r["section"] == "kv" and "error" not in r:
+            best.setdefault((r["b"], r["hq"], r["hkv"], r["s"], r["d"]), []).append(r)
+    for (b, hq, hkv, s, d), rs in sorted(best.items()):
+        rs.sort(key=lambda r: r["median_ms"])
+        cache_bytes = 2 * b * hkv * s * (d // 2 + 5)  # codes + float32 scale + uint8 zero, keys and values
+        default = next((r for r in rs if r["cfg"] == asdict(kv_attention.candidates()[0])), None)
+        default_us = "-" if default is None else f"{default['median_ms'] * 1000:.1f} us"
+        print(
+            f"B={b:2d} Hq={hq} Hkv={hkv} S={s}: {rs[0]['median_ms'] * 1000:.1f} us "
+            f"{cache_bytes / rs[0]['median_ms'] / 1e6:5.0f} GB/s {rs[0]['cfg']} (default {default_us})"
+        )
     errors = [r for r in results if "error" in r]
     print(f"\n{len(errors)} failing cases")
     for r in errors[:10]:
@@ -316,7 +350,9 @@ def asm_report(cache_dir, log):
         except Exception:
             continue
         name = meta.get("name")
-        if not name or not name.startswith(("_prefill", "_packed", "_transform", "_quant_kv", "_dequant")):
+        if not name or not name.startswith(
+            ("_prefill", "_packed", "_transform", "_quant_kv", "_dequant", "_split")
+        ):
             continue
         ptx = meta_path.with_suffix(".ptx")
         text = ptx.read_text() if ptx.exists() else ""
@@ -342,7 +378,7 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", default="tune-out")
     parser.add_argument("--workers", type=int, default=12)
-    parser.add_argument("--sections", default="exact,baseline,prefill,decode,tq,asm")
+    parser.add_argument("--sections", default="exact,baseline,prefill,decode,tq,kv,asm")
     parser.add_argument("--precompile-only", action="store_true", help="only fill the Triton cache")
     args = parser.parse_args()
     out = Path(args.out)

@@ -90,6 +90,32 @@ def test_kernel_matches_reference(
     torch.testing.assert_close(got.float(), want.float(), rtol=tol, atol=tol)
 
 
+def _configs():
+    """Every configuration autotuning may pick on the GPU; a spread of block sizes and splits in
+    the interpreter (its own candidate list has one)."""
+    from fq_kernels.triton.kv_attention import KVAttentionConfig, candidates
+
+    if DEV == "cuda":
+        return candidates()
+    return [KVAttentionConfig(16, 4, 1, 4), KVAttentionConfig(32, 4, 1, 64), KVAttentionConfig(128, 4, 1, 1)]
+
+
+@kernels
+def test_every_configuration_matches_reference() -> None:
+    """Block size and split count change the loop and the merge, never the result."""
+    from fq_kernels.triton.kv_attention import launch_kv_attention
+
+    g = torch.Generator().manual_seed(5)
+    b, hq, hkv, s, d, group = 2, 8, 2, 300, 64, 64
+    keys, values = _cache(b, hkv, s, d, group, g, DEV)
+    q = torch.randn(b, hq, d, generator=g).to(DEV, torch.float16)
+    lengths = torch.tensor([300, 77], dtype=torch.int32, device=DEV)
+    want = ref.kv_attention_ref(q, keys, values, lengths, group, d**-0.5)
+    for cfg in _configs():
+        got = launch_kv_attention(q, keys, values, lengths, group, d**-0.5, cfg)
+        torch.testing.assert_close(got.float(), want.float(), rtol=2e-3, atol=2e-3, msg=str(cfg))
+
+
 @kernels
 def test_kernel_reads_the_cache_written_by_quant_kv() -> None:
     """End to end on the device's own quantiser: attention over what `quant_kv` wrote."""

@@ -20,11 +20,14 @@ measurements, with the kernel still the largest cost of a decode step at batch 1
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import triton
 import triton.language as tl
 
-from fq_kernels._runtime import next_pow2, sm_count
+from fq_kernels import tuning
+from fq_kernels._runtime import interpreting, next_pow2, sm_count
 from fq_kernels.reference.kv import QuantizedKV
 
 
@@ -144,13 +147,35 @@ def _merge_kernel(part_ptr, stat_ptr, out_ptr, NUM_SPLITS, BSPLIT: tl.constexpr,
     tl.store(out_ptr + head * D + dims, out.to(out_ptr.dtype.element_ty))
 
 
-BLOCK_S = 64
+@dataclass(frozen=True)
+class KVAttentionConfig:
+    block_s: int = 64  # cache positions per loop step
+    num_warps: int = 4
+    num_stages: int = 3
+    programs_per_sm: int = 4  # splits over positions are added until the grid gives this many
 
 
-def _splits(programs: int, positions: int, device_sms: int) -> int:
-    """Enough splits to give every SM four programs, but never one shorter than a block."""
-    wanted = triton.cdiv(4 * device_sms, max(programs, 1))
-    return max(1, min(wanted, triton.cdiv(positions, BLOCK_S)))
+def candidates() -> list[KVAttentionConfig]:
+    """Configurations of the split kernel, the measured best first (docs/benchmarks/decode.md)."""
+    if interpreting():
+        return [KVAttentionConfig(block_s=16, num_stages=1)]
+    return [
+        KVAttentionConfig(64, 4, 3, 4),
+        KVAttentionConfig(128, 4, 3, 4),
+        KVAttentionConfig(64, 4, 3, 8),
+        KVAttentionConfig(128, 4, 3, 8),
+        KVAttentionConfig(128, 8, 3, 4),
+        KVAttentionConfig(256, 8, 3, 4),
+        KVAttentionConfig(64, 4, 4, 16),
+        KVAttentionConfig(32, 4, 4, 16),
+        KVAttentionConfig(128, 4, 2, 16),
+    ]
+
+
+def _splits(programs: int, positions: int, device_sms: int, cfg: KVAttentionConfig) -> int:
+    """Enough splits to give every SM `programs_per_sm` programs, but never one shorter than a block."""
+    wanted = triton.cdiv(cfg.programs_per_sm * device_sms, max(programs, 1))
+    return max(1, min(wanted, triton.cdiv(positions, cfg.block_s)))
 
 
 def launch_kv_attention(
@@ -160,12 +185,18 @@ def launch_kv_attention(
     lengths: torch.Tensor,
     group_size: int,
     scaling: float,
+    config: KVAttentionConfig | None = None,
 ) -> torch.Tensor:
+    """out [B, Hq, D]; `config` None: the first candidate, or the fastest with FQ_KERNELS_AUTOTUNE=1."""
     b, hq, d = q.shape
     hkv, s = keys[0].shape[1], keys[0].shape[2]
+    if config is None:
+        key = ("kv_attention", b, hq, hkv, s, d, group_size, q.dtype)
+        run = lambda cfg: launch_kv_attention(q, keys, values, lengths, group_size, scaling, cfg)  # noqa: E731
+        config = tuning.choose(key, candidates(), run)
     groups = hq // hkv
-    num_splits = _splits(b * hkv, s, sm_count(q))
-    split_len = triton.cdiv(triton.cdiv(s, num_splits), BLOCK_S) * BLOCK_S
+    num_splits = _splits(b * hkv, s, sm_count(q), config)
+    split_len = triton.cdiv(triton.cdiv(s, num_splits), config.block_s) * config.block_s
     part = torch.empty((b, hq, num_splits, d), dtype=torch.float32, device=q.device)
     stats = torch.empty((b, hq, num_splits, 2), dtype=torch.float32, device=q.device)
     out = torch.empty_like(q)
@@ -186,9 +217,10 @@ def launch_kv_attention(
         QG=max(16, next_pow2(groups)),
         D=d,
         G=group_size,
-        BLOCK_S=BLOCK_S,
+        BLOCK_S=config.block_s,
         IEEE=q.dtype == torch.float32,
-        num_warps=4,
+        num_warps=config.num_warps,
+        num_stages=config.num_stages,
     )
     _merge_kernel[(b * hq,)](part, stats, out, num_splits, BSPLIT=max(2, next_pow2(num_splits)), D=d)
     return out
