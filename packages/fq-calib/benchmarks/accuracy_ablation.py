@@ -42,7 +42,9 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "feed-quant": ("paper", {"feed": "quant"}),
     "batch-1": ("paper", {"batch_size": 1}),
     "lr-2x": ("paper", {"lr": 1e-2}),
+    "loss-lm-head": ("paper", {"loss": "lm-head"}),
     "best": ("best", {}),
+    "best-loss-lm-head": ("best", {"loss": "lm-head"}),
     "best-without-gptq": ("best", {"weight_rounding": "rtn"}),
 }
 """Variant -> (recipe preset, overrides). 'best' is `fq calib --recipe best`."""

@@ -34,7 +34,9 @@ def test_calib_writes_a_valid_checkpoint_with_a_layer_log(tmp_path, tiny_model_d
     assert not (tmp_path / "ckpt.partial").exists()
 
 
-@pytest.mark.parametrize("levers", [[], ["--feed", "quant", "--gptq"]], ids=["paper", "feed-quant-gptq"])
+@pytest.mark.parametrize(
+    "levers", [[], ["--feed", "quant", "--gptq", "--loss", "lm-head"]], ids=["paper", "levers"]
+)
 def test_resume_after_a_kill_gives_the_same_checkpoint(tmp_path, tiny_model_dir, levers):
     recipe = [*RECIPE, *levers]
     whole = tmp_path / "whole"

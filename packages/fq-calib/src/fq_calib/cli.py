@@ -95,6 +95,12 @@ def calib(
         bool | None,
         typer.Option(help="GPTQ rounding of the merged weights, else to nearest (default: the recipe's)."),
     ] = None,
+    loss: Annotated[
+        str | None,
+        typer.Option(
+            help="Layer objective: 'mse' (paper) or 'lm-head' (errors the LM head reads weigh more)."
+        ),
+    ] = None,
     amp: Annotated[
         bool | None,
         typer.Option(
@@ -146,6 +152,7 @@ def calib(
             "weight_rounding": None if gptq is None else ("gptq" if gptq else "rtn"),
             "asym_act": a_asym,
             "amp": amp,
+            "loss": loss,
         }
         flat = {"lwc": lwc, "lac": lac, "channel_scale": add_diag, "diag_alpha": diag_alpha}
         flat["parametrization"] = "direct" if direct_inv else "svd"

@@ -18,6 +18,7 @@ from fq_core.quant import NO_QUANT, QuantSpec
 
 FeedForward = Literal["fp", "quant"]
 WeightRounding = Literal["rtn", "gptq"]
+LayerLoss = Literal["mse", "lm-head"]
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,8 @@ class CalibRecipe:
     amp: autocast the layer forward in bfloat16 on CUDA (transforms stay float32); CPU runs float32.
     weight_rounding: "rtn" rounds the merged weights to nearest; "gptq" runs GPTQ on them with the
         layer's real (transformed, quantised) inputs.
+    loss: "mse" (the reference: every hidden direction counts the same) or "lm-head" (the output
+        error measured half plainly, half through the LM head, `fq_calib.loss.output_metric`).
     """
 
     flat: FlatConfig = field(default_factory=FlatConfig)
@@ -49,6 +52,7 @@ class CalibRecipe:
     feed: FeedForward = "fp"
     amp: bool = True
     weight_rounding: WeightRounding = "rtn"
+    loss: LayerLoss = "mse"
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -69,6 +73,8 @@ class CalibRecipe:
             raise ConfigError(f"feed must be 'fp' or 'quant', got {self.feed!r}")
         if self.weight_rounding not in ("rtn", "gptq"):
             raise ConfigError(f"weight_rounding must be 'rtn' or 'gptq', got {self.weight_rounding!r}")
+        if self.loss not in ("mse", "lm-head"):
+            raise ConfigError(f"loss must be 'mse' or 'lm-head', got {self.loss!r}")
 
     @property
     def steps_per_epoch(self) -> int:
@@ -80,7 +86,8 @@ class CalibRecipe:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CalibRecipe:
-        return cls(**{**data, "flat": FlatConfig.from_dict(data["flat"])})
+        # runs recorded before the loss lever existed used the plain MSE
+        return cls(**{"loss": "mse", **data, "flat": FlatConfig.from_dict(data["flat"])})
 
 
 KV4 = QuantSpec(4, symmetric=False, granularity="group", group_size=128)

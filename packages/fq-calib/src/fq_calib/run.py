@@ -23,6 +23,7 @@ from torch import nn
 
 from fq_calib.distributed import check_batch_size, is_main, on_main, rank, shard_rows, world_size
 from fq_calib.layer_io import capture_inputs, map_layer, move
+from fq_calib.loss import output_metric
 from fq_calib.recipe import CalibRecipe
 from fq_calib.state import RunState, work_dir_for
 from fq_calib.train import LayerStats, calibrate_layer
@@ -107,6 +108,7 @@ def calibrate(
         layer_task = progress.add_task("layers", total=len(layers), completed=state.done)
         epoch_task = progress.add_task("epochs", total=recipe.epochs)
         fp_inputs = None if recipe.feed == "fp" else inputs  # the FP stream, when it differs
+        metric = output_metric(model).to(device) if recipe.loss == "lm-head" else None
         for index, layer in enumerate(layers):
             if index < state.done:
                 inputs, fp_inputs = _replay_layer(
@@ -131,6 +133,7 @@ def calibrate(
                     lambda trained: freeze_layer(trained, model),
                     on_epoch,
                     fp_inputs,
+                    metric,
                 )
                 inputs, fp_inputs = (targets, None) if outputs is None else (outputs, targets)
                 layer.to("cpu")

@@ -26,6 +26,7 @@ from fq_calib.distributed import (
     world_size,
 )
 from fq_calib.layer_io import autocast, batches, map_layer, mse, run_layer
+from fq_calib.loss import layer_loss
 from fq_calib.recipe import CalibRecipe
 from fq_core.flat import FlatLinear, set_fp
 from fq_core.transforms import factor_cache
@@ -133,6 +134,7 @@ def calibrate_layer(
     freeze: Callable[[nn.Module], None],
     on_epoch: Callable[[int, float], None] = lambda epoch, loss: None,
     fp_inputs: torch.Tensor | None = None,
+    metric: torch.Tensor | None = None,
 ) -> tuple[LayerStats, torch.Tensor, torch.Tensor | None]:
     """Train and freeze one layer.
 
@@ -141,6 +143,7 @@ def calibrate_layer(
     and `fp_inputs` holds the FP activations, so the targets stay the FP model's own outputs and the
     layer learns to undo the error accumulated before it. With several ranks all these tensors, and
     the returned ones, are this rank's shard of the windows (`distributed.shard_rows`).
+    metric: the factor of the output metric when recipe.loss is "lm-head" (`loss.output_metric`).
     Returns the stats, the targets (the next layer's FP inputs) and, with feed="quant", the frozen
     layer's outputs (the next layer's quantised inputs).
     """
@@ -167,7 +170,7 @@ def calibrate_layer(
             with factor_cache():  # each transform factor built once per step, not once per use
                 with autocast(device, recipe.amp):
                     out = run_layer(layer, inputs[rows].to(device), layer_kwargs)
-                loss = (out.float() - targets[rows].to(device)).pow(2).mean()
+                loss = layer_loss(out, targets[rows].to(device), metric)
                 optimizer.zero_grad(set_to_none=True)
                 # The loss is divided by its own detached value. Over W ranks with equal shares that
                 # value is the batch's mean loss = sum_over_ranks(loss) / W, and the summed gradients
