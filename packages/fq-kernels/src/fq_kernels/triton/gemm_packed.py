@@ -556,7 +556,7 @@ def launch_packed(
 def candidates(m: int, n: int, kp: int) -> list[PackedConfig]:
     """Configurations for the decode GEMM, the measured best first (docs/benchmarks/kernels.md)."""
     if interpreting():
-        return [PackedConfig(block_m=16, block_n=16, block_kp=32, split_k=2, num_warps=4, num_stages=1)]
+        return [PackedConfig(16, 16, 32, split_k=2, num_warps=4, num_stages=1, swap=m <= 16)]  # as on the GPU
     block_m = 16 if m <= 16 else 32 if m <= 32 else 64
     grid = [
         (128, 128, 8, 4, 4, 1),  # best at M = 16 on the H100 before `swap` (run C)
