@@ -191,3 +191,36 @@ def test_compiled_fake_quant_matches_eager_values_and_gradients(spec, clamp):
     torch.testing.assert_close(dx, eager_dx, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(dt, eager_dt, rtol=1e-4, atol=1e-5)
     assert eager_dt.abs().sum() > 0  # the clipping factors really receive a gradient
+
+
+def test_cpu_compiles_only_where_gradients_flow_and_falls_back_to_eager(monkeypatch):
+    """Calibration (inputs that require grad) runs the compiled quantiser on the CPU, inference runs
+    eager; a compiler failure warns once and leaves the CPU eager, with the eager result."""
+    from fq_core.quant import functional
+
+    calls = []
+
+    def compiled(*args):
+        calls.append("compiled")
+        return functional._fake_quant(*args)
+
+    monkeypatch.setattr(functional, "COMPILE", True)
+    monkeypatch.setattr(functional, "_CPU_COMPILE_FAILED", False)
+    monkeypatch.setattr(functional, "compiled_fake_quant", lambda: compiled)
+    spec = QuantSpec(4, False, "token")
+    x = torch.randn(4, 16, generator=torch.Generator().manual_seed(1))
+    functional.fake_quant(x, spec)
+    assert calls == []
+    functional.fake_quant(x.clone().requires_grad_(), spec)
+    assert calls == ["compiled"]
+
+    def broken(*args):
+        raise RuntimeError("no C++ compiler")
+
+    monkeypatch.setattr(functional, "compiled_fake_quant", lambda: broken)
+    with pytest.warns(UserWarning, match="Install a C\\+\\+ compiler"):
+        out = functional.fake_quant(x.clone().requires_grad_(), spec)
+    torch.testing.assert_close(out, functional._fake_quant(x, spec, None, False))
+    monkeypatch.setattr(functional, "compiled_fake_quant", lambda: compiled)
+    functional.fake_quant(x.clone().requires_grad_(), spec)  # no second attempt, no second warning
+    assert calls == ["compiled"]
