@@ -36,6 +36,9 @@ SHAPES = {
     "llama-2-7b": dict(
         hidden_size=4096, intermediate_size=11008, num_attention_heads=32, num_key_value_heads=32
     ),
+    "smollm2-135m": dict(  # the embedded model: the CPU's per-layer-epoch figure vs the reference's
+        hidden_size=576, intermediate_size=1536, num_attention_heads=9, num_key_value_heads=3
+    ),
     "tiny": dict(hidden_size=64, intermediate_size=128, num_attention_heads=4, num_key_value_heads=2),
 }
 
