@@ -83,6 +83,6 @@ def test_quickstart_adds_a_flatquant_row_calibrated_in_process(app, tiny_model_d
     assert math.isfinite(flat["ppl"]) and flat["ppl"] not in (fp["ppl"], rtn["ppl"])
     assert flat["ratio_to_fp"] == pytest.approx(flat["ppl"] / fp["ppl"])
     settings = record["settings"]
-    assert settings["calibration"] == {"nsamples": 8, "seqlen": 512, "epochs": 2}  # fq-calib's quickstart
+    assert settings["calibration"] == {"nsamples": 16, "seqlen": 512, "epochs": 2}  # fq-calib's quickstart
     assert {"load_s", "rtn_quantize_s", "calibrate_s", "flatquant_load_s"} <= set(settings)
     assert "pip install fq-calib" not in result.stderr
