@@ -103,6 +103,7 @@ class _ColumnLoopGraph:
         h_block: torch.Tensor,
         spec: QuantSpec,
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """`_column_loop`'s signature (spec was fixed at capture); outputs valid until the next call."""
         for static, value in (
             (self.block, block),
             (self.scale, scale),

@@ -191,8 +191,11 @@ def launch_kv_attention(
     b, hq, d = q.shape
     hkv, s = keys[0].shape[1], keys[0].shape[2]
     if config is None:
+
+        def run(cfg: KVAttentionConfig) -> torch.Tensor:
+            return launch_kv_attention(q, keys, values, lengths, group_size, scaling, cfg)
+
         key = ("kv_attention", b, hq, hkv, s, d, group_size, q.dtype)
-        run = lambda cfg: launch_kv_attention(q, keys, values, lengths, group_size, scaling, cfg)  # noqa: E731
         config = tuning.choose(key, candidates(), run)
     groups = hq // hkv
     num_splits = _splits(b * hkv, s, sm_count(q), config)
