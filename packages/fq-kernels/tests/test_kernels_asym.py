@@ -29,6 +29,7 @@ from fq_kernels.testing import (
     epilogue_terms,
     random_orthogonal,
     signed_permutation,
+    small_packed_config,
 )
 
 ASYM = QuantSpec(4, symmetric=False, granularity="token")
@@ -241,21 +242,12 @@ def _asym_operands(m: int, k: int, n: int, g: torch.Generator):
     ],
 )
 def test_packed_gemm_with_zero_points(m: int, split: int, a_layout: str, kernel: str, unpack: int) -> None:
-    from fq_kernels.triton.gemm_packed import PackedConfig, launch_packed
+    from fq_kernels.triton.gemm_packed import launch_packed
 
     g = torch.Generator().manual_seed(m + split)
     xv, zx, wv, sx, sw, wsum, bias = _asym_operands(m, 200, 33, g)
     a, wq = (xv if a_layout == "int8" else pack_int4(xv)), pack_int4(wv)
-    cfg = PackedConfig(
-        block_m=16,
-        block_n=16,
-        block_kp=16,
-        split_k=split,
-        num_stages=1,
-        unpack=unpack,
-        gemv=kernel == "gemv",
-        swap=kernel == "swap",
-    )
+    cfg = small_packed_config(kernel, split, unpack)
     one = torch.ones(max(m, 33))
     out = launch_packed(a, wq, one, one, None, torch.empty(m, 33), cfg, zx=zx, wsum=wsum)
     assert torch.equal(out, ref.w4a4_linear_ref(xv, one[:m], wq, one[:33], None, torch.float32, zx, wsum))

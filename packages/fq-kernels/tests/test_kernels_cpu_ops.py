@@ -26,6 +26,7 @@ from fq_kernels.testing import (
     epilogue_terms,
     random_orthogonal,
     signed_permutation,
+    small_packed_config,
 )
 
 pytestmark = [
@@ -166,22 +167,13 @@ PACKED_CASES = [
 def test_packed_gemm_is_exact(
     m: int, k: int, n: int, unpack: int, split: int, a_layout: str, kernel: str
 ) -> None:
-    from fq_kernels.triton.gemm_packed import WORKSPACE, PackedConfig, launch_packed
+    from fq_kernels.triton.gemm_packed import WORKSPACE, launch_packed
 
     g = torch.Generator().manual_seed(m * k + n)
     xv, wv = _operands(m, k, n, g)
     a = xv if a_layout == "int8" else pack_int4(xv)
     wq = pack_int4(wv)
-    cfg = PackedConfig(
-        block_m=16,
-        block_n=16,
-        block_kp=16,
-        split_k=split,
-        num_stages=1,
-        unpack=unpack,
-        gemv=kernel == "gemv",
-        swap=kernel == "swap",
-    )
+    cfg = small_packed_config(kernel, split, unpack)
     one = torch.ones(max(m, n))
     acc = launch_packed(a, wq, one, one, None, torch.empty(m, n, dtype=torch.int32), cfg, raw=True)
     assert torch.equal(acc, ref.int_matmul_ref(xv, wq))

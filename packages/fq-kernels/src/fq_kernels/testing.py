@@ -112,3 +112,20 @@ def assert_epilogue_close(out: torch.Tensor, ref: torch.Tensor, terms: torch.Ten
     if terms is not None:
         bound = bound + terms.to(out.device).float().reshape(b.shape)[keep] * 2.0**-21
     assert bool((err <= bound).all()), f"epilogue differs by {(err / bound).max():.3g} ulp-bounds"
+
+
+def small_packed_config(kernel: str, split: int, unpack: int):
+    """A decode-GEMM configuration with 16-wide tiles (several tiles and K steps at test sizes) for
+    `kernel`: "mma" (tokens as the MMA's rows), "swap" (weights as its rows) or "gemv" (CUDA cores)."""
+    from fq_kernels.triton.gemm_packed import PackedConfig
+
+    return PackedConfig(
+        block_m=16,
+        block_n=16,
+        block_kp=16,
+        split_k=split,
+        num_stages=1,
+        unpack=unpack,
+        gemv=kernel == "gemv",
+        swap=kernel == "swap",
+    )
