@@ -98,7 +98,8 @@ def fake_quant(
     Compiled where it pays: torch.compile fuses its two reductions and dozen elementwise ops, and
     their backward, into a few kernels. On CUDA a calibration step is mostly these ops' launches;
     on the CPU, where each op is a pass over memory, calibration's steps (the inputs require grad)
-    run ~1.8x faster per epoch, while inference keeps eager ops and so never waits for a compiler.
+    run 1.2-1.4x faster per epoch (docs/benchmarks/calibration.md), while inference keeps eager ops
+    and so never waits for a compiler.
     `FQ_COMPILE=0` keeps everything eager; without a working C++ compiler the CPU falls back to
     eager with one warning.
     """
