@@ -126,3 +126,42 @@ def test_presets_paper_is_the_reference_and_overrides_replace_quantisers():
     assert preset("best", asym_act=False).flat.act.symmetric
     asym = preset("paper", "w4a4kv4", act=QuantSpec(4, symmetric=False, granularity="token"))
     assert not asym.flat.act.symmetric and asym.flat.key.bits == 4  # the rest of the preset stays
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_graph_training_step_trains_the_layer_the_eager_step_trains(tiny_model_dir, monkeypatch):
+    """The captured forward/backward replays the eager step's kernels on static buffers: the trained
+    transforms, scales and clipping factors, and each epoch's loss, are the eager run's bit for bit."""
+    import fq_calib.step
+    import fq_calib.train
+
+    cuda = torch.device("cuda")
+    model, _ = load_model(str(tiny_model_dir))
+    recipe = preset("best", nsamples=4, seqlen=24, epochs=2)
+    quantize_(model, recipe.flat)
+    model.to(cuda)
+    windows = torch.randint(1, 100, (4, 24), generator=torch.Generator().manual_seed(0))
+    inputs, kwargs = capture_inputs(model, model.model.layers, windows, cuda, cuda)
+    captured = []
+
+    class CountedGraphedStep(fq_calib.step.GraphedStep):
+        def __init__(self, *args):
+            super().__init__(*args)
+            captured.append(self)
+
+    monkeypatch.setattr(fq_calib.train, "GraphedStep", CountedGraphedStep)
+    runs = {}
+    for graphs in (False, True):
+        monkeypatch.setattr(fq_calib.step, "CUDA_GRAPHS", graphs)
+        layer = copy.deepcopy(model.model.layers[0])
+        stats, _, _ = calibrate_layer(0, layer, inputs, kwargs, recipe, cuda, freeze=lambda trained: None)
+        trained = {name: p.detach().clone() for name, p in layer.named_parameters() if p.requires_grad}
+        runs[graphs] = stats.epoch_losses, trained
+    assert len(captured) == 1  # the eager run captured nothing, the graphed one one step
+    (eager_losses, eager), (graph_losses, graphed) = runs[False], runs[True]
+    assert graph_losses == eager_losses
+    assert eager.keys() == graphed.keys() and len(eager) > 0
+    for name in eager:
+        assert torch.equal(eager[name], graphed[name]), name
+    assert all(p.grad is None for p in layer.parameters())  # the graph's gradients were released

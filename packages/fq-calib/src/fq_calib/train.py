@@ -18,18 +18,11 @@ import torch
 import torch.distributed as torch_dist
 from torch import nn
 
-from fq_calib.distributed import (
-    all_reduce_,
-    all_reduce_gradients,
-    mean_over_ranks,
-    sum_over_ranks,
-    world_size,
-)
-from fq_calib.layer_io import autocast, batches, map_layer, mse, run_layer
-from fq_calib.loss import layer_loss
+from fq_calib.distributed import all_reduce_, mean_over_ranks, sum_over_ranks, world_size
+from fq_calib.layer_io import batches, map_layer, mse
 from fq_calib.recipe import CalibRecipe
+from fq_calib.step import GraphedStep, forward_backward, graphs_apply
 from fq_core.flat import FlatLinear, set_fp
-from fq_core.transforms import factor_cache
 
 
 @dataclass
@@ -162,27 +155,24 @@ def calibrate_layer(
     mse_init = mse(layer, inputs[probe], targets[probe], layer_kwargs, device, bs, recipe.amp)
 
     optimizer, schedule = optimizer_for(layer, recipe)
+    step = forward_backward(layer, layer_kwargs, metric, device, recipe.amp)
+    graphed = None
+    if graphs_apply(device):
+        step = graphed = GraphedStep(step, layer.parameters(), inputs[probe], targets[probe])
     epoch_losses = []
     layer.train()
     for epoch in range(recipe.epochs):
         total = torch.zeros((), dtype=torch.float64, device=device)  # read once per epoch: no stall per step
         for rows in batches(inputs.shape[0], bs):
-            with factor_cache():  # each transform factor built once per step, not once per use
-                with autocast(device, recipe.amp):
-                    out = run_layer(layer, inputs[rows].to(device), layer_kwargs)
-                loss = layer_loss(out, targets[rows].to(device), metric)
-                optimizer.zero_grad(set_to_none=True)
-                # The loss is divided by its own detached value. Over W ranks with equal shares that
-                # value is the batch's mean loss = sum_over_ranks(loss) / W, and the summed gradients
-                # of loss / sum_over_ranks(loss) equal one process's gradient of loss / loss.
-                ranks_loss = all_reduce_(loss.detach().clone())
-                (loss / ranks_loss).backward()
-            all_reduce_gradients(layer.parameters())
-            total += ranks_loss.double() / world_size()
+            total += step(inputs[rows], targets[rows]).double() / world_size()
             optimizer.step()
             schedule.step()
         epoch_losses.append(total.item() / recipe.steps_per_epoch)
         on_epoch(epoch, epoch_losses[-1])
+    if graphed is not None:
+        graphed.release()
+    for param in layer.parameters():
+        param.grad = None
     layer.eval()
     if recipe.weight_rounding == "gptq":
         collect_hessians(layer, inputs, layer_kwargs, device, bs, recipe.amp)
