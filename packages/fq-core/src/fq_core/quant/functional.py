@@ -133,7 +133,11 @@ def _cpu_compile_failed(error: Exception) -> None:
 @functools.cache
 def compiled_fake_quant():
     """`fake_quant`'s body through torch.compile (built at first use; dynamic shapes, so one graph
-    per quantiser kind serves every layer size)."""
+    per quantiser kind serves every layer size).
+
+    A W4A4 KV4 layer has about a dozen kinds (spec x clipping x rank x dtype); past dynamo's
+    default of 8 graphs per function the rest would silently run eager, so the limit is raised."""
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
     return torch.compile(_fake_quant, dynamic=True)
 
 
