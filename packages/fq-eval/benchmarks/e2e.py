@@ -88,6 +88,30 @@ def static_decode_row(model: nn.Module, batch: int, prompt: int, new: int, repea
     return row
 
 
+def static_prefill_row(model: nn.Module, batch: int, seqlen: int, repeats: int) -> dict[str, Any]:
+    """ms per prefill of the static loop: the first two (untimed) runs see the shape, then capture
+    its graph; the timed runs replay it."""
+    from fq_kernels.runtime import StaticDecoder
+
+    device = model.get_input_embeddings().weight.device
+    row: dict[str, Any] = {"phase": "prefill-graph", "batch": batch, "seqlen": seqlen}
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    decoder = None
+    try:
+        decoder = StaticDecoder(model, max_batch=batch, max_len=seqlen + 2)
+        ids = torch.randint(0, model.config.vocab_size, (batch, seqlen), device=device)
+        prefill = decoder.prefill
+        times = time_ms(lambda: prefill(ids), device, 2, repeats)
+        row.update(ms=statistics.median(times), ms_all=times, peak_gib=peak_gib(device))
+    except torch.cuda.OutOfMemoryError:
+        row.update(ms=None, error="out of memory")
+    finally:
+        del decoder
+        release_memory(device)
+    return row
+
+
 def largest_batch(model: nn.Module, context: int, limit: int = 4096) -> int:
     """The largest batch whose static decode state (cache of `context` tokens + one step) fits."""
     from fq_kernels.runtime import StaticDecoder
@@ -129,6 +153,9 @@ def measure(model: nn.Module, label: str, args: argparse.Namespace) -> list[dict
             repeats=args.repeats,
         )
         rows += run_latency(model, settings)
+    for batch in args.static_prefill_batches:
+        log(f"{label}: static-loop prefill {batch} x {args.prefill_seqlen} (graph)")
+        rows.append(static_prefill_row(model, batch, args.prefill_seqlen, args.repeats))
     if args.hf_batches:
         log(f"{label}: transformers' decode loop, batches {args.hf_batches}")
         settings = LatencySettings(
@@ -261,6 +288,16 @@ def report(record: dict[str, Any]) -> str:
         seqlen = (fp or q)["seqlen"]
         mem = " / ".join(f"{r['peak_gib']:.1f}" if r and r.get("peak_gib") else "-" for r in (fp, q))
         lines.append(f"| {batch} x {seqlen} | {_ms(fp)} | {_ms(q)} | {_ratio(fp, q)} | {mem} |")
+    static = _rows(record, "prefill-graph")
+    if static:
+        lines += [
+            "",
+            "| static-loop prefill (CUDA graph) batch x seqlen | FP16 ms | W4A4KV4 ms | speed-up |",
+            "|---|---|---|---|",
+        ]
+        for batch in sorted({b for _, b in static}):
+            fp, q = static.get(("fp16", batch)), static.get(("w4a4kv4", batch))
+            lines.append(f"| {batch} x {(fp or q)['seqlen']} | {_ms(fp)} | {_ms(q)} | {_ratio(fp, q)} |")
     lines.append("")
     graph, hf = _rows(record, "decode-graph"), _rows(record, "decode-hf")
     lines += [
@@ -336,6 +373,9 @@ def main() -> None:
     ints = lambda s: [int(x) for x in s.split(",") if x]  # noqa: E731
     parser.add_argument("--prefill-batches", type=ints, default=[1, 4, 16])
     parser.add_argument("--prefill-seqlen", type=int, default=2048)
+    parser.add_argument(
+        "--static-prefill-batches", type=ints, default=[1], help="prefill through the static loop's graph"
+    )
     parser.add_argument("--hf-batches", type=ints, default=[1, 16])
     parser.add_argument("--hf-steps", type=int, default=32)
     parser.add_argument("--decode-batches", type=ints, default=[1, 4, 16, 32, 64])

@@ -467,3 +467,21 @@ def test_graph_decode_gives_the_tokens_of_eager_decode_and_of_generate(tmp_path,
     decoder = StaticDecoder(model, max_batch=4, max_len=64)
     assert torch.equal(decoder.generate(ids[:1], 24), graph[:1])
     assert torch.equal(decoder.generate(ids, 24), graph)
+
+
+@torch.no_grad()
+def test_prefill_graph_replays_give_the_eager_prefill_for_new_prompts(tmp_path) -> None:
+    """A prompt shape seen twice is captured, then replayed with each new prompt's ids: the cache it
+    leaves and the tokens after it are those of the eager decoder, prompt after prompt."""
+    from fq_kernels.runtime import StaticDecoder, load_int4_model
+
+    model = load_int4_model(_small_llama_checkpoint(tmp_path / "ck", True), device=DEV, dtype=torch.float32)
+    graphed = StaticDecoder(model, max_batch=2, max_len=48, graph=True)
+    eager = StaticDecoder(model, max_batch=2, max_len=48, graph=False)
+    prompts = torch.randint(0, 256, (4, 2, 16), generator=torch.Generator().manual_seed(3)).to(DEV)
+    for i, ids in enumerate(prompts):  # eager, capture, replay, replay
+        assert torch.equal(graphed.generate(ids, 12), eager.generate(ids, 12)), f"prompt {i}"
+        assert len(graphed._prefill_graphs) == (i >= 1)
+    # another length is a new shape: eager first, then its own graph
+    assert torch.equal(graphed.generate(prompts[0, :, :9], 5), eager.generate(prompts[0, :, :9], 5))
+    assert len(graphed._prefill_graphs) == 1
