@@ -485,3 +485,26 @@ def test_prefill_graph_replays_give_the_eager_prefill_for_new_prompts(tmp_path) 
     # another length is a new shape: eager first, then its own graph
     assert torch.equal(graphed.generate(prompts[0, :, :9], 5), eager.generate(prompts[0, :, :9], 5))
     assert len(graphed._prefill_graphs) == 1
+
+
+@torch.no_grad()
+def test_compiled_elementwise_matches_the_eager_functions() -> None:
+    """The static loop's fused residual + RMSNorm and gated activation (torch.compile on CUDA) agree
+    with the eager functions within half-precision rounding."""
+    from transformers.activations import ACT2FN
+    from transformers.models.llama.modeling_llama import LlamaRMSNorm
+
+    from fq_kernels.runtime.elementwise import for_device, gated_activation, residual_norm
+
+    g = torch.Generator(device=DEV).manual_seed(0)
+    norm = LlamaRMSNorm(512, eps=1e-5).to(DEV, torch.float16)
+    norm.weight.copy_(torch.rand(512, generator=g, device=DEV) + 0.5)
+    for tokens in (1, 37, 2048):  # decode and prefill shapes through one dynamic graph
+        x, delta = (torch.randn(2, tokens, 512, generator=g, device=DEV, dtype=torch.float16) for _ in "ab")
+        fused_x, fused_h = for_device(residual_norm, torch.device(DEV))(norm, x, delta)
+        eager_x, eager_h = residual_norm(norm, x, delta)
+        assert torch.equal(fused_x, eager_x)
+        torch.testing.assert_close(fused_h, eager_h, rtol=2e-3, atol=2e-3)
+        gate_up = torch.randn(2, tokens, 2 * 384, generator=g, device=DEV, dtype=torch.float16)
+        fused = for_device(gated_activation, torch.device(DEV))(ACT2FN["silu"], gate_up)
+        torch.testing.assert_close(fused, gated_activation(ACT2FN["silu"], gate_up), rtol=2e-3, atol=2e-3)

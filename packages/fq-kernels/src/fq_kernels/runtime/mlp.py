@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 from torch import nn
 
 from fq_kernels.quant_linear import QuantLinear
-
-Activation = Callable[[torch.Tensor], torch.Tensor]
+from fq_kernels.runtime.elementwise import Activation, gated_activation
 
 
 class Int4MLP(nn.Module):
@@ -26,5 +23,4 @@ class Int4MLP(nn.Module):
         self.down_proj = down_proj
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        gate, up = self.gate_up_proj(x).chunk(2, dim=-1)
-        return self.down_proj(self.act_fn(gate) * up)
+        return self.down_proj(gated_activation(self.act_fn, self.gate_up_proj(x)))

@@ -18,6 +18,9 @@ layers with the host out of the loop:
   on CUDA it is captured once per batch size and replayed per token with no host work; elsewhere
   (or with graph=False) the same step runs eagerly.
 
+On CUDA the residual adds, norms and gated activations between the GEMMs run as torch.compile'd
+fused kernels (`runtime.elementwise`), in the prefill and inside the decode graph.
+
 Prompts of one call share a length (no padding); the full-precision cache is read at its whole
 `max_len` every step (masked), as transformers' StaticCache is, while the int4 kernel reads only the
 filled positions.
@@ -39,6 +42,7 @@ from fq_core.adapters.base import DecoderAdapter, LayerNames
 from fq_core.errors import ConfigError
 from fq_kernels.ops import dequant_kv, kv_attention, quant_kv
 from fq_kernels.runtime.attention import Int4Attention
+from fq_kernels.runtime.elementwise import for_device, gated_activation, residual_norm
 from fq_kernels.runtime.kv_cache import KVQuant
 from fq_kernels.runtime.mlp import Int4MLP
 
@@ -220,6 +224,8 @@ class StaticDecoder:
         self._prefill_graphs: dict[tuple[int, int], tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}
         self._prefill_seen: set[tuple[int, int]] = set()
         self._pool = torch.cuda.graph_pool_handle() if self.graph else None
+        self._residual_norm = for_device(residual_norm, self.device)
+        self._gated_activation = for_device(gated_activation, self.device)
 
     def _forward(
         self, ids: torch.Tensor, positions: torch.Tensor, lengths: torch.Tensor | None
@@ -228,17 +234,23 @@ class StaticDecoder:
         b, t = ids.shape
         x = self.embed(ids)
         rope = self.rotary(x, positions[None].expand(b, t))
-        for layer in self.layers:
-            q, k, v = layer.attention.project(layer.input_norm(x), rope)
+        residual_norm, gated = self._residual_norm, self._gated_activation
+        h = self.layers[0].input_norm(x)
+        next_norms = [layer.input_norm for layer in self.layers[1:]] + [self.norm]
+        for layer, next_norm in zip(self.layers, next_norms, strict=True):
+            q, k, v = layer.attention.project(h, rope)
             layer.kv.write(k, v, positions)
             scaling = layer.attention.scaling
             if lengths is None:
                 out = layer.kv.prefill_attention(q, scaling)
             else:
                 out = layer.kv.decode_attention(q, lengths, scaling)
-            x = x + layer.attention.o_proj(out.transpose(1, 2).reshape(b, t, -1))
-            x = x + layer.mlp(layer.post_norm(x))
-        return self.head(self.norm(x[:, -1:]))[:, -1]
+            x, h = residual_norm(
+                layer.post_norm, x, layer.attention.o_proj(out.transpose(1, 2).reshape(b, t, -1))
+            )
+            mlp = layer.mlp
+            x, h = residual_norm(next_norm, x, mlp.down_proj(gated(mlp.act_fn, mlp.gate_up_proj(h))))
+        return self.head(h[:, -1:])[:, -1]
 
     def _decode_step(self, batch: int) -> None:
         tokens = self._tokens[:batch]
