@@ -179,8 +179,9 @@ def measure(model: nn.Module, label: str, args: argparse.Namespace) -> list[dict
 
 
 def profile(model: nn.Module, label: str, args: argparse.Namespace) -> None:
-    """Per-kernel CUDA time of a prefill (transformers' forward) and of one eager static decode step
-    per batch in `--decode-batches`, as torch.profiler tables in `--profile`."""
+    """Per-kernel CUDA time of a 1 x `--prefill-seqlen` prefill of the static loop (run eagerly: the
+    same kernels its graph replays) and of one eager static decode step per batch in
+    `--decode-batches`, as torch.profiler tables in `--profile`."""
     from torch.profiler import ProfilerActivity
     from torch.profiler import profile as torch_profile
 
@@ -189,15 +190,16 @@ def profile(model: nn.Module, label: str, args: argparse.Namespace) -> None:
     device = model.get_input_embeddings().weight.device
     args.profile.mkdir(parents=True, exist_ok=True)
     ids = torch.randint(0, model.config.vocab_size, (1, args.prefill_seqlen), device=device)
-    with torch.no_grad():
-        for _ in range(3):
-            model(ids, use_cache=True, logits_to_keep=1)
+    decoder = StaticDecoder(model, max_batch=1, max_len=args.prefill_seqlen + 2, graph=False)
+    for _ in range(3):
+        decoder.prefill(ids)
+    torch.cuda.synchronize(device)
+    with torch_profile(activities=[ProfilerActivity.CUDA]) as prof:
+        decoder.prefill(ids)
         torch.cuda.synchronize(device)
-        with torch_profile(activities=[ProfilerActivity.CUDA]) as prof:
-            model(ids, use_cache=True, logits_to_keep=1)
-            torch.cuda.synchronize(device)
+    del decoder
     table = prof.key_averages().table(sort_by="cuda_time_total", row_limit=30, max_name_column_width=70)
-    (args.profile / f"{label}-prefill-1x{args.prefill_seqlen}.txt").write_text(table)
+    (args.profile / f"{label}-static-prefill-1x{args.prefill_seqlen}.txt").write_text(table)
     for batch in args.decode_batches:
         decoder = StaticDecoder(model, max_batch=batch, max_len=args.prompt + 8, graph=False)
         decoder.prefill(torch.randint(0, model.config.vocab_size, (batch, args.prompt), device=device))

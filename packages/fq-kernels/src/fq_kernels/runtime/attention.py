@@ -68,10 +68,14 @@ class Int4Attention(nn.Module):
         self.register_buffer("query_map", None if key_inverse is None else key_inverse.T.contiguous())
 
     def project(
-        self, hidden_states: torch.Tensor, position_embeddings: tuple[torch.Tensor, torch.Tensor]
+        self,
+        hidden_states: torch.Tensor,
+        position_embeddings: tuple[torch.Tensor, torch.Tensor],
+        rope: Callable | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """q, k, v [B, heads, T, head_dim] as attention reads them: after q/k norms, RoPE and the
-        cache's key transform (what the KV cache stores). The static decoder calls this too."""
+        cache's key transform (what the KV cache stores). The static decoder calls this too, with
+        `rope` its compiled form of `self.rope`."""
         hidden_shape = (*hidden_states.shape[:-1], -1, self.head_dim)
         q, k, v = self.qkv_proj(hidden_states).split(self.split, dim=-1)
         q, k, v = q.view(hidden_shape), k.view(hidden_shape), v.view(hidden_shape)
@@ -79,7 +83,7 @@ class Int4Attention(nn.Module):
             q, k = self.q_norm(q), self.k_norm(k)
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
         cos, sin = position_embeddings
-        q, k = self.rope(q, k, cos, sin)
+        q, k = (rope or self.rope)(q, k, cos, sin)
         if self.key_map is not None:
             q = apply_right(q, self.query_map.to(q.dtype))
             k = apply_right(k, self.key_map.to(k.dtype))

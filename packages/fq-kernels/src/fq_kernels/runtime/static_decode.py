@@ -18,7 +18,7 @@ layers with the host out of the loop:
   on CUDA it is captured once per batch size and replayed per token with no host work; elsewhere
   (or with graph=False) the same step runs eagerly.
 
-On CUDA the residual adds, norms and gated activations between the GEMMs run as torch.compile'd
+On CUDA the residual adds, norms, RoPE and gated activations between the GEMMs run as torch.compile'd
 fused kernels (`runtime.elementwise`), in the prefill and inside the decode graph.
 
 Prompts of one call share a length (no padding); the full-precision cache is read at its whole
@@ -124,6 +124,7 @@ class _Layer:
     post_norm: nn.Module
     mlp: Int4MLP
     kv: StaticKV
+    rope: Callable  # the attention's RoPE function, compiled on CUDA
 
 
 def _fused_linear(linears: Sequence[nn.Linear]) -> nn.Linear:
@@ -214,7 +215,8 @@ class StaticDecoder:
                 attention.kv_quant,
             )
             norms = getattr(layer, names.input_norm), getattr(layer, names.post_attention_norm)
-            self.layers.append(_Layer(norms[0], attention, norms[1], mlp, kv))
+            rope = for_device(attention.rope, self.device)
+            self.layers.append(_Layer(norms[0], attention, norms[1], mlp, kv, rope))
         # The decode step's state lives on the device: it reads the last tokens and their position
         # and writes the next tokens (also into the history, at their position) and position + 1.
         self._tokens = torch.zeros(max_batch, 1, dtype=torch.long, device=self.device)
@@ -238,7 +240,7 @@ class StaticDecoder:
         h = self.layers[0].input_norm(x)
         next_norms = [layer.input_norm for layer in self.layers[1:]] + [self.norm]
         for layer, next_norm in zip(self.layers, next_norms, strict=True):
-            q, k, v = layer.attention.project(h, rope)
+            q, k, v = layer.attention.project(h, rope, layer.rope)
             layer.kv.write(k, v, positions)
             scaling = layer.attention.scaling
             if lengths is None:
