@@ -65,6 +65,7 @@ def forward_backward(
 
 
 def graphs_apply(device: torch.device) -> bool:
+    """Whether calibration on `device` replays a captured step (one CUDA device, not disabled)."""
     return CUDA_GRAPHS and device.type == "cuda" and world_size() == 1
 
 
@@ -74,23 +75,29 @@ class GraphedStep:
     the graph, so nothing may reset .grad between replays; `release` drops them with the graph)."""
 
     def __init__(
-        self, eager: Step, params: Iterable[nn.Parameter], inputs: torch.Tensor, targets: torch.Tensor
-    ):
-        device = torch.device("cuda", torch.cuda.current_device())
+        self,
+        eager: Step,
+        params: Iterable[nn.Parameter],
+        inputs: torch.Tensor,
+        targets: torch.Tensor,
+        device: torch.device,
+    ) -> None:
+        """Capture `eager` on `device` for batches shaped like `inputs` / `targets`."""
         self.params = list(params)
         self.inputs = inputs.to(device, copy=True)
         self.targets = targets.to(device, copy=True)
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            for _ in range(WARMUP_STEPS):
-                eager(self.inputs, self.targets)
-        torch.cuda.current_stream().wait_stream(side)
-        for param in self.params:  # the capture's backward then allocates them in the graph's pool
-            param.grad = None
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
-            self.loss = eager(self.inputs, self.targets)
+        with torch.cuda.device(device):
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                for _ in range(WARMUP_STEPS):
+                    eager(self.inputs, self.targets)
+            torch.cuda.current_stream().wait_stream(side)
+            for param in self.params:  # the capture's backward then allocates them in the graph's pool
+                param.grad = None
+            self.graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(self.graph):
+                self.loss = eager(self.inputs, self.targets)
 
     def __call__(self, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         self.inputs.copy_(inputs, non_blocking=True)

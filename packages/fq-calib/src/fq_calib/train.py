@@ -158,7 +158,7 @@ def calibrate_layer(
     step = forward_backward(layer, layer_kwargs, metric, device, recipe.amp)
     graphed = None
     if graphs_apply(device):
-        step = graphed = GraphedStep(step, layer.parameters(), inputs[probe], targets[probe])
+        step = graphed = GraphedStep(step, layer.parameters(), inputs[probe], targets[probe], device)
     epoch_losses = []
     layer.train()
     for epoch in range(recipe.epochs):
