@@ -58,7 +58,7 @@ def cases():
         for cfg in tqm.candidates(next_pow2(n1), next_pow2(n2)):
             out.append({"section": "tq", "m": m, "k": k, "dot": "bf16", "fmt": fmt, "cfg": asdict(cfg)})
     for b, hq, hkv, s, d in KV_SHAPES:
-        for cfg in kv_attention.candidates():
+        for cfg in kv_attention.candidates(hq // hkv):
             out.append({"section": "kv", "b": b, "hq": hq, "hkv": hkv, "s": s, "d": d, "cfg": asdict(cfg)})
     return out
 
@@ -329,7 +329,7 @@ def summarize(results, base):
     for (b, hq, hkv, s, d), rs in sorted(best.items()):
         rs.sort(key=lambda r: r["median_ms"])
         cache_bytes = 2 * b * hkv * s * (d // 2 + 5)  # codes + float32 scale + uint8 zero, keys and values
-        default = next((r for r in rs if r["cfg"] == asdict(kv_attention.candidates()[0])), None)
+        default = next((r for r in rs if r["cfg"] == asdict(kv_attention.candidates(hq // hkv)[0])), None)
         default_us = "-" if default is None else f"{default['median_ms'] * 1000:.1f} us"
         print(
             f"B={b:2d} Hq={hq} Hkv={hkv} S={s}: {rs[0]['median_ms'] * 1000:.1f} us "

@@ -90,30 +90,49 @@ def test_kernel_matches_reference(
     torch.testing.assert_close(got.float(), want.float(), rtol=tol, atol=tol)
 
 
-def _configs():
-    """Every configuration autotuning may pick on the GPU; a spread of block sizes and splits in
-    the interpreter (its own candidate list has one)."""
+def _configs(groups: int, folded: bool):
+    """Every configuration autotuning may pick on the GPU; a spread of block sizes and splits for
+    each kernel the shape allows in the interpreter (its own candidate list has one)."""
     from fq_kernels.triton.kv_attention import KVAttentionConfig, candidates
 
     if DEV == "cuda":
-        return candidates()
-    return [KVAttentionConfig(16, 4, 1, 4), KVAttentionConfig(32, 4, 1, 64), KVAttentionConfig(128, 4, 1, 1)]
+        return candidates(groups, folded)
+    methods = ["mma", "fma"] if groups == 1 and folded else ["mma"]
+    spread = [(16, 4, 1, 4), (32, 4, 1, 64), (128, 4, 1, 1)]
+    return [KVAttentionConfig(*c, method) for method in methods for c in spread]
 
 
 @kernels
-def test_every_configuration_matches_reference() -> None:
-    """Block size and split count change the loop and the merge, never the result."""
+@pytest.mark.parametrize(("hq", "hkv"), [(8, 2), (4, 4)])
+@pytest.mark.parametrize("group", [64, 32])
+def test_every_configuration_matches_reference(hq: int, hkv: int, group: int) -> None:
+    """Block size, split count and kernel (tensor-core or CUDA-core dots, scales folded out of the
+    dots or applied per element) change the loop and the merge, never the result."""
     from fq_kernels.triton.kv_attention import launch_kv_attention
 
     g = torch.Generator().manual_seed(5)
-    b, hq, hkv, s, d, group = 2, 8, 2, 300, 64, 64
+    b, s, d = 2, 300, 64
     keys, values = _cache(b, hkv, s, d, group, g, DEV)
     q = torch.randn(b, hq, d, generator=g).to(DEV, torch.float16)
     lengths = torch.tensor([300, 77], dtype=torch.int32, device=DEV)
     want = ref.kv_attention_ref(q, keys, values, lengths, group, d**-0.5)
-    for cfg in _configs():
+    configs = _configs(hq // hkv, group == d)
+    assert any(c.method == "fma" for c in configs) == (hq == hkv and group == d)
+    for cfg in configs:
         got = launch_kv_attention(q, keys, values, lengths, group, d**-0.5, cfg)
         torch.testing.assert_close(got.float(), want.float(), rtol=2e-3, atol=2e-3, msg=str(cfg))
+
+
+@kernels
+def test_fma_kernel_refuses_grouped_query_heads() -> None:
+    from fq_kernels.triton.kv_attention import KVAttentionConfig, launch_kv_attention
+
+    keys, values = _cache(1, 2, 16, 64, 64, torch.Generator().manual_seed(0), DEV)
+    q = torch.zeros(1, 4, 64, device=DEV)
+    with pytest.raises(ValueError, match="one query head per kv head"):
+        launch_kv_attention(
+            q, keys, values, torch.tensor([16], device=DEV), 64, 0.125, KVAttentionConfig(method="fma")
+        )
 
 
 @kernels

@@ -14,8 +14,17 @@ running max and its sum. The second kernel merges the splits of each query head.
 Byte j of a cached row holds dimensions 2j (low nibble) and 2j + 1 (high nibble). Rather than
 interleave them back (a register shuffle through shared memory on every block), the kernel keeps
 even and odd dimensions apart: q·k = q_even·k_even + q_odd·k_odd, and p @ v is accumulated as its
-even and odd columns, stored to their places at the end (docs/benchmarks/decode.md has the
-measurements, with the kernel still the largest cost of a decode step at batch 16).
+even and odd columns, stored to their places at the end.
+
+With one (scale, zero) per cached row (group = head_dim, the default) the dequantisation is folded
+out of the per-element work, which is what bounds the kernel (it read the cache at ~1 TB/s while
+dequantising every element in float32, docs/benchmarks/decode.md):
+    q·k_s = scale_s·(q·c_s - zero_s·Σq)   and   Σ_s p_s·v_s = Σ_s (p_s·scale_s)·c_s - Σ_s p_s·scale_s·zero_s,
+so the codes c enter the dots as small integers (exact in fp16) and each row costs two scalars.
+Two ways to do the dots (`KVAttentionConfig.method`): "mma" uses tensor-core dots with the query
+heads of a kv head as rows (padded to 16); "fma" (multi-head attention only: one query row) uses
+CUDA-core multiply-adds into a [positions, D/2] accumulator reduced once at the end, and rescales
+it only when the running max grows.
 """
 
 from __future__ import annotations
@@ -51,6 +60,20 @@ def _dequant_halves(codes_ptr, scale_ptr, zero_ptr, rows, s_mask, D: tl.constexp
 
 
 @triton.jit
+def _codes(codes_ptr, rows, s_mask, D: tl.constexpr):
+    """The raw 4-bit codes of cache `rows` as (even, odd) halves [BLOCK_S, D/2] float32 (0..15).
+
+    An integer below 2^23 OR'd into the mantissa of 2^23 is 2^23 + c exactly: one OR and one
+    subtraction instead of an integer-to-float conversion, which runs at a quarter of the rate."""
+    half = tl.arange(0, D // 2)
+    byte = tl.load(codes_ptr + rows[:, None] * (D // 2) + half[None, :], mask=s_mask[:, None], other=0)
+    byte = byte.to(tl.int32)
+    even = ((byte & 15) | 0x4B000000).to(tl.float32, bitcast=True) - 8388608.0
+    odd = ((byte >> 4) | 0x4B000000).to(tl.float32, bitcast=True) - 8388608.0
+    return even, odd
+
+
+@triton.jit
 def _dot(a, b, IEEE: tl.constexpr):
     if IEEE:  # noqa: SIM108 (constexpr branches)
         out = tl.dot(a, b, input_precision="ieee")
@@ -60,7 +83,7 @@ def _dot(a, b, IEEE: tl.constexpr):
 
 
 @triton.jit
-def _split_kernel(
+def _split_mma_kernel(
     q_ptr,
     kc_ptr,
     ks_ptr,
@@ -89,6 +112,7 @@ def _split_kernel(
     length = tl.load(len_ptr + b).to(tl.int32)
     start = split * SPLIT_LEN
     end = tl.minimum(start + SPLIT_LEN, length)
+    FOLD: tl.constexpr = G == D  # one scale and zero per cached row: fold them out of the dots
 
     rows = tl.arange(0, QG)
     row_mask = rows < GROUPS
@@ -100,24 +124,44 @@ def _split_kernel(
     dtype = q_even.dtype
     q_even = (q_even.to(tl.float32) * scaling).to(dtype)
     q_odd = (q_odd.to(tl.float32) * scaling).to(dtype)
+    q_sum = tl.sum(q_even.to(tl.float32), axis=1) + tl.sum(q_odd.to(tl.float32), axis=1)
 
     base = pid_bh * S  # the kv head's first cache row
     m = tl.full([QG], float("-inf"), tl.float32)
     total = tl.zeros([QG], tl.float32)
+    zero_term = tl.zeros([QG], tl.float32)  # Σ_s p_s·scale_s·zero_s of the folded values
     acc_even = tl.zeros([QG, D // 2], tl.float32)
     acc_odd = tl.zeros([QG, D // 2], tl.float32)
     for s0 in range(start, end, BLOCK_S):
         offs_s = s0 + tl.arange(0, BLOCK_S)
         s_mask = offs_s < end
         cache_rows = base + offs_s
-        k_even, k_odd = _dequant_halves(kc_ptr, ks_ptr, kz_ptr, cache_rows, s_mask, D, G)
-        scores = _dot(q_even, tl.trans(k_even.to(dtype)), IEEE) + _dot(q_odd, tl.trans(k_odd.to(dtype)), IEEE)
+        if FOLD:
+            k_even, k_odd = _codes(kc_ptr, cache_rows, s_mask, D)
+            raw = _dot(q_even, tl.trans(k_even.to(dtype)), IEEE) + _dot(
+                q_odd, tl.trans(k_odd.to(dtype)), IEEE
+            )
+            k_scale = tl.load(ks_ptr + cache_rows, mask=s_mask, other=0.0)
+            k_zero = tl.load(kz_ptr + cache_rows, mask=s_mask, other=0).to(tl.float32)
+            scores = (raw - q_sum[:, None] * k_zero[None, :]) * k_scale[None, :]
+        else:
+            k_even, k_odd = _dequant_halves(kc_ptr, ks_ptr, kz_ptr, cache_rows, s_mask, D, G)
+            scores = _dot(q_even, tl.trans(k_even.to(dtype)), IEEE) + _dot(
+                q_odd, tl.trans(k_odd.to(dtype)), IEEE
+            )
         scores = tl.where(s_mask[None, :], scores, float("-inf"))
         m_new = tl.maximum(m, tl.max(scores, axis=1))
         p = tl.exp(scores - m_new[:, None])
         alpha = tl.exp(m - m_new)
         total = total * alpha + tl.sum(p, axis=1)
-        v_even, v_odd = _dequant_halves(vc_ptr, vs_ptr, vz_ptr, cache_rows, s_mask, D, G)
+        if FOLD:
+            v_even, v_odd = _codes(vc_ptr, cache_rows, s_mask, D)
+            v_scale = tl.load(vs_ptr + cache_rows, mask=s_mask, other=0.0)
+            v_zero = tl.load(vz_ptr + cache_rows, mask=s_mask, other=0).to(tl.float32)
+            p = p * v_scale[None, :]
+            zero_term = zero_term * alpha + tl.sum(p * v_zero[None, :], axis=1)
+        else:
+            v_even, v_odd = _dequant_halves(vc_ptr, vs_ptr, vz_ptr, cache_rows, s_mask, D, G)
         p = p.to(dtype)
         acc_even = acc_even * alpha[:, None] + _dot(p, v_even.to(dtype), IEEE)
         acc_odd = acc_odd * alpha[:, None] + _dot(p, v_odd.to(dtype), IEEE)
@@ -125,10 +169,83 @@ def _split_kernel(
 
     slot = heads * NUM_SPLITS + split
     out_rows = part_ptr + slot[:, None] * D + 2 * half[None, :]
-    tl.store(out_rows, acc_even, mask=row_mask[:, None])
-    tl.store(out_rows + 1, acc_odd, mask=row_mask[:, None])
+    tl.store(out_rows, acc_even - zero_term[:, None], mask=row_mask[:, None])
+    tl.store(out_rows + 1, acc_odd - zero_term[:, None], mask=row_mask[:, None])
     tl.store(stat_ptr + slot * 2, m, mask=row_mask)
     tl.store(stat_ptr + slot * 2 + 1, total, mask=row_mask)
+
+
+@triton.jit
+def _split_fma_kernel(
+    q_ptr,
+    kc_ptr,
+    ks_ptr,
+    kz_ptr,
+    vc_ptr,
+    vs_ptr,
+    vz_ptr,
+    len_ptr,
+    part_ptr,
+    stat_ptr,
+    scaling,
+    HKV,
+    S,
+    SPLIT_LEN,
+    NUM_SPLITS,
+    D: tl.constexpr,
+    BLOCK_S: tl.constexpr,
+):
+    """Multi-head attention (one query row per kv head), one (scale, zero) per cached row: the
+    dots as CUDA-core multiply-adds on the raw codes, no tensor-core operand shuffles."""
+    pid_bh = tl.program_id(0).to(tl.int64)  # = b * H + h: query and kv heads coincide
+    split = tl.program_id(1)
+    b = pid_bh // HKV
+    length = tl.load(len_ptr + b).to(tl.int32)
+    start = split * SPLIT_LEN
+    end = tl.minimum(start + SPLIT_LEN, length)
+
+    half = tl.arange(0, D // 2)
+    q_even = tl.load(q_ptr + pid_bh * D + 2 * half).to(tl.float32) * scaling
+    q_odd = tl.load(q_ptr + pid_bh * D + 2 * half + 1).to(tl.float32) * scaling
+    q_sum = tl.sum(q_even, axis=0) + tl.sum(q_odd, axis=0)
+
+    base = pid_bh * S
+    m = -float("inf")
+    total = 0.0
+    zero_term = 0.0
+    acc_even = tl.zeros([BLOCK_S, D // 2], tl.float32)  # reduced over positions once, at the end
+    acc_odd = tl.zeros([BLOCK_S, D // 2], tl.float32)
+    for s0 in range(start, end, BLOCK_S):
+        offs_s = s0 + tl.arange(0, BLOCK_S)
+        s_mask = offs_s < end
+        cache_rows = base + offs_s
+        k_even, k_odd = _codes(kc_ptr, cache_rows, s_mask, D)
+        raw = tl.sum(k_even * q_even[None, :] + k_odd * q_odd[None, :], axis=1)
+        k_scale = tl.load(ks_ptr + cache_rows, mask=s_mask, other=0.0)
+        k_zero = tl.load(kz_ptr + cache_rows, mask=s_mask, other=0).to(tl.float32)
+        scores = tl.where(s_mask, (raw - q_sum * k_zero) * k_scale, float("-inf"))
+        m_new = tl.maximum(m, tl.max(scores, axis=0))
+        if m_new > m:  # rescale the accumulators only when the running max grows
+            alpha = tl.exp(m - m_new)
+            acc_even = acc_even * alpha
+            acc_odd = acc_odd * alpha
+            total = total * alpha
+            zero_term = zero_term * alpha
+            m = m_new
+        p = tl.exp(scores - m)
+        total += tl.sum(p, axis=0)
+        v_even, v_odd = _codes(vc_ptr, cache_rows, s_mask, D)
+        p = p * tl.load(vs_ptr + cache_rows, mask=s_mask, other=0.0)
+        zero_term += tl.sum(p * tl.load(vz_ptr + cache_rows, mask=s_mask, other=0).to(tl.float32), axis=0)
+        acc_even += p[:, None] * v_even
+        acc_odd += p[:, None] * v_odd
+
+    slot = pid_bh * NUM_SPLITS + split
+    out_row = part_ptr + slot * D + 2 * half
+    tl.store(out_row, tl.sum(acc_even, axis=0) - zero_term)
+    tl.store(out_row + 1, tl.sum(acc_odd, axis=0) - zero_term)
+    tl.store(stat_ptr + slot * 2, m)
+    tl.store(stat_ptr + slot * 2 + 1, total)
 
 
 @triton.jit
@@ -153,14 +270,19 @@ class KVAttentionConfig:
     num_warps: int = 4
     num_stages: int = 3
     programs_per_sm: int = 4  # splits over positions are added until the grid gives this many
+    method: str = "mma"  # "mma": tensor-core dots; "fma": CUDA-core (MHA, one scale per row only)
 
 
-def candidates() -> list[KVAttentionConfig]:
-    """Configurations of the split kernel, the measured best first (docs/benchmarks/decode.md)."""
+def candidates(groups: int = 1, folded: bool = True) -> list[KVAttentionConfig]:
+    """Configurations of the split kernel, the measured best first (docs/benchmarks/decode.md).
+
+    `groups`: query heads per kv head; `folded`: one (scale, zero) per cached row. The "fma"
+    kernel needs both groups == 1 and folded."""
+    fma = groups == 1 and folded
     if interpreting():
-        return [KVAttentionConfig(block_s=16, num_stages=1)]
-    return [
-        KVAttentionConfig(128, 4, 3, 4),  # best at batch 16 and 64 on the H100, 7B and 8B heads (5-10%)
+        return [KVAttentionConfig(block_s=16, num_stages=1, method="fma" if fma else "mma")]
+    mma = [
+        KVAttentionConfig(128, 4, 3, 4),  # best at batch 16 and 64 on the H100 before the fold (5-10%)
         KVAttentionConfig(64, 4, 3, 4),
         KVAttentionConfig(64, 4, 3, 8),
         KVAttentionConfig(128, 4, 3, 8),
@@ -169,6 +291,18 @@ def candidates() -> list[KVAttentionConfig]:
         KVAttentionConfig(64, 4, 4, 16),
         KVAttentionConfig(32, 4, 4, 16),
         KVAttentionConfig(128, 4, 2, 16),
+    ]
+    if not fma:
+        return mma
+    return [
+        KVAttentionConfig(32, 4, 3, 4, "fma"),
+        KVAttentionConfig(64, 4, 3, 4, "fma"),
+        KVAttentionConfig(32, 4, 3, 8, "fma"),
+        KVAttentionConfig(64, 8, 3, 4, "fma"),
+        KVAttentionConfig(16, 4, 3, 8, "fma"),
+        KVAttentionConfig(32, 2, 3, 8, "fma"),
+        KVAttentionConfig(64, 4, 2, 16, "fma"),
+        *mma,
     ]
 
 
@@ -190,14 +324,19 @@ def launch_kv_attention(
     """out [B, Hq, D]; `config` None: the first candidate, or the fastest with FQ_KERNELS_AUTOTUNE=1."""
     b, hq, d = q.shape
     hkv, s = keys[0].shape[1], keys[0].shape[2]
+    groups = hq // hkv
     if config is None:
 
         def run(cfg: KVAttentionConfig) -> torch.Tensor:
             return launch_kv_attention(q, keys, values, lengths, group_size, scaling, cfg)
 
         key = ("kv_attention", b, hq, hkv, s, d, group_size, q.dtype)
-        config = tuning.choose(key, candidates(), run)
-    groups = hq // hkv
+        config = tuning.choose(key, candidates(groups, group_size == d), run)
+    if config.method == "fma" and not (groups == 1 and group_size == d):
+        raise ValueError(
+            f"kv_attention's fma kernel needs one query head per kv head and one group per head, "
+            f"got {groups} and group {group_size} of {d}: use method='mma'"
+        )
     num_splits = _splits(b * hkv, s, sm_count(q), config)
     split_len = triton.cdiv(triton.cdiv(s, num_splits), config.block_s) * config.block_s
     part = torch.empty((b, hq, num_splits, d), dtype=torch.float32, device=q.device)
@@ -205,25 +344,21 @@ def launch_kv_attention(
     out = torch.empty_like(q)
     qc = q.contiguous()
     caches = [t.contiguous() for t in (*keys, *values)]
-    _split_kernel[(b * hkv, num_splits)](
-        qc,
-        *caches,
-        lengths,
-        part,
-        stats,
-        float(scaling),
-        hkv,
-        s,
-        split_len,
-        num_splits,
-        GROUPS=groups,
-        QG=max(16, next_pow2(groups)),
-        D=d,
-        G=group_size,
-        BLOCK_S=config.block_s,
-        IEEE=q.dtype == torch.float32,
-        num_warps=config.num_warps,
-        num_stages=config.num_stages,
-    )
+    args = (qc, *caches, lengths, part, stats, float(scaling), hkv, s, split_len, num_splits)
+    grid = (b * hkv, num_splits)
+    launch = {"num_warps": config.num_warps, "num_stages": config.num_stages}
+    if config.method == "fma":
+        _split_fma_kernel[grid](*args, D=d, BLOCK_S=config.block_s, **launch)
+    else:
+        _split_mma_kernel[grid](
+            *args,
+            GROUPS=groups,
+            QG=max(16, next_pow2(groups)),
+            D=d,
+            G=group_size,
+            BLOCK_S=config.block_s,
+            IEEE=q.dtype == torch.float32,
+            **launch,
+        )
     _merge_kernel[(b * hq,)](part, stats, out, num_splits, BSPLIT=max(2, next_pow2(num_splits)), D=d)
     return out
