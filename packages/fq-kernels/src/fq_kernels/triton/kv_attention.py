@@ -21,7 +21,9 @@ out of the per-element work, which is what bounds the kernel (it read the cache 
 dequantising every element in float32, docs/benchmarks/decode.md):
     q·k_s = scale_s·(q·c_s - zero_s·Σq)   and   Σ_s p_s·v_s = Σ_s (p_s·scale_s)·c_s - Σ_s p_s·scale_s·zero_s,
 so the codes c enter the dots as small integers (exact in fp16) and each row costs two scalars.
-Two ways to do the dots (`KVAttentionConfig.method`): "mma" uses tensor-core dots with the query
+Both kernels issue the loads of the next block of positions before the math of this one (a
+software pipeline written out: Triton pipelines only loads that feed a dot directly). Two ways to
+do the dots (`KVAttentionConfig.method`): "mma" uses tensor-core dots with the query
 heads of a kv head as rows (padded to 16); "fma" (multi-head attention only: one query row) uses
 CUDA-core multiply-adds into a [positions, D/2] accumulator reduced once at the end, and rescales
 it only when the running max grows.
@@ -41,32 +43,27 @@ from fq_kernels.reference.kv import QuantizedKV
 
 
 @triton.jit
-def _dequant_halves(codes_ptr, scale_ptr, zero_ptr, rows, s_mask, D: tl.constexpr, G: tl.constexpr):
-    """Values of cache `rows` as (even, odd) halves [BLOCK_S, D/2] float32: dims 2j and 2j+1 are the
-    low and high nibble of byte j, so no interleaving (a shuffle through shared memory) is needed."""
+def _load_rows(codes_ptr, scale_ptr, zero_ptr, rows, s_mask, D: tl.constexpr, G: tl.constexpr):
+    """Raw bytes [BLOCK_S, D/2] of cache `rows` with their scales and zero points (float32): per
+    row [BLOCK_S] when a row is one group, else per element [BLOCK_S, D/2]. Masked rows read as 0."""
     half = tl.arange(0, D // 2)
     byte = tl.load(codes_ptr + rows[:, None] * (D // 2) + half[None, :], mask=s_mask[:, None], other=0)
-    byte = byte.to(tl.int32)
-    if D == G:  # one group per head (the default): one scale and zero per row
-        scale = tl.load(scale_ptr + rows, mask=s_mask, other=0.0)[:, None]
-        zero = tl.load(zero_ptr + rows, mask=s_mask, other=0).to(tl.float32)[:, None]
+    if D == G:
+        scale = tl.load(scale_ptr + rows, mask=s_mask, other=0.0)
+        zero = tl.load(zero_ptr + rows, mask=s_mask, other=0).to(tl.float32)
     else:
         group = rows[:, None] * (D // G) + (half // (G // 2))[None, :]
         scale = tl.load(scale_ptr + group, mask=s_mask[:, None], other=0.0)
         zero = tl.load(zero_ptr + group, mask=s_mask[:, None], other=0).to(tl.float32)
-    even = ((byte & 15).to(tl.float32) - zero) * scale
-    odd = ((byte >> 4).to(tl.float32) - zero) * scale
-    return even, odd
+    return byte, scale, zero
 
 
 @triton.jit
-def _codes(codes_ptr, rows, s_mask, D: tl.constexpr):
-    """The raw 4-bit codes of cache `rows` as (even, odd) halves [BLOCK_S, D/2] float32 (0..15).
+def _halves(byte):
+    """The 4-bit codes of bytes [BLOCK_S, D/2] as (even dims, odd dims) float32 values 0..15.
 
     An integer below 2^23 OR'd into the mantissa of 2^23 is 2^23 + c exactly: one OR and one
     subtraction instead of an integer-to-float conversion, which runs at a quarter of the rate."""
-    half = tl.arange(0, D // 2)
-    byte = tl.load(codes_ptr + rows[:, None] * (D // 2) + half[None, :], mask=s_mask[:, None], other=0)
     byte = byte.to(tl.int32)
     even = ((byte & 15) | 0x4B000000).to(tl.float32, bitcast=True) - 8388608.0
     odd = ((byte >> 4) | 0x4B000000).to(tl.float32, bitcast=True) - 8388608.0
@@ -132,40 +129,43 @@ def _split_mma_kernel(
     zero_term = tl.zeros([QG], tl.float32)  # Σ_s p_s·scale_s·zero_s of the folded values
     acc_even = tl.zeros([QG, D // 2], tl.float32)
     acc_odd = tl.zeros([QG, D // 2], tl.float32)
+    # Software pipeline by hand: the loads of block i + 1 are issued before block i's math.
+    offs_s = start + tl.arange(0, BLOCK_S)
+    kb, ks, kz = _load_rows(kc_ptr, ks_ptr, kz_ptr, base + offs_s, offs_s < end, D, G)
+    vb, vs, vz = _load_rows(vc_ptr, vs_ptr, vz_ptr, base + offs_s, offs_s < end, D, G)
     for s0 in range(start, end, BLOCK_S):
-        offs_s = s0 + tl.arange(0, BLOCK_S)
-        s_mask = offs_s < end
-        cache_rows = base + offs_s
+        s_mask = s0 + tl.arange(0, BLOCK_S) < end
+        nxt = s0 + BLOCK_S + tl.arange(0, BLOCK_S)
+        kb_n, ks_n, kz_n = _load_rows(kc_ptr, ks_ptr, kz_ptr, base + nxt, nxt < end, D, G)
+        vb_n, vs_n, vz_n = _load_rows(vc_ptr, vs_ptr, vz_ptr, base + nxt, nxt < end, D, G)
+
+        k_even, k_odd = _halves(kb)
         if FOLD:
-            k_even, k_odd = _codes(kc_ptr, cache_rows, s_mask, D)
             raw = _dot(q_even, tl.trans(k_even.to(dtype)), IEEE) + _dot(
                 q_odd, tl.trans(k_odd.to(dtype)), IEEE
             )
-            k_scale = tl.load(ks_ptr + cache_rows, mask=s_mask, other=0.0)
-            k_zero = tl.load(kz_ptr + cache_rows, mask=s_mask, other=0).to(tl.float32)
-            scores = (raw - q_sum[:, None] * k_zero[None, :]) * k_scale[None, :]
+            scores = (raw - q_sum[:, None] * kz[None, :]) * ks[None, :]
         else:
-            k_even, k_odd = _dequant_halves(kc_ptr, ks_ptr, kz_ptr, cache_rows, s_mask, D, G)
-            scores = _dot(q_even, tl.trans(k_even.to(dtype)), IEEE) + _dot(
-                q_odd, tl.trans(k_odd.to(dtype)), IEEE
-            )
+            k_even = ((k_even - kz) * ks).to(dtype)
+            k_odd = ((k_odd - kz) * ks).to(dtype)
+            scores = _dot(q_even, tl.trans(k_even), IEEE) + _dot(q_odd, tl.trans(k_odd), IEEE)
         scores = tl.where(s_mask[None, :], scores, float("-inf"))
         m_new = tl.maximum(m, tl.max(scores, axis=1))
         p = tl.exp(scores - m_new[:, None])
         alpha = tl.exp(m - m_new)
         total = total * alpha + tl.sum(p, axis=1)
+        v_even, v_odd = _halves(vb)
         if FOLD:
-            v_even, v_odd = _codes(vc_ptr, cache_rows, s_mask, D)
-            v_scale = tl.load(vs_ptr + cache_rows, mask=s_mask, other=0.0)
-            v_zero = tl.load(vz_ptr + cache_rows, mask=s_mask, other=0).to(tl.float32)
-            p = p * v_scale[None, :]
-            zero_term = zero_term * alpha + tl.sum(p * v_zero[None, :], axis=1)
+            p = p * vs[None, :]
+            zero_term = zero_term * alpha + tl.sum(p * vz[None, :], axis=1)
         else:
-            v_even, v_odd = _dequant_halves(vc_ptr, vs_ptr, vz_ptr, cache_rows, s_mask, D, G)
+            v_even = (v_even - vz) * vs
+            v_odd = (v_odd - vz) * vs
         p = p.to(dtype)
         acc_even = acc_even * alpha[:, None] + _dot(p, v_even.to(dtype), IEEE)
         acc_odd = acc_odd * alpha[:, None] + _dot(p, v_odd.to(dtype), IEEE)
         m = m_new
+        kb, ks, kz, vb, vs, vz = kb_n, ks_n, kz_n, vb_n, vs_n, vz_n
 
     slot = heads * NUM_SPLITS + split
     out_rows = part_ptr + slot[:, None] * D + 2 * half[None, :]
@@ -215,15 +215,18 @@ def _split_fma_kernel(
     zero_term = 0.0
     acc_even = tl.zeros([BLOCK_S, D // 2], tl.float32)  # reduced over positions once, at the end
     acc_odd = tl.zeros([BLOCK_S, D // 2], tl.float32)
+    offs_s = start + tl.arange(0, BLOCK_S)  # loads of block i + 1 are issued before block i's math
+    kb, ks, kz = _load_rows(kc_ptr, ks_ptr, kz_ptr, base + offs_s, offs_s < end, D, D)
+    vb, vs, vz = _load_rows(vc_ptr, vs_ptr, vz_ptr, base + offs_s, offs_s < end, D, D)
     for s0 in range(start, end, BLOCK_S):
-        offs_s = s0 + tl.arange(0, BLOCK_S)
-        s_mask = offs_s < end
-        cache_rows = base + offs_s
-        k_even, k_odd = _codes(kc_ptr, cache_rows, s_mask, D)
+        s_mask = s0 + tl.arange(0, BLOCK_S) < end
+        nxt = s0 + BLOCK_S + tl.arange(0, BLOCK_S)
+        kb_n, ks_n, kz_n = _load_rows(kc_ptr, ks_ptr, kz_ptr, base + nxt, nxt < end, D, D)
+        vb_n, vs_n, vz_n = _load_rows(vc_ptr, vs_ptr, vz_ptr, base + nxt, nxt < end, D, D)
+
+        k_even, k_odd = _halves(kb)
         raw = tl.sum(k_even * q_even[None, :] + k_odd * q_odd[None, :], axis=1)
-        k_scale = tl.load(ks_ptr + cache_rows, mask=s_mask, other=0.0)
-        k_zero = tl.load(kz_ptr + cache_rows, mask=s_mask, other=0).to(tl.float32)
-        scores = tl.where(s_mask, (raw - q_sum * k_zero) * k_scale, float("-inf"))
+        scores = tl.where(s_mask, (raw - q_sum * kz) * ks, float("-inf"))
         m_new = tl.maximum(m, tl.max(scores, axis=0))
         if m_new > m:  # rescale the accumulators only when the running max grows
             alpha = tl.exp(m - m_new)
@@ -234,11 +237,12 @@ def _split_fma_kernel(
             m = m_new
         p = tl.exp(scores - m)
         total += tl.sum(p, axis=0)
-        v_even, v_odd = _codes(vc_ptr, cache_rows, s_mask, D)
-        p = p * tl.load(vs_ptr + cache_rows, mask=s_mask, other=0.0)
-        zero_term += tl.sum(p * tl.load(vz_ptr + cache_rows, mask=s_mask, other=0).to(tl.float32), axis=0)
+        v_even, v_odd = _halves(vb)
+        p = p * vs
+        zero_term += tl.sum(p * vz, axis=0)
         acc_even += p[:, None] * v_even
         acc_odd += p[:, None] * v_odd
+        kb, ks, kz, vb, vs, vz = kb_n, ks_n, kz_n, vb_n, vs_n, vz_n
 
     slot = pid_bh * NUM_SPLITS + split
     out_row = part_ptr + slot * D + 2 * half
