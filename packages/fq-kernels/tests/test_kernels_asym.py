@@ -239,6 +239,8 @@ def _asym_operands(m: int, k: int, n: int, g: torch.Generator):
         (17, 1, "int8", "mma", 1),
         (5, 3, "packed", "swap", 1),  # weights as the MMA's row operand
         (17, 1, "int8", "swap", 0),
+        (5, 3, "int8", "swap", 2),  # nibbles times 16
+        (17, 1, "packed", "mma", 2),
     ],
 )
 def test_packed_gemm_with_zero_points(m: int, split: int, a_layout: str, kernel: str, unpack: int) -> None:

@@ -153,7 +153,7 @@ def _operands(m: int, k: int, n: int, g: torch.Generator):
 PACKED_CASES = [
     (m, k, n, unpack, split, a_layout, kernel)
     for (m, k, n) in [(1, 64, 16), (1, 200, 33), (1, 100, 20), (5, 96, 40), (17, 200, 33), (33, 64, 70)]
-    for unpack in (0, 1)
+    for unpack in (0, 1, 2)
     for split in (1, 3)
     for a_layout in ("int8", "packed")
     for kernel in ("mma", "swap", "gemv")

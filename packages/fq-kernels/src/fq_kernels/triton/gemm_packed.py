@@ -9,6 +9,11 @@ Weight nibbles (`UNPACK`):
   0 signed: lo = ((b & 15) ^ 8) - 8, hi = b >> 4 (arithmetic), values -8..7;
   1 offset: u = b ^ 0x88, lo = u & 15, hi = u >> 4 hold w + 8 in 0..15 (no sign extension), and the
     accumulator is corrected by -8 * sum_k a[k] (exact integer algebra).
+  2 times 16: a nibble moved to the top of its byte, the rest zeroed, is its signed value times 16:
+    hi16 = b & 0xF0, lo16 = (b << 4) & 0xF0. On the GPU each is one or two 32-bit operations per four
+    bytes (inline PTX on packed registers), where 0 and 1 take several per byte; the accumulator,
+    16 times the product, is shifted right by 4 after the K loop (exact: |16 a w| <= 16 * 128 * 8,
+    so K up to 2^17 stays inside int32).
 Activations come as int8 values [M, K] (the decode path's activation kernel writes them: at M <= 16
 they are a few KB) or packed like the weights (A_PACKED).
 
@@ -44,7 +49,7 @@ class PackedConfig:
     split_k: int = 1
     num_warps: int = 4
     num_stages: int = 4
-    unpack: int = 0  # 0 signed, 1 offset (see module docstring)
+    unpack: int = 0  # 0 signed, 1 offset, 2 times 16 (see module docstring)
     gemv: bool = False  # M == 1 only: CUDA-core kernel instead of tensor-core dots
     swap: bool = False  # weights as the MMA's row operand (see module docstring)
 
@@ -56,6 +61,28 @@ def _signed_nibbles(b):
     lo = ((b8 & 15) ^ 8) - 8
     hi = b8 >> 4
     return lo.to(tl.int8), hi.to(tl.int8)
+
+
+@triton.jit
+def _nibbles_times_16(b, NATIVE: tl.constexpr):
+    """(16 x low, 16 x high) signed nibbles of uint8 bytes as int8 (`UNPACK` 2)."""
+    if NATIVE:
+        lo = tl.inline_asm_elementwise(
+            "{ .reg .b32 t; shl.b32 t, $1, 4; and.b32 $0, t, 0xF0F0F0F0; }",
+            "=r,r",
+            [b],
+            dtype=tl.int8,
+            is_pure=True,
+            pack=4,
+        )
+        hi = tl.inline_asm_elementwise(
+            "and.b32 $0, $1, 0xF0F0F0F0;", "=r,r", [b], dtype=tl.int8, is_pure=True, pack=4
+        )
+    else:  # the same bytes, spelled out in int32 for the interpreter
+        b32 = b.to(tl.int32)
+        lo = ((((b32 << 4) & 0xF0) ^ 0x80) - 0x80).to(tl.int8)
+        hi = (((b32 & 0xF0) ^ 0x80) - 0x80).to(tl.int8)
+    return lo, hi
 
 
 @triton.jit
@@ -83,6 +110,7 @@ def _packed_kernel(
     A_PACKED: tl.constexpr,
     UNPACK: tl.constexpr,
     SWAP: tl.constexpr,
+    NATIVE: tl.constexpr,
     HAS_BIAS: tl.constexpr,
     HAS_ZERO: tl.constexpr,
     RAW: tl.constexpr,
@@ -119,6 +147,8 @@ def _packed_kernel(
             a_hi = tl.load(a_base + 1, mask=k_mask[None, :], other=0)
         if UNPACK == 0:
             w_lo, w_hi = _signed_nibbles(w)
+        elif UNPACK == 2:
+            w_lo, w_hi = _nibbles_times_16(w, NATIVE)
         else:
             u = w ^ 0x88
             w_lo = (u & 15).to(tl.int8)
@@ -132,6 +162,8 @@ def _packed_kernel(
             acc = tl.dot(a_hi, w_hi.T, acc, out_dtype=tl.int32)
     if SWAP:
         acc = acc_t.T
+    if UNPACK == 2:
+        acc = acc >> 4  # arithmetic shift of an exact multiple of 16
     if UNPACK == 1:
         # masked K bytes load as 0 -> u = 0x88 -> 8 + 8 in both nibbles, i.e. weight 0: consistent
         acc = acc - 8 * tl.sum(a_sum, axis=1)[:, None]
@@ -544,6 +576,7 @@ def launch_packed(
         A_PACKED=a_packed,
         UNPACK=cfg.unpack,
         SWAP=cfg.swap,
+        NATIVE=not interpreting(),
         HAS_BIAS=bias is not None,
         HAS_ZERO=zx is not None,
         RAW=raw,
@@ -573,9 +606,14 @@ def candidates(m: int, n: int, kp: int) -> list[PackedConfig]:
         (16, 256, 4, 4, 4, 1),
     ]
     swapped = [
+        (128, 128, 4, 4, 4, 2),
+        (64, 128, 8, 4, 4, 2),
+        (128, 64, 8, 4, 4, 2),
+        (128, 128, 8, 4, 4, 2),
+        (64, 256, 4, 4, 4, 2),
         (64, 128, 8, 4, 4, 1),  # best at M = 16 on every 7B/8B shape on the H100 (run F: 1.3-1.4x run C's)
         (64, 256, 4, 4, 4, 1),
-        (128, 128, 4, 4, 4, 1),
+        (128, 128, 4, 4, 4, 1),  # best at M = 16, 4096 x 11008 on the H200 (2026-12-03, unpack 0/1 only)
         (128, 128, 8, 4, 4, 1),
         (128, 256, 4, 4, 3, 1),
         (128, 64, 8, 4, 4, 1),

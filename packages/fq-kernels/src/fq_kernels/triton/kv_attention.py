@@ -299,12 +299,12 @@ def candidates(groups: int = 1, folded: bool = True) -> list[KVAttentionConfig]:
     if not fma:
         return mma
     return [
+        KVAttentionConfig(32, 2, 3, 8, "fma"),  # best at batch 16 and 64 on the H200 (decode.md, 2026-12-03)
         KVAttentionConfig(32, 4, 3, 4, "fma"),
         KVAttentionConfig(64, 4, 3, 4, "fma"),
         KVAttentionConfig(32, 4, 3, 8, "fma"),
         KVAttentionConfig(64, 8, 3, 4, "fma"),
         KVAttentionConfig(16, 4, 3, 8, "fma"),
-        KVAttentionConfig(32, 2, 3, 8, "fma"),
         KVAttentionConfig(64, 4, 2, 16, "fma"),
         *mma,
     ]
