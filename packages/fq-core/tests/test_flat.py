@@ -4,6 +4,7 @@ import copy
 
 import torch
 
+from fq_core.adapters.hf_names import cache_kwarg, output_cache
 from fq_core.flat import FlatConfig, quantize_, set_fp
 from fq_core.models.testing import tiny_model
 from fq_core.quant import QuantSpec, fake_quant
@@ -41,7 +42,7 @@ def test_incremental_decoding_matches_full_forward_with_kv4():
     ids = torch.randint(0, 64, (1, 10))
     full = model(ids).logits[:, -1]
     out = model(ids[:, :-1], use_cache=True)
-    step = model(ids[:, -1:], past_key_values=out.past_key_values).logits[:, -1]
+    step = model(ids[:, -1:], **{cache_kwarg(): output_cache(out)}).logits[:, -1]
     torch.testing.assert_close(step, full, rtol=1e-4, atol=1e-4)
 
 

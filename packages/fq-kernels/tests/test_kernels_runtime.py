@@ -24,6 +24,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from fq_core.adapters.hf_names import cache_kwarg, output_cache
 from fq_core.checkpoint import CheckpointNotFoundError
 from fq_core.data import pydoc_text, split_calibration_eval, tokenize
 from fq_core.errors import ConfigError
@@ -99,7 +100,7 @@ def test_generate_gives_the_fake_quant_models_tokens_with_an_int4_cache(checkpoi
     settings = {"max_new_tokens": 8, "do_sample": False, "num_beams": num_beams, "pad_token_id": 0}
     out = real.generate(prompt, return_dict_in_generate=True, **settings)
     assert out.sequences.tolist() == fake.generate(prompt, **settings).tolist()
-    layer = out.past_key_values.layers[0]
+    layer = output_cache(out).layers[0]
     assert isinstance(layer, Int4KVLayer) and layer.keys.dtype == torch.uint8
     assert layer.get_seq_length() == out.sequences.shape[1] - 1  # the last token is never fed back
 
@@ -108,9 +109,9 @@ def test_generate_gives_the_fake_quant_models_tokens_with_an_int4_cache(checkpoi
 def test_an_explicit_int4_cache_is_what_forward_fills_by_default(checkpoint) -> None:
     model = load_int4_model(checkpoint("qwen2", True))
     cache = Int4KVCache.for_model(model)
-    explicit = model(IDS[:, :10], past_key_values=cache, use_cache=True).logits
+    explicit = model(IDS[:, :10], use_cache=True, **{cache_kwarg(): cache}).logits
     assert torch.equal(explicit, model(IDS[:, :10], use_cache=True).logits)
-    step = model(IDS[:, 10:11], past_key_values=cache, use_cache=True).logits[:, -1]
+    step = model(IDS[:, 10:11], use_cache=True, **{cache_kwarg(): cache}).logits[:, -1]
     assert torch.allclose(step, model(IDS[:, :11]).logits[:, -1], atol=1e-5)
 
 
@@ -122,7 +123,7 @@ def test_a_cache_already_holding_float_tokens_is_refused(checkpoint) -> None:
     cache = DynamicCache()
     cache.update(torch.zeros(1, 2, 3, 12), torch.zeros(1, 2, 3, 12), 0)
     with pytest.raises(ConfigError, match="Int4KVCache"):
-        model(IDS[:1, :4], past_key_values=cache, use_cache=True)
+        model(IDS[:1, :4], use_cache=True, **{cache_kwarg(): cache})
 
 
 @torch.no_grad()
@@ -133,7 +134,7 @@ def test_kv_bits_16_keeps_a_full_precision_cache(checkpoint) -> None:
     for attention in (layer.self_attn for layer in fake.model.layers):
         attention.k_cache = attention.v_cache = CacheSite(NO_QUANT, None, learnable_clip=False)
     out = real(IDS, use_cache=True)
-    assert type(out.past_key_values.layers[0]).__name__ == "DynamicLayer"
+    assert type(output_cache(out).layers[0]).__name__ == "DynamicLayer"
     assert_logits_match(out.logits, fake(IDS).logits)
 
 

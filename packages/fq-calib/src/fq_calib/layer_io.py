@@ -54,9 +54,8 @@ def capture_inputs(
                 model(window.unsqueeze(0).to(device), use_cache=False)
     finally:
         layers[0] = first
-    layer_kwargs = {
-        k: v for k, v in kwargs.items() if k not in ("past_key_values", "past_key_value", "use_cache")
-    }
+    cache_keys = ("past_key_values", "past_key_value", "cache", "use_cache")
+    layer_kwargs = {k: v for k, v in kwargs.items() if k not in cache_keys}
     inputs = torch.cat(store).to(storage, torch.float32)
     return inputs, layer_kwargs
 

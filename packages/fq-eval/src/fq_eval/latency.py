@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from fq_core.adapters.hf_names import cache_kwarg, output_cache
 from fq_core.errors import ConfigError
 from fq_eval.placement import model_devices
 
@@ -211,11 +212,11 @@ class ModelRunner:
 
     def prefill(self, ids: torch.Tensor) -> tuple[Any, torch.Tensor]:
         out = self.model(ids, use_cache=True, logits_to_keep=1)
-        return out.past_key_values, out.logits[:, -1].argmax(-1, keepdim=True)
+        return output_cache(out), out.logits[:, -1].argmax(-1, keepdim=True)
 
     def decode(self, cache: Any, token: torch.Tensor, steps: int) -> torch.Tensor:
         for _ in range(steps):
-            out = self.model(token, past_key_values=cache, use_cache=True)
+            out = self.model(token, use_cache=True, **{cache_kwarg(): cache})
             token = out.logits[:, -1].argmax(-1, keepdim=True)
         return token
 
@@ -247,7 +248,8 @@ class LayerRunner:
 
     def _step(self, x: torch.Tensor, cache: Any, start: int, embeddings: Any = None) -> torch.Tensor:
         ids, rope = self._positions(x, start) if embeddings is None else embeddings
-        out = self.layer(x, position_ids=ids, position_embeddings=rope, past_key_values=cache, use_cache=True)
+        cached = {cache_kwarg(): cache}
+        out = self.layer(x, position_ids=ids, position_embeddings=rope, use_cache=True, **cached)
         return out[0] if isinstance(out, tuple) else out
 
     def prefill(self, x: torch.Tensor) -> tuple[Any, torch.Tensor]:

@@ -131,8 +131,10 @@ class FlatAttention(nn.Module):
         position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None,
         attention_mask: torch.Tensor | None = None,
         past_key_values: Any = None,
+        cache: Any = None,
         **kwargs: Any,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        cache = past_key_values if cache is None else cache  # transformers >= 5.24 calls it `cache`
         input_shape = hidden_states.shape[:-1]
         hidden_shape = (*input_shape, -1, self.head_dim)
         quantised = not self.fp
@@ -164,8 +166,8 @@ class FlatAttention(nn.Module):
             k = self.k_cache(k)
             v = self.v_cache(v)
 
-        if past_key_values is not None:
-            k, v = past_key_values.update(k, v, self.layer_idx)
+        if cache is not None:
+            k, v = cache.update(k, v, self.layer_idx)
 
         attn_output, attn_weights = hf_attention(self, q, k, v, attention_mask, **kwargs)
         attn_output = attn_output.reshape(*input_shape, -1).contiguous()

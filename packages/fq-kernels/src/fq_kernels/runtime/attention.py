@@ -95,14 +95,16 @@ class Int4Attention(nn.Module):
         position_embeddings: tuple[torch.Tensor, torch.Tensor],
         attention_mask: torch.Tensor | None = None,
         past_key_values: Cache | None = None,
+        cache: Cache | None = None,
         **kwargs: Any,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        cache = past_key_values if cache is None else cache  # transformers >= 5.24 calls it `cache`
         input_shape = hidden_states.shape[:-1]
         q, k, v = self.project(hidden_states, position_embeddings)
         if self.kv_quant is not None:
-            k, v = int4_layer(past_key_values, self.layer_idx, self.kv_quant).update(k, v)
-        elif past_key_values is not None:
-            k, v = past_key_values.update(k, v, self.layer_idx)
+            k, v = int4_layer(cache, self.layer_idx, self.kv_quant).update(k, v)
+        elif cache is not None:
+            k, v = cache.update(k, v, self.layer_idx)
 
         out, weights = hf_attention(self, q, k, v, attention_mask, **kwargs)
         return self.o_proj(out.reshape(*input_shape, -1).contiguous()), weights

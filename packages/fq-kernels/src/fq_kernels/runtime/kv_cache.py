@@ -144,5 +144,5 @@ def int4_layer(cache: Cache | None, index: int, quant: KVQuant) -> Int4KVLayer:
         return cache.layers[index]
     raise ConfigError(
         f"the KV cache's layer {index} is a {type(layer).__name__} holding tokens, but this model keeps "
-        "its keys and values in int4: pass past_key_values=Int4KVCache.for_model(model), or none"
+        "its keys and values in int4: give the model Int4KVCache.for_model(model) as its cache, or none"
     )

@@ -605,15 +605,17 @@ def candidates(m: int, n: int, kp: int) -> list[PackedConfig]:
         (32, 128, 4, 4, 4, 1),
         (16, 256, 4, 4, 4, 1),
     ]
+    # M = 16 on the H200 (docs/benchmarks/kernels.md, run I): 128 x 128 byte tiles, split-K 4 where
+    # N >= K (4096 x 11008 / 14336), 128 x 64 with split-K 8 where K > N (the down projections)
+    wide, deep = (128, 128, 4, 4, 4, 2), (128, 64, 8, 4, 4, 2)
     swapped = [
-        (128, 128, 4, 4, 4, 2),
+        *((deep, wide) if 2 * kp > n else (wide, deep)),
         (64, 128, 8, 4, 4, 2),
-        (128, 64, 8, 4, 4, 2),
         (128, 128, 8, 4, 4, 2),
         (64, 256, 4, 4, 4, 2),
         (64, 128, 8, 4, 4, 1),  # best at M = 16 on every 7B/8B shape on the H100 (run F: 1.3-1.4x run C's)
         (64, 256, 4, 4, 4, 1),
-        (128, 128, 4, 4, 4, 1),  # best at M = 16, 4096 x 11008 on the H200 (2026-12-03, unpack 0/1 only)
+        (128, 128, 4, 4, 4, 1),
         (128, 128, 8, 4, 4, 1),
         (128, 256, 4, 4, 3, 1),
         (128, 64, 8, 4, 4, 1),
