@@ -308,7 +308,7 @@ def summarize(results, base):
             f"M={key[0]:2d} K={key[1]:5d} N={key[2]:5d}: {top['median_ms'] * 1000:.1f} us {gbs:5.0f} GB/s "
             f"ratio {b.get('bf16_ms', float('nan')) / top['median_ms']:.2f} "
             f"[BN{c['block_n']} BKP{c['block_kp']} split{c['split_k']} unpack{c['unpack']} swap{c['swap']} "
-            f"w{c['num_warps']} s{c['num_stages']}] {second}"
+            f"w{c['num_warps']} s{c['num_stages']}{' a-contiguous' if c.get('a_contiguous') else ''}] {second}"
         )
     print("\n== transform_quant")
     for r in results:

@@ -9,6 +9,7 @@ before anything imports `fq_kernels.triton` when no GPU is present.
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 
 import pytest
 import torch
@@ -155,11 +156,11 @@ PACKED_CASES = [
     for (m, k, n) in [(1, 64, 16), (1, 200, 33), (1, 100, 20), (5, 96, 40), (17, 200, 33), (33, 64, 70)]
     for unpack in (0, 1, 2)
     for split in (1, 3)
-    for a_layout in ("int8", "packed")
+    for a_layout in ("int8", "int8-contiguous", "packed")
     for kernel in ("mma", "swap", "gemv")
     # the CUDA-core kernels serve one token and unpack signed nibbles only (int8 activations and
     # K a multiple of 8: the dp4a kernel; k = 100 and packed activations: the byte-wise one)
-    if not (kernel == "gemv" and (m != 1 or unpack))
+    if not (kernel == "gemv" and (m != 1 or unpack or a_layout == "int8-contiguous"))
 ]
 
 
@@ -171,9 +172,9 @@ def test_packed_gemm_is_exact(
 
     g = torch.Generator().manual_seed(m * k + n)
     xv, wv = _operands(m, k, n, g)
-    a = xv if a_layout == "int8" else pack_int4(xv)
+    a = pack_int4(xv) if a_layout == "packed" else xv
     wq = pack_int4(wv)
-    cfg = small_packed_config(kernel, split, unpack)
+    cfg = replace(small_packed_config(kernel, split, unpack), a_contiguous=a_layout == "int8-contiguous")
     one = torch.ones(max(m, n))
     acc = launch_packed(a, wq, one, one, None, torch.empty(m, n, dtype=torch.int32), cfg, raw=True)
     assert torch.equal(acc, ref.int_matmul_ref(xv, wq))
