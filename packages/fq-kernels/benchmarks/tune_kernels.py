@@ -304,11 +304,12 @@ def summarize(results, base):
         c = top["cfg"]
         gbs = key[1] * key[2] / 2 / top["median_ms"] / 1e6
         second = f"2nd {rs[1]['median_ms'] * 1000:.1f} us" if len(rs) > 1 else ""
+        loads = " a-contiguous" if c.get("a_contiguous") else ""
         print(
             f"M={key[0]:2d} K={key[1]:5d} N={key[2]:5d}: {top['median_ms'] * 1000:.1f} us {gbs:5.0f} GB/s "
             f"ratio {b.get('bf16_ms', float('nan')) / top['median_ms']:.2f} "
             f"[BN{c['block_n']} BKP{c['block_kp']} split{c['split_k']} unpack{c['unpack']} swap{c['swap']} "
-            f"w{c['num_warps']} s{c['num_stages']}{' a-contiguous' if c.get('a_contiguous') else ''}] {second}"
+            f"w{c['num_warps']} s{c['num_stages']}{loads}] {second}"
         )
     print("\n== transform_quant")
     for r in results:
