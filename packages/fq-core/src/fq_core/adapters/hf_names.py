@@ -2,7 +2,7 @@
 
 transformers 5.24 renamed `past_key_values` to `cache` in the models' forward signatures and outputs
 (the old names still work there until 5.40, with a warning each time). Our own attention modules
-accept both; code that calls a transformers model asks here for the name that model expects.
+accept both (`given_cache`); code that calls a transformers model asks here for the name it expects.
 """
 
 from __future__ import annotations
@@ -23,3 +23,8 @@ def cache_kwarg() -> str:
 def output_cache(output: Any) -> Any:
     """The KV cache a transformers model returned in `output`."""
     return getattr(output, cache_kwarg())
+
+
+def given_cache(cache: Any, past_key_values: Any) -> Any:
+    """The KV cache an attention module's caller passed, under either name."""
+    return past_key_values if cache is None else cache

@@ -20,6 +20,7 @@ from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.models.llama.modeling_llama import eager_attention_forward
 
 from fq_core.adapters.base import DecoderAdapter
+from fq_core.adapters.hf_names import given_cache
 from fq_core.flat.config import FlatConfig
 from fq_core.flat.linear import FlatLinear
 from fq_core.flat.sites import CacheSite, HeadsSite, InputSite, make_factor
@@ -134,7 +135,7 @@ class FlatAttention(nn.Module):
         cache: Any = None,
         **kwargs: Any,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        cache = past_key_values if cache is None else cache  # transformers >= 5.24 calls it `cache`
+        cache = given_cache(cache, past_key_values)
         input_shape = hidden_states.shape[:-1]
         hidden_shape = (*input_shape, -1, self.head_dim)
         quantised = not self.fp

@@ -18,6 +18,7 @@ from torch import nn
 from transformers.cache_utils import Cache
 
 from fq_core.adapters.base import DecoderAdapter
+from fq_core.adapters.hf_names import given_cache
 from fq_core.flat.attention import hf_attention
 from fq_core.transforms.kronecker import apply_right
 from fq_kernels.quant_linear import QuantLinear
@@ -98,7 +99,7 @@ class Int4Attention(nn.Module):
         cache: Cache | None = None,
         **kwargs: Any,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        cache = past_key_values if cache is None else cache  # transformers >= 5.24 calls it `cache`
+        cache = given_cache(cache, past_key_values)
         input_shape = hidden_states.shape[:-1]
         q, k, v = self.project(hidden_states, position_embeddings)
         if self.kv_quant is not None:
