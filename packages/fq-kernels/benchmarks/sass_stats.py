@@ -23,7 +23,8 @@ from triton.compiler import ASTSource
 
 from fq_kernels.triton.gemm_packed import _packed_kernel
 
-POINTERS = ["a_ptr", "b_ptr", "c_ptr", "sx_ptr", "sw_ptr", "bias_ptr", "zx_ptr", "wsum_ptr", "ws_ptr", "lock_ptr"]
+POINTERS = ["a_ptr", "b_ptr", "c_ptr", "sx_ptr", "sw_ptr"]
+POINTERS += ["bias_ptr", "zx_ptr", "wsum_ptr", "ws_ptr", "lock_ptr"]
 TYPES = ["*i8", "*u8", "*bf16", "*fp32", "*fp32", "*fp32", "*fp32", "*fp32", "*i32", "*i32"]
 INTS = ["M", "N", "KP", "stride_am", "stride_bn", "stride_cm"]
 MEMORY = re.compile(r"\b(LDG|STG|LDS|STS|LDSM|STSM|LDGSTS|ATOMG|REDG)[A-Z0-9.]*")
@@ -81,7 +82,8 @@ def main() -> None:
     cubin = compile_packed(args)
     usage = cuobjdump(cubin, "--dump-resource-usage")
     print("triton", triton.__version__, "|", " ".join(re.findall(r"REG:\d+|STACK:\d+", usage)))
-    sass = [line for line in cuobjdump(cubin, "--dump-sass").splitlines() if re.match(r"\s+/\*[0-9a-f]{4}\*/", line)]
+    lines = cuobjdump(cubin, "--dump-sass").splitlines()
+    sass = [line for line in lines if re.match(r"\s+/\*[0-9a-f]{4}\*/", line)]
     print("instructions", len(sass))
     loop = next((i for i, line in enumerate(sass) if re.search(r"@!?P\d BRA", line)), 0)
     counts = collections.Counter(m.group(0) for line in sass[loop:] for m in [MEMORY.search(line)] if m)
