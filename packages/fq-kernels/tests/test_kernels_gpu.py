@@ -19,6 +19,7 @@ pytestmark = pytest.mark.gpu
 from fq_core.quant.pack import pack_int4  # noqa: E402
 from fq_core.transforms.kronecker import kron_factors  # noqa: E402
 from fq_kernels import reference as ref  # noqa: E402
+from fq_kernels.layout import fits_decode_tiles, packed_weight, tile_decode_weight  # noqa: E402
 from fq_kernels.reference.gemm import gemm_k  # noqa: E402
 from fq_kernels.testing import (  # noqa: E402
     assert_epilogue_close,
@@ -70,7 +71,7 @@ def _zero_points(act: str, m: int, wq: torch.Tensor, g: torch.Generator):
     """(zx [m], wsum [N]) on the device for asymmetric activations, (None, None) for symmetric."""
     if act == "sym":
         return None, None
-    wv = ref.operand_values(wq.cpu(), gemm_k(wq))
+    wv = ref.operand_values(packed_weight(wq.cpu()) if wq.dim() == 3 else wq.cpu(), gemm_k(wq))
     return torch.randint(-8, 8, (m,), generator=g).float().to(DEV), wv.sum(1).float().to(DEV)
 
 
@@ -160,8 +161,10 @@ def test_transform_of_non_finite_token_gives_nan_scale_only_there() -> None:
 def _operands(m: int, k: int, n: int, layout: str, g: torch.Generator):
     xv = torch.randint(-8, 8, (m, k), generator=g, dtype=torch.int8)
     wv = torch.randint(-8, 8, (n, k), generator=g, dtype=torch.int8)
-    if layout == "packed":
+    if layout == "packed" or (layout == "tiles" and not fits_decode_tiles(n, k)):
         return xv, pack_int4(wv)
+    if layout == "tiles":  # the CUDA decode kernel
+        return xv, tile_decode_weight(pack_int4(wv))
     if layout == "packed-packed":
         return pack_int4(xv), pack_int4(wv)
     if layout == "int8":
@@ -169,7 +172,7 @@ def _operands(m: int, k: int, n: int, layout: str, g: torch.Generator):
     return xv.to(torch.float8_e4m3fn), wv.to(torch.float8_e4m3fn)
 
 
-LAYOUTS = ["packed", "packed-packed", "int8", "fp8"]
+LAYOUTS = ["packed", "packed-packed", "int8", "fp8", "tiles"]
 
 
 @pytest.mark.parametrize("act", ACTS)
@@ -203,6 +206,8 @@ def test_gemm_adversarial_accumulators_are_exact(layout: str) -> None:
         wv[::3] = -8
         if layout == "packed":
             xq, wq = xv, pack_int4(wv)
+        elif layout == "tiles":
+            xq, wq = xv, tile_decode_weight(pack_int4(wv))
         elif layout == "packed-packed":
             xq, wq = pack_int4(xv), pack_int4(wv)
         elif layout == "int8":
@@ -252,6 +257,48 @@ def test_every_decode_candidate_is_exact_on_adversarial_sums(a_layout: str) -> N
         out = torch.empty(16, n, dtype=torch.int32, device=DEV)
         launch_packed(xq, wq, one, one, None, out, cfg, raw=True)
         assert torch.equal(out.cpu(), exact), cfg
+
+
+@pytest.mark.parametrize("m", [1, 5, 8, 9, 16, 17, 40])
+def test_every_tiled_decode_candidate_is_exact_on_adversarial_sums(m: int) -> None:
+    """The CUDA decode kernel in each configuration autotuning may pick, at token counts around its
+    8- and 16-token groups, K = 576 / 4096 / 14336 (tails of a warp's steps) and N = 1536 / 4096."""
+    from fq_kernels.cuda.decode_gemm import candidates, launch_tiled
+
+    for k, n in ((576, 1536), (4096, 4096), (14336, 1536)):
+        xv = torch.full((m, k), 7, dtype=torch.int8)
+        xv[1::2] = -8
+        wv = torch.randint(5, 8, (n, k), dtype=torch.int8)
+        wv[::3] = -8
+        wv[1::5, : k // 3] = -wv[1::5, : k // 3].clamp(min=-7)  # rows of mixed sign too
+        exact = ref.int_matmul_ref(xv, pack_int4(wv))
+        tiles = tile_decode_weight(pack_int4(wv)).to(DEV)
+        one = torch.ones(n, device=DEV)
+        for cfg in candidates(m, n, k):
+            out = torch.full((m, n), -1, dtype=torch.int32, device=DEV)
+            launch_tiled(xv.to(DEV), tiles, one[:m], one, None, out, cfg, raw=True)
+            assert torch.equal(out.cpu(), exact), (cfg, k, n)
+
+
+def test_quant_linear_decodes_with_tiles_on_cuda() -> None:
+    """On CUDA a QuantLinear stores decode tiles and gives what the Triton kernel on packed rows gives."""
+    from fq_kernels.quant_linear import QuantLinear
+
+    g = torch.Generator().manual_seed(5)
+    k, n = 1536, 576
+    packed = pack_int4(torch.randint(-8, 8, (n, k), generator=g, dtype=torch.int8)).to(DEV)
+    scale = (torch.rand(n, generator=g) * 0.01 + 0.001).to(DEV)
+    right = random_orthogonal(k // 32, g).to(DEV)
+    left = random_orthogonal(32, g).to(DEV)
+    for act_symmetric in (True, False):
+        kwargs = {"left": left, "right": right, "act_symmetric": act_symmetric}
+        tiled = QuantLinear(packed, scale, **kwargs)
+        rows = QuantLinear(packed, scale, **kwargs, decode="packed")
+        assert tiled.qweight.dim() == 3 and rows.qweight.dim() == 2
+        assert torch.equal(tiled.packed_qweight(), packed)
+        for m in (1, 7, 16):
+            x = torch.randn(m, k, generator=g).to(DEV, torch.bfloat16)
+            assert torch.equal(tiled(x), rows(x)), (act_symmetric, m)
 
 
 def _fuzz_shapes(count: int) -> list[tuple[int, int, int, str]]:

@@ -14,7 +14,9 @@ reference otherwise (`fq_kernels._runtime.use_triton`). The reference defines th
 | `dequant_kv` | q, scale, zero | x [..., D] |
 
 Operand layouts of `w4a4_linear` (all hold the same int4 values; pick by path):
-- decode (memory-bound, few tokens): wq packed uint8 [N, K/2]; xq int8 [M, K] or packed [M, K/2];
+- decode (memory-bound, few tokens): wq packed uint8 [N, K/2], xq int8 [M, K] or packed [M, K/2]
+  (Triton kernels); or wq as decode tiles uint8 [N/16, K/64, 512] (`fq_kernels.layout`), xq int8
+  (the CUDA kernel `fq_kernels.cuda.decode_gemm`; CUDA only, the reference elsewhere);
 - prefill (compute-bound): wq and xq both int8 [., K], or both float8_e4m3fn [., K] (weights
   unpacked once at load with `fq_kernels.layout.prefill_weight`).
 `transform_quant(..., out_format=)` writes the activation layout: "packed", "int8" or "fp8".
@@ -32,7 +34,7 @@ import torch
 from fq_kernels import reference as ref
 from fq_kernels._runtime import use_triton
 from fq_kernels.reference.activation import OUT_FORMATS
-from fq_kernels.reference.gemm import ASYM_MAX_K, gemm_k
+from fq_kernels.reference.gemm import ASYM_MAX_K, gemm_k, gemm_n
 
 _FORMAT_DTYPES = {"packed": torch.uint8, "int8": torch.int8, "fp8": torch.float8_e4m3fn}
 _GEMM_DTYPES = (torch.uint8, torch.int8, torch.float8_e4m3fn)
@@ -209,8 +211,14 @@ def transform_quant_heads(
 
 
 def _check_gemm_args(xq, sx, wq, sw, bias, out_dtype, zx, wsum) -> int:
-    if wq.dim() != 2:
-        raise ValueError(f"wq must be [N, K/2] packed or [N, K], got shape {tuple(wq.shape)}")
+    tiled = wq.dim() == 3 and wq.dtype == torch.uint8 and wq.shape[-1] == 512
+    if wq.dim() != 2 and not tiled:
+        raise ValueError(
+            "wq must be [N, K/2] packed, [N/16, K/64, 512] decode tiles or [N, K], "
+            f"got shape {tuple(wq.shape)}"
+        )
+    if tiled and xq.dtype != torch.int8:
+        raise ValueError(f"decode tiles take int8 activations (out_format='int8'), got {xq.dtype}")
     if xq.dtype not in _GEMM_DTYPES or wq.dtype not in _GEMM_DTYPES:
         raise ValueError(
             f"operands must be uint8 (packed int4), int8 or float8_e4m3fn, got {xq.dtype}, {wq.dtype}"
@@ -227,10 +235,11 @@ def _check_gemm_args(xq, sx, wq, sw, bias, out_dtype, zx, wsum) -> int:
         raise ValueError("packed weights take int8 or packed activations, not fp8")
     if sx.shape != xq.shape[:-1]:
         raise ValueError(f"sx must have shape {tuple(xq.shape[:-1])}, got {tuple(sx.shape)}")
-    if sw.numel() != wq.shape[0]:
-        raise ValueError(f"sw must hold one scale per output channel ({wq.shape[0]}), got {sw.numel()}")
-    if bias is not None and bias.numel() != wq.shape[0]:
-        raise ValueError(f"bias must hold {wq.shape[0]} values, got {bias.numel()}")
+    n = gemm_n(wq)
+    if sw.numel() != n:
+        raise ValueError(f"sw must hold one scale per output channel ({n}), got {sw.numel()}")
+    if bias is not None and bias.numel() != n:
+        raise ValueError(f"bias must hold {n} values, got {bias.numel()}")
     if out_dtype not in _OUT_DTYPES:
         raise ValueError(f"out_dtype must be bfloat16, float16 or float32, got {out_dtype}")
     if (zx is None) != (wsum is None):
@@ -238,8 +247,8 @@ def _check_gemm_args(xq, sx, wq, sw, bias, out_dtype, zx, wsum) -> int:
     if zx is not None:
         if zx.shape != sx.shape:
             raise ValueError(f"zx must have shape {tuple(sx.shape)}, got {tuple(zx.shape)}")
-        if wsum.numel() != wq.shape[0]:
-            raise ValueError(f"wsum must hold one sum per output channel ({wq.shape[0]}), got {wsum.numel()}")
+        if wsum.numel() != n:
+            raise ValueError(f"wsum must hold one sum per output channel ({n}), got {wsum.numel()}")
         if k > ASYM_MAX_K:
             raise ValueError(f"the asymmetric epilogue is exact up to K = {ASYM_MAX_K}, got K = {k}")
     return k
@@ -257,17 +266,22 @@ def _w4a4_linear_op(
     wsum: torch.Tensor | None = None,
 ) -> torch.Tensor:
     _check_gemm_args(xq, sx, wq, sw, bias, out_dtype, zx, wsum)
-    if not use_triton(xq):
+    if not _use_kernel(xq, wq):
         return ref.w4a4_linear_ref(xq, sx, wq, sw, bias, out_dtype, zx, wsum)
     lead = xq.shape[:-1]
     a = xq.reshape(-1, xq.shape[-1])
     if a.stride(-1) != 1:
         a = a.contiguous()
-    b = wq if wq.stride(-1) == 1 else wq.contiguous()
+    b = wq if wq.stride(-1) == 1 and (wq.dim() == 2 or wq.is_contiguous()) else wq.contiguous()
     sx32, sw32, bias32, zx32, wsum32 = (_f32_vector(t) for t in (sx, sw, bias, zx, wsum))
-    out = torch.empty((a.shape[0], b.shape[0]), dtype=out_dtype, device=xq.device)
+    out = torch.empty((a.shape[0], gemm_n(b)), dtype=out_dtype, device=xq.device)
     _gemm(a, b, sx32, sw32, bias32, out, False, zx32, wsum32)
-    return out.reshape(*lead, b.shape[0])
+    return out.reshape(*lead, gemm_n(b))
+
+
+def _use_kernel(xq: torch.Tensor, wq: torch.Tensor) -> bool:
+    """A kernel (else the reference): Triton's as `use_triton` says; decode tiles' only on CUDA."""
+    return use_triton(xq) and (wq.dim() == 2 or xq.is_cuda)
 
 
 def _f32_vector(t: torch.Tensor | None) -> torch.Tensor | None:
@@ -275,6 +289,10 @@ def _f32_vector(t: torch.Tensor | None) -> torch.Tensor | None:
 
 
 def _gemm(a, b, sx, sw, bias, out, raw: bool, zx=None, wsum=None) -> torch.Tensor:
+    if b.dim() == 3:
+        from fq_kernels.cuda import decode_gemm
+
+        return decode_gemm.launch_tuned(a, b, sx, sw, bias, out, raw, zx, wsum)
     if b.dtype == torch.uint8:
         from fq_kernels.triton import gemm_packed
 
@@ -287,7 +305,7 @@ def _gemm(a, b, sx, sw, bias, out, raw: bool, zx=None, wsum=None) -> torch.Tenso
 @_w4a4_linear_op.register_fake
 def _(xq, sx, wq, sw, bias, out_dtype, zx=None, wsum=None):
     _check_gemm_args(xq, sx, wq, sw, bias, out_dtype, zx, wsum)
-    return xq.new_empty((*xq.shape[:-1], wq.shape[0]), dtype=out_dtype)
+    return xq.new_empty((*xq.shape[:-1], gemm_n(wq)), dtype=out_dtype)
 
 
 def w4a4_linear(
@@ -312,11 +330,12 @@ def w4a4_linear(
 
 def w4a4_matmul_int(xq: torch.Tensor, wq: torch.Tensor) -> torch.Tensor:
     """The integer core of `w4a4_linear`: int32 accumulators [M, N], no epilogue (exactness checks)."""
-    if not use_triton(xq):
+    if not _use_kernel(xq, wq):
         return ref.int_matmul_ref(xq, wq)
-    dummy = torch.ones(max(xq.shape[0], wq.shape[0]), dtype=torch.float32, device=xq.device)
+    n = gemm_n(wq)
+    dummy = torch.ones(max(xq.shape[0], n), dtype=torch.float32, device=xq.device)
     a = xq.reshape(-1, xq.shape[-1]).contiguous()
-    out = torch.empty((a.shape[0], wq.shape[0]), dtype=torch.int32, device=xq.device)
+    out = torch.empty((a.shape[0], n), dtype=torch.int32, device=xq.device)
     return _gemm(a, wq.contiguous(), dummy, dummy, None, out, raw=True)
 
 

@@ -5,7 +5,9 @@ per-token int4 activations, packed int4 weights with per-channel scales, exact i
 Two paths, one result:
 
 - decode (tokens <= `decode_max_tokens`, or no prefill copy): the checkpoint's packed weights
-  [N, K/2], read once per call, and packed int4 activations (contiguous bytes, like the weights);
+  read once per call, as decode tiles [N/16, K/64, 512] by the CUDA kernel where it runs (CUDA,
+  whole tiles; `fq_kernels.layout`) with int8 activations, else as [N, K/2] rows by the Triton
+  kernels with packed int4 activations (int8 for one token);
 - prefill: a one-time int8 or fp8 copy of the weights [N, K] (1 byte per weight, made at load)
   so the tensor cores read both operands straight from shared memory; the activation kernel
   writes the same storage type.
@@ -29,11 +31,21 @@ from torch import nn
 
 from fq_core.checkpoint import Checkpoint, load_checkpoint
 from fq_kernels import reference as ref
-from fq_kernels.layout import PREFILL_KINDS, activation_format, prefill_weight, weight_sums
+from fq_kernels.layout import (
+    PREFILL_KINDS,
+    activation_format,
+    fits_decode_tiles,
+    packed_weight,
+    prefill_weight,
+    tile_decode_weight,
+    weight_sums,
+)
 from fq_kernels.ops import transform_quant, transform_quant_asym, w4a4_linear
 
 DECODE_MAX_TOKENS = 16
 """Token counts up to this use the packed-weight decode kernel (weight-bandwidth bound)."""
+DECODE_LAYOUTS: tuple[str, ...] = ("tiles", "packed")
+"""How the decode path stores its weights: CUDA decode tiles, or the checkpoint's packed rows."""
 PREFILL_DEFAULT = "int8"
 """Storage of the prefill weight copy when `prefill="auto"` on CUDA: int8 was the faster *exact* one
 on the H100 (fp8 with exact accumulation is ~20% slower; docs/benchmarks/kernels.md)."""
@@ -69,7 +81,9 @@ class QuantLinear(nn.Module):
     weight scales; left/right: the online Kronecker factors (left alone: o_proj's heads factor);
     clip: the activation clipping pair (clip_max, clip_min); act_symmetric: False quantises the
     activations asymmetrically (fq-core's QuantSpec(4, False, "token")); prefill: "int8", "fp8", None
-    (decode kernel for every token count) or "auto" (PREFILL_DEFAULT when the weights are on CUDA).
+    (decode kernel for every token count) or "auto" (PREFILL_DEFAULT when the weights are on CUDA);
+    decode: "tiles", "packed" or "auto" (tiles where the CUDA decode kernel runs and the shape splits
+    into whole tiles). The `qweight` buffer holds the decode layout; `packed_qweight()` gives [N, K/2].
     """
 
     def __init__(
@@ -83,6 +97,7 @@ class QuantLinear(nn.Module):
         clip: torch.Tensor | float | tuple[float, float] = 1.0,
         act_symmetric: bool = True,
         prefill: str | None = "auto",
+        decode: str = "auto",
         decode_max_tokens: int = DECODE_MAX_TOKENS,
     ) -> None:
         super().__init__()
@@ -106,18 +121,35 @@ class QuantLinear(nn.Module):
         self.register_buffer("weight_sum", None if act_symmetric else weight_sums(self.qweight))
         self.register_buffer("prefill_weight", None)
         self.decode_max_tokens = decode_max_tokens
-        self.prepare(prefill)
+        self.prepare(prefill, decode)
 
-    def prepare(self, prefill: str | None = "auto") -> QuantLinear:
-        """(Re)build the prefill weight copy, e.g. after moving the module to another device."""
+    def prepare(self, prefill: str | None = "auto", decode: str = "auto") -> QuantLinear:
+        """(Re)build the device-specific weight layouts, e.g. after moving the module to another device:
+        the prefill copy and the decode layout (see the class docstring for the choices)."""
         if prefill == "auto":
             prefill = PREFILL_DEFAULT if self.qweight.is_cuda else None
         if prefill is not None and prefill not in PREFILL_KINDS:
             raise ValueError(
                 f"prefill must be one of {', '.join(PREFILL_KINDS)}, None or 'auto', got {prefill!r}"
             )
-        self.prefill_weight = None if prefill is None else prefill_weight(self.qweight, prefill)
+        if decode not in (*DECODE_LAYOUTS, "auto"):
+            raise ValueError(f"decode must be one of {', '.join(DECODE_LAYOUTS)} or 'auto', got {decode!r}")
+        fits = fits_decode_tiles(self.out_features, self.in_features)
+        if decode == "auto":
+            decode = "tiles" if fits and _tiles_run_on(self.qweight.device) else "packed"
+        if decode == "tiles" and not fits:
+            raise ValueError(
+                f"decode tiles need out_features % 16 == 0 and in_features % 64 == 0, "
+                f"got {self.out_features} x {self.in_features}: use decode='packed'"
+            )
+        packed = packed_weight(self.qweight)
+        self.qweight = tile_decode_weight(packed) if decode == "tiles" else packed
+        self.prefill_weight = None if prefill is None else prefill_weight(packed, prefill)
         return self
+
+    def packed_qweight(self) -> torch.Tensor:
+        """The weights as the checkpoint packs them, [N, K/2], whatever the decode layout."""
+        return packed_weight(self.qweight)
 
     @property
     def transform(self) -> str:
@@ -139,6 +171,7 @@ class QuantLinear(nn.Module):
             f"in_features={self.in_features}, out_features={self.out_features}, "
             f"bias={self.bias is not None}, "
             f"transform={self.transform}, act={'sym' if self.act_symmetric else 'asym'}, "
+            f"decode={'tiles' if self.qweight.dim() == 3 else 'packed'}, "
             f"prefill={prefill}, decode_max_tokens={self.decode_max_tokens}"
         )
 
@@ -151,7 +184,7 @@ class QuantLinear(nn.Module):
         tokens = x.numel() // self.in_features
         out_dtype = x.dtype if x.dtype in (torch.bfloat16, torch.float16, torch.float32) else torch.bfloat16
         weight = self.qweight if self.uses_decode_path(tokens) else self.prefill_weight
-        fmt = activation_format(tokens, weight.dtype)
+        fmt = activation_format(tokens, weight)
         if self.act_symmetric:
             (xq, sx), zx = transform_quant(x, self.left, self.right, self.clip, 4, fmt), None
         else:
@@ -178,6 +211,7 @@ class QuantLinear(nn.Module):
         *,
         device: torch.device | str | None = None,
         prefill: str | None = "auto",
+        decode: str = "auto",
         decode_max_tokens: int = DECODE_MAX_TOKENS,
     ) -> QuantLinear:
         """Build from a checkpoint (a loaded `Checkpoint`, or its directory) and linear name(s).
@@ -250,5 +284,14 @@ class QuantLinear(nn.Module):
             clip=clip,
             act_symmetric=a.symmetric,
             prefill=prefill,
+            decode=decode,
             decode_max_tokens=decode_max_tokens,
         )
+
+
+def _tiles_run_on(device: torch.device) -> bool:
+    if device.type != "cuda":
+        return False
+    from fq_kernels.cuda import decode_gemm
+
+    return decode_gemm.available(device)

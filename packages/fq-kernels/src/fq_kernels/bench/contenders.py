@@ -6,7 +6,9 @@
 - unfused: what plain PyTorch gives: `kron_apply` in bf16, the per-token quantiser as separate
   ops, `torch._int_mm`, the scale epilogue as separate ops;
 - ours: `transform_quant` + `w4a4_linear` as `QuantLinear` runs them (decode kernel for
-  M <= DECODE_MAX_TOKENS, else the prefill kernel on int8/fp8 copies), and each half alone.
+  M <= DECODE_MAX_TOKENS on the decode layout QuantLinear picks, tiles where the CUDA kernel runs,
+  else the prefill kernel on int8/fp8 copies), and each half alone; `decode="packed"` times the
+  Triton decode kernel instead.
 
 cuBLAS int8 needs more than 16 rows, so `_int_mm` pads decode-size inputs to 32 rows.
 """
@@ -21,7 +23,7 @@ import torch.nn.functional as F
 from fq_core.transforms.kronecker import kron_apply
 from fq_kernels.bench.problems import LinearProblem
 from fq_kernels.bench.timing import copies_to_defeat_l2
-from fq_kernels.layout import activation_format
+from fq_kernels.layout import activation_format, fits_decode_tiles
 from fq_kernels.ops import transform_quant, w4a4_linear
 from fq_kernels.quant_linear import DECODE_MAX_TOKENS, PREFILL_DEFAULT
 
@@ -86,21 +88,28 @@ def unfused(p: LinearProblem) -> tuple[MakeCall, int]:
     return make, count
 
 
-def _ours_format(p: LinearProblem, prefill: str) -> tuple[str, str]:
+def _decode_kind(p: LinearProblem, decode: str) -> str:
+    if decode != "auto":
+        return decode
+    from fq_kernels.cuda import decode_gemm
+
+    return "tiles" if fits_decode_tiles(p.n, p.k) and decode_gemm.available(p.device) else "packed"
+
+
+def _ours_format(p: LinearProblem, prefill: str, decode: str) -> tuple[str, str]:
     """(weight storage kind, activation format) of QuantLinear's path at p.m tokens."""
-    kind = "packed" if p.m <= DECODE_MAX_TOKENS else prefill
-    storage = {"packed": torch.uint8, "int8": torch.int8, "fp8": torch.float8_e4m3fn}[kind]
-    return kind, activation_format(p.m, storage)
+    kind = _decode_kind(p, decode) if p.m <= DECODE_MAX_TOKENS else prefill
+    return kind, activation_format(p.m, p.weight_copies(kind, 1)[0])
 
 
-def _ours_weights(p: LinearProblem, prefill: str) -> tuple[list[torch.Tensor], str, int]:
-    kind, fmt = _ours_format(p, prefill)
-    count = copies_to_defeat_l2(p.n * p.k // 2 if kind == "packed" else p.n * p.k)
+def _ours_weights(p: LinearProblem, prefill: str, decode: str) -> tuple[list[torch.Tensor], str, int]:
+    kind, fmt = _ours_format(p, prefill, decode)
+    count = copies_to_defeat_l2(p.n * p.k // 2 if kind in ("packed", "tiles") else p.n * p.k)
     return p.weight_copies(kind, count), fmt, count
 
 
-def ours(p: LinearProblem, prefill: str = PREFILL_DEFAULT) -> tuple[MakeCall, int]:
-    ws, fmt, count = _ours_weights(p, prefill)
+def ours(p: LinearProblem, prefill: str = PREFILL_DEFAULT, decode: str = "auto") -> tuple[MakeCall, int]:
+    ws, fmt, count = _ours_weights(p, prefill, decode)
 
     def make(i: int) -> Callable[[], object]:
         def call() -> torch.Tensor:
@@ -112,13 +121,15 @@ def ours(p: LinearProblem, prefill: str = PREFILL_DEFAULT) -> tuple[MakeCall, in
     return make, count
 
 
-def ours_transform_quant(p: LinearProblem, prefill: str = PREFILL_DEFAULT) -> tuple[MakeCall, int]:
-    fmt = _ours_format(p, prefill)[1]
+def ours_transform_quant(
+    p: LinearProblem, prefill: str = PREFILL_DEFAULT, decode: str = "auto"
+) -> tuple[MakeCall, int]:
+    fmt = _ours_format(p, prefill, decode)[1]
     return (lambda i: lambda: transform_quant(p.x, p.left, p.right, p.clip, 4, fmt)), 1
 
 
-def ours_gemm(p: LinearProblem, prefill: str = PREFILL_DEFAULT) -> tuple[MakeCall, int]:
-    ws, fmt, count = _ours_weights(p, prefill)
+def ours_gemm(p: LinearProblem, prefill: str = PREFILL_DEFAULT, decode: str = "auto") -> tuple[MakeCall, int]:
+    ws, fmt, count = _ours_weights(p, prefill, decode)
     xq, sx = transform_quant(p.x, p.left, p.right, p.clip, 4, fmt)
     return (lambda i: lambda: w4a4_linear(xq, sx, ws[i], p.scale, None, torch.bfloat16)), count
 

@@ -13,6 +13,7 @@ import torch
 
 from fq_core.quant.pack import pack_int4
 from fq_core.transforms.kronecker import kron_factors
+from fq_kernels.layout import tile_decode_weight
 
 SHAPES: tuple[tuple[int, int], ...] = (
     (4096, 4096),
@@ -62,6 +63,8 @@ class LinearProblem:
             base = (self.values.float() * self.scale[:, None]).to(torch.bfloat16)
         elif kind == "packed":
             base = self.packed
+        elif kind == "tiles":
+            base = tile_decode_weight(self.packed)
         elif kind == "int8":
             base = self.values
         elif kind == "fp8":

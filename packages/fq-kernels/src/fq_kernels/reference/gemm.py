@@ -18,8 +18,9 @@ and the difference |sum (q - zero) w| <= 15 * 8 K for int4 (8 (2^b - 1) K for b-
 so up to K = ASYM_MAX_K = 2^17 with int4 activations (a fused multiply-add is exact too: it rounds
 once, and the exact result is representable).
 
-Operands may be stored as packed int4 (uint8, two values per byte, fq-core's nibble order), int8,
-or float8 e4m3 holding integers; all give the same values. The accumulator is computed in float64
+Operands may be stored as packed int4 (uint8, two values per byte, fq-core's nibble order), as
+decode tiles (weights only, `fq_kernels.layout.tile_decode_weight`), int8, or float8 e4m3 holding
+integers; all give the same values. The accumulator is computed in float64
 here, which is exact for these magnitudes (|acc| <= 64 K < 2^53) and works on CUDA too (integer
 matmuls do not). A kernel's integer accumulator must equal `int_matmul_ref` exactly; its float
 output may differ from this by one rounding of the float32 epilogue (it may fuse the bias add into
@@ -31,6 +32,7 @@ from __future__ import annotations
 import torch
 
 from fq_core.quant.pack import unpack_int4
+from fq_kernels.layout import decode_weight_shape, untile_decode_weight
 
 ASYM_MAX_K = 2**17
 """Largest K for which the asymmetric epilogue stays exact with int4 activations (module docstring)."""
@@ -51,15 +53,20 @@ def operand_values(t: torch.Tensor, k: int) -> torch.Tensor:
 
 
 def gemm_k(wq: torch.Tensor) -> int:
-    """K of a weight operand [N, K/2] (packed uint8) or [N, K] (int8 / fp8)."""
-    return wq.shape[-1] * 2 if wq.dtype == torch.uint8 else wq.shape[-1]
+    """K of a weight operand [N, K/2] (packed uint8), [N/16, K/64, 512] (decode tiles) or [N, K]."""
+    return decode_weight_shape(wq)[1]
+
+
+def gemm_n(wq: torch.Tensor) -> int:
+    """N (output channels) of a weight operand, in any of `gemm_k`'s layouts."""
+    return decode_weight_shape(wq)[0]
 
 
 def int_matmul_ref(xq: torch.Tensor, wq: torch.Tensor) -> torch.Tensor:
     """Exact integer accumulators [M, N] as int32 (|acc| <= 64 K fits for K < 2^25)."""
     k = gemm_k(wq)
     a = operand_values(xq, k)
-    b = operand_values(wq, k)
+    b = operand_values(untile_decode_weight(wq) if wq.dim() == 3 else wq, k)
     return (a @ b.T).to(torch.int32)
 
 
@@ -84,4 +91,4 @@ def w4a4_linear_ref(
     out = acc * sx.reshape(-1, 1).to(torch.float32) * sw.reshape(1, -1).to(torch.float32)
     if bias is not None:
         out = out + bias.reshape(1, -1).to(torch.float32)
-    return out.to(out_dtype).reshape(*lead, wq.shape[0])
+    return out.to(out_dtype).reshape(*lead, gemm_n(wq))

@@ -1,0 +1,159 @@
+"""Launcher of `decode_gemm.cu`: the W4A4 decode GEMM on decode tiles (`fq_kernels.layout`).
+
+One compiled variant per (configuration, token group size, output dtype, bias / zero point / raw),
+cached for the process. `available(device)` compiles the default variant once and says whether
+this machine can run the kernel at all (a CUDA GPU of compute capability 8.0 or newer and torch's
+NVRTC wrapper); callers keep their Triton path when it cannot.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from importlib import resources
+
+import torch
+
+from fq_kernels import tuning
+
+
+@dataclass(frozen=True)
+class TiledConfig:
+    warps: int = 8  # warps per block, each a share of K (the block reduces them)
+    tiles: int = 1  # 16-row tiles per block
+    stages: int = 4  # 64-k steps per warp in flight (asynchronous copies into shared memory)
+
+
+_OUT_KIND = {torch.float32: 0, torch.bfloat16: 1, torch.float16: 2, torch.int32: 0}
+
+
+def ring_bytes(cfg: TiledConfig, tokens: int) -> int:
+    """Dynamic shared memory of one block: every warp's copy ring (also holds the partial sums)."""
+    return cfg.warps * cfg.stages * (cfg.tiles + tokens // 8) * 512
+
+
+@functools.cache
+def _source() -> str:
+    return resources.files("fq_kernels.cuda").joinpath("decode_gemm.cu").read_text()
+
+
+@functools.cache
+def _kernel(cfg: TiledConfig, tokens: int, out_kind: int, bias: bool, zero: bool, raw: bool, device: int):
+    defines = {
+        "WARPS": cfg.warps,
+        "NT": cfg.tiles,
+        "STAGES": cfg.stages,
+        "TOKENS": tokens,
+        "OUT_KIND": out_kind,
+        "HAS_BIAS": int(bias),
+        "HAS_ZERO": int(zero),
+        "RAW": int(raw),
+    }
+    options = ["--fmad=false", *(f"-D{name}={value}" for name, value in defines.items())]
+    with torch.cuda.device(device):
+        kernel = torch.cuda._compile_kernel(_source(), "w4a4_decode_tiled", nvcc_options=options)
+        if ring_bytes(cfg, tokens) >= 48 * 1024:  # beyond the default limit of a block
+            kernel.set_shared_memory_config(ring_bytes(cfg, tokens))
+    return kernel
+
+
+@functools.cache
+def _usable(device: int) -> bool:
+    if torch.version.hip or torch.cuda.get_device_capability(device) < (8, 0):
+        return False
+    try:
+        _kernel(TiledConfig(), 16, 1, False, False, False, device)
+    except Exception:  # no NVRTC, an older torch without its wrapper, a compile error: keep Triton
+        return False
+    return True
+
+
+def available(device: torch.device | str) -> bool:
+    """Whether the tiled decode kernel runs on `device` (compiled once per device to find out)."""
+    device = torch.device(device)
+    if device.type != "cuda" or not hasattr(torch.cuda, "_compile_kernel"):
+        return False
+    return _usable(device.index if device.index is not None else torch.cuda.current_device())
+
+
+def launch_tiled(
+    a: torch.Tensor,
+    tiles: torch.Tensor,
+    sx: torch.Tensor,
+    sw: torch.Tensor,
+    bias: torch.Tensor | None,
+    out: torch.Tensor,
+    config: TiledConfig,
+    raw: bool = False,
+    zx: torch.Tensor | None = None,
+    wsum: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """out [M, N] = epilogue(a @ wᵀ); a int8 [M, K] (rows 16-byte aligned), tiles [N/16, K/64, 512]."""
+    m, k = a.shape
+    n = tiles.shape[0] * 16
+    if m == 0:
+        return out
+    if a.stride(1) != 1 or a.stride(0) % 16 or a.data_ptr() % 16:
+        a = a.clone(memory_format=torch.contiguous_format)
+    tokens = 8 if m <= 8 else 16
+    kernel = _kernel(
+        config, tokens, _OUT_KIND[out.dtype], bias is not None, zx is not None, raw, a.device.index
+    )
+    grid = (-(-n // (16 * config.tiles)), -(-m // 16), 1)
+    kernel(
+        grid=grid,
+        block=(32 * config.warps, 1, 1),
+        args=[
+            tiles,
+            a,
+            out,
+            sx,
+            sw,
+            bias if bias is not None else sw,
+            zx if zx is not None else sw,
+            wsum if wsum is not None else sw,
+            m,
+            n,
+            k,
+            a.stride(0),
+            out.stride(0),
+        ],
+        shared_mem=ring_bytes(config, tokens),
+    )
+    return out
+
+
+def candidates(m: int, n: int, k: int) -> list[TiledConfig]:
+    """Configurations to try, the default first."""
+    return [
+        TiledConfig(8, 1, 4),
+        TiledConfig(8, 1, 6),
+        TiledConfig(4, 1, 6),
+        TiledConfig(16, 1, 4),
+        TiledConfig(8, 2, 4),
+        TiledConfig(4, 2, 6),
+        TiledConfig(4, 1, 8),
+        TiledConfig(8, 1, 3),
+    ]
+
+
+def launch_tuned(
+    a: torch.Tensor,
+    tiles: torch.Tensor,
+    sx: torch.Tensor,
+    sw: torch.Tensor,
+    bias: torch.Tensor | None,
+    out: torch.Tensor,
+    raw: bool = False,
+    zx: torch.Tensor | None = None,
+    wsum: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """`launch_tiled` with the configuration from `candidates` (timed at first use if autotuning)."""
+    m, k = a.shape
+    n = tiles.shape[0] * 16
+    key = ("tiled", min(m, 16) if m <= 16 else 1 << (m - 1).bit_length(), n, k, raw)
+
+    def run(cfg: TiledConfig) -> torch.Tensor:
+        return launch_tiled(a, tiles, sx, sw, bias, out, cfg, raw, zx, wsum)
+
+    return run(tuning.choose(key, candidates(m, n, k), run))
