@@ -124,8 +124,19 @@ def launch_tiled(
 
 
 def candidates(m: int, n: int, k: int) -> list[TiledConfig]:
-    """Configurations to try, the default first."""
-    return [
+    """Configurations to try, the measured best for this shape class first (H200 sweep,
+    docs/benchmarks/kernels.md): wide layers (N > K) two tiles per block of 4 warps with 6 steps in
+    flight; otherwise 8 warps, one tile, 6 steps for up to 8 tokens, two tiles and 4 steps for 16
+    tokens where K > N, 4 warps with 8 steps for 16 tokens on square layers."""
+    if n > k:
+        best = TiledConfig(4, 2, 6)
+    elif m <= 8:
+        best = TiledConfig(8, 1, 6)
+    elif k > n:
+        best = TiledConfig(8, 2, 4)
+    else:
+        best = TiledConfig(4, 1, 8)
+    grid = [
         TiledConfig(8, 1, 4),
         TiledConfig(8, 1, 6),
         TiledConfig(4, 1, 6),
@@ -135,6 +146,7 @@ def candidates(m: int, n: int, k: int) -> list[TiledConfig]:
         TiledConfig(4, 1, 8),
         TiledConfig(8, 1, 3),
     ]
+    return [best, *(c for c in grid if c != best)]
 
 
 def launch_tuned(
