@@ -33,7 +33,6 @@ workspace and counter to zero, so no memset launch is needed on the next call.
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
 
 import torch
@@ -43,6 +42,7 @@ import triton.language as tl
 from fq_kernels import tuning
 from fq_kernels._runtime import interpreting
 from fq_kernels.triton.common import scaled_epilogue
+from fq_kernels.triton.workspace import Workspace
 
 
 @dataclass(frozen=True)
@@ -453,31 +453,7 @@ def _gemv_dp4a_kernel(
     )
 
 
-class _Workspace:
-    """Per-device int32 workspace and tile counters for split-K, kept all-zero between calls.
-
-    Allocate before CUDA-graph capture (any eager call of the op does): a capture then reuses the
-    same buffers on every replay. Two concurrent calls on different streams would share them, so
-    split-K ops on one device must run on one stream at a time (the usual case).
-    """
-
-    def __init__(self) -> None:
-        self._buffers: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
-        self._lock = threading.Lock()
-
-    def get(self, device: torch.device, ws_numel: int, tiles: int) -> tuple[torch.Tensor, torch.Tensor]:
-        with self._lock:
-            ws, locks = self._buffers.get(device, (None, None))
-            if ws is None or ws.numel() < ws_numel or locks.numel() < tiles:
-                size = max(ws_numel, 0 if ws is None else ws.numel(), 1 << 16)
-                n_locks = max(tiles, 0 if locks is None else locks.numel(), 1 << 12)
-                ws = torch.zeros(size, dtype=torch.int32, device=device)
-                locks = torch.zeros(n_locks, dtype=torch.int32, device=device)
-                self._buffers[device] = (ws, locks)
-            return ws, locks
-
-
-WORKSPACE = _Workspace()
+WORKSPACE = Workspace(torch.int32)
 
 
 def launch_packed(
