@@ -85,7 +85,7 @@ def test_kernel_configurations_agree(reduce_axes: bool) -> None:
     assert_quant_equal(q, s, *ref.transform_quant_ref(x, left, right, 0.9, 4, "int8"))
 
 
-@pytest.mark.parametrize(("n1", "n2", "split"), [(8, 32, 2), (6, 64, 4), (20, 48, 2)])
+@pytest.mark.parametrize(("n1", "n2", "split"), [(8, 32, 2), (6, 64, 4), (4, 128, 4), (20, 48, 2)])
 @pytest.mark.parametrize("variant", ["kron", "heads", "right"])
 @pytest.mark.parametrize("symmetric", [True, False])
 def test_split_transform_matches_the_whole_token_kernel(

@@ -60,19 +60,21 @@ class TQConfig:
 
 SPLIT_MAX_TOKENS = 16
 """Up to this many tokens a split configuration may run (more tokens fill the GPU without it)."""
+SPLIT_MIN_COLUMNS = 32
+"""Narrowest column block of a split program on the GPU: 16-wide blocks of a 64 x 64 token made
+an illegal memory access on the H200 (Triton 3.6; not investigated further)."""
 
 
 def candidates(b1: int, b2: int, m: int = SPLIT_MAX_TOKENS + 1, transformed: bool = True) -> list[TQConfig]:
     """Configurations for a token tile of b1 x b2 elements, the measured best first; for a few
-    tokens of a transformed tile, split ones (each program a column block of at least 16) lead."""
+    tokens of a transformed tile, split ones (each program a column block of SPLIT_MIN_COLUMNS or
+    more) lead."""
     split = []
-    if m <= SPLIT_MAX_TOKENS and transformed and b2 >= 32:
-        split = [
-            TQConfig(4, split=max(2, min(4, b2 // 16))),
-            TQConfig(4, split=b2 // 16),
-            TQConfig(8, split=2),
-        ]
-        split = list(dict.fromkeys(c for c in split if b2 // c.split >= 16))
+    if m <= SPLIT_MAX_TOKENS and transformed and b2 >= 2 * SPLIT_MIN_COLUMNS:
+        widest = b2 // SPLIT_MIN_COLUMNS
+        split = [TQConfig(4, split=widest), TQConfig(8, split=widest)]
+        if widest > 2:
+            split.append(TQConfig(4, split=widest // 2))
     return split + _unsplit_candidates(b1, b2)
 
 
@@ -432,7 +434,8 @@ def launch_transform_quant(
         right32 = right.to(device=device, dtype=torch.float32).contiguous() if has_right else clip
 
         def run(cfg: TQConfig) -> None:
-            if cfg.split > 1 and transformed and b2 // cfg.split >= 16:
+            narrowest = 16 if interpreting() else SPLIT_MIN_COLUMNS
+            if cfg.split > 1 and transformed and b2 // cfg.split >= narrowest:
                 y, counts = SCRATCH.get(device, m * n1 * n2, m)
                 _transform_split_kernel[(m, cfg.split)](
                     x2,
