@@ -85,7 +85,8 @@ def markdown(rows: list[dict], env: dict[str, str], chosen: dict[str, str]) -> s
         "",
         "Times are medians of CUDA-graph replays (weights rotated through enough copies to miss the "
         "50 MB L2). Ratio = bf16 `F.linear` time / contender time, same run. `ours` = "
-        "`transform_quant` + `w4a4_linear` (decode kernel on packed int4 weights for M <= 16, int8 "
+        "`transform_quant` + `w4a4_linear` (decode kernel on int4 weights for M <= 16: CUDA decode tiles "
+        "where that kernel runs, else Triton on packed rows; int8 "
         "tensor-core kernel on the unpacked copy above); `tq share` = transform_quant time / ours.",
         "",
         "| K x N | M | bf16 ms | int8 `_int_mm` | fp8 `_scaled_mm` | unfused | **ours** | ours ms "
