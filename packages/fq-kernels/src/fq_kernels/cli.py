@@ -78,7 +78,15 @@ def collect_kernels_info() -> dict[str, Any]:
         **device,
         "triton_interpret": {"value": raw, "enabled": interpret},
         "triton_runs_on": triton_runs_on,
+        "cuda_decode_tiles": _decode_tiles_run() if device["cuda_available"] else False,
     }
+
+
+def _decode_tiles_run() -> bool:
+    """Whether the CUDA decode kernel (NVRTC-compiled, `fq_kernels.cuda`) runs on cuda:0."""
+    from fq_kernels.cuda import decode_gemm
+
+    return decode_gemm.available("cuda:0")
 
 
 def _verdict(report: dict[str, Any]) -> str:
@@ -124,6 +132,9 @@ def _info(
         "device": device_line,
         INTERPRET_ENV: interpret_line,
     }
+    if report["device"] is not None:
+        tiles = report["cuda_decode_tiles"]
+        lines["decode GEMM"] = "CUDA, decode tiles" if tiles else "Triton (the CUDA kernel did not compile)"
     width = max(len(key) for key in lines)
     for key, value in lines.items():
         typer.echo(f"{key:<{width}}  {value}")
