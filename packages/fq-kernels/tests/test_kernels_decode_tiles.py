@@ -148,3 +148,19 @@ def test_quant_linear_decode_layouts_agree_on_cpu() -> None:
     assert torch.equal(unpack_int4(tiled.prepare(decode="packed").qweight), w)
     with pytest.raises(ValueError, match="decode='packed'"):
         QuantLinear(pack_int4(_weights(40, 128)), torch.ones(40), decode="tiles")
+
+
+def test_decode_path_takes_more_tokens_on_tiles() -> None:
+    """Tiles serve up to TILES_MAX_TOKENS tokens, packed rows DECODE_MAX_TOKENS; an explicit
+    decode_max_tokens wins."""
+    from fq_kernels.quant_linear import DECODE_MAX_TOKENS, TILES_MAX_TOKENS
+
+    packed = pack_int4(_weights(32, 128, seed=6))
+    tiles = QuantLinear(packed, torch.ones(32), prefill="int8", decode="tiles")
+    rows = QuantLinear(packed, torch.ones(32), prefill="int8", decode="packed")
+    assert tiles.uses_decode_path(TILES_MAX_TOKENS) and not tiles.uses_decode_path(TILES_MAX_TOKENS + 1)
+    assert rows.uses_decode_path(DECODE_MAX_TOKENS) and not rows.uses_decode_path(DECODE_MAX_TOKENS + 1)
+    fixed = QuantLinear(packed, torch.ones(32), prefill="int8", decode="tiles", decode_max_tokens=4)
+    assert fixed.uses_decode_path(4) and not fixed.uses_decode_path(5)
+    x = torch.randn(TILES_MAX_TOKENS, 128)
+    assert torch.equal(tiles(x), rows(x))  # 32 tokens: tiles' decode path, rows' prefill copy

@@ -4,7 +4,7 @@ forward(x) = w4a4_linear(transform_quant(x)): the site's online transform and ac
 per-token int4 activations, packed int4 weights with per-channel scales, exact integer products.
 Two paths, one result:
 
-- decode (tokens <= `decode_max_tokens`, or no prefill copy): the checkpoint's packed weights
+- decode (tokens <= `decode_limit`, or no prefill copy): the checkpoint's packed weights
   read once per call, as decode tiles [N/16, K/64, 512] by the CUDA kernel where it runs (CUDA,
   whole tiles; `fq_kernels.layout`) with int8 activations, else as [N, K/2] rows by the Triton
   kernels with packed int4 activations (int8 for one token);
@@ -43,7 +43,11 @@ from fq_kernels.layout import (
 from fq_kernels.ops import transform_quant, transform_quant_asym, w4a4_linear
 
 DECODE_MAX_TOKENS = 16
-"""Token counts up to this use the packed-weight decode kernel (weight-bandwidth bound)."""
+"""Token counts up to this use the Triton decode kernel on packed rows (weight-bandwidth bound)."""
+TILES_MAX_TOKENS = 32
+"""... and up to this the CUDA decode kernel on decode tiles: at 32 tokens it took 20.0 / 15.8 us
+(4096 x 11008 / 11008 x 4096) where the prefill kernel's layer took 33 / 63 us on the H200
+(docs/benchmarks/kernels.md, run K)."""
 DECODE_LAYOUTS: tuple[str, ...] = ("tiles", "packed")
 """How the decode path stores its weights: CUDA decode tiles, or the checkpoint's packed rows."""
 PREFILL_DEFAULT = "int8"
@@ -84,6 +88,8 @@ class QuantLinear(nn.Module):
     (decode kernel for every token count) or "auto" (PREFILL_DEFAULT when the weights are on CUDA);
     decode: "tiles", "packed" or "auto" (tiles where the CUDA decode kernel runs and the shape splits
     into whole tiles). The `qweight` buffer holds the decode layout; `packed_qweight()` gives [N, K/2].
+    decode_max_tokens: the most tokens the decode path takes when there is a prefill copy; None picks
+    by the decode layout (TILES_MAX_TOKENS for tiles, DECODE_MAX_TOKENS for packed rows).
     """
 
     def __init__(
@@ -98,7 +104,7 @@ class QuantLinear(nn.Module):
         act_symmetric: bool = True,
         prefill: str | None = "auto",
         decode: str = "auto",
-        decode_max_tokens: int = DECODE_MAX_TOKENS,
+        decode_max_tokens: int | None = None,
     ) -> None:
         super().__init__()
         if qweight.dtype != torch.uint8 or qweight.dim() != 2:
@@ -172,11 +178,18 @@ class QuantLinear(nn.Module):
             f"bias={self.bias is not None}, "
             f"transform={self.transform}, act={'sym' if self.act_symmetric else 'asym'}, "
             f"decode={'tiles' if self.qweight.dim() == 3 else 'packed'}, "
-            f"prefill={prefill}, decode_max_tokens={self.decode_max_tokens}"
+            f"prefill={prefill}, decode_max_tokens={self.decode_limit}"
         )
 
+    @property
+    def decode_limit(self) -> int:
+        """Most tokens the decode kernel takes (`decode_max_tokens`, else by the decode layout)."""
+        if self.decode_max_tokens is not None:
+            return self.decode_max_tokens
+        return TILES_MAX_TOKENS if self.qweight.dim() == 3 else DECODE_MAX_TOKENS
+
     def uses_decode_path(self, tokens: int) -> bool:
-        return self.prefill_weight is None or tokens <= self.decode_max_tokens
+        return self.prefill_weight is None or tokens <= self.decode_limit
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[-1] != self.in_features:
@@ -212,7 +225,7 @@ class QuantLinear(nn.Module):
         device: torch.device | str | None = None,
         prefill: str | None = "auto",
         decode: str = "auto",
-        decode_max_tokens: int = DECODE_MAX_TOKENS,
+        decode_max_tokens: int | None = None,
     ) -> QuantLinear:
         """Build from a checkpoint (a loaded `Checkpoint`, or its directory) and linear name(s).
 

@@ -5,10 +5,10 @@
 - fp8: `torch._scaled_mm` alone (cuBLAS FP8 GEMM with row-wise scales into bf16);
 - unfused: what plain PyTorch gives: `kron_apply` in bf16, the per-token quantiser as separate
   ops, `torch._int_mm`, the scale epilogue as separate ops;
-- ours: `transform_quant` + `w4a4_linear` as `QuantLinear` runs them (decode kernel for
-  M <= DECODE_MAX_TOKENS on the decode layout QuantLinear picks, tiles where the CUDA kernel runs,
-  else the prefill kernel on int8/fp8 copies), and each half alone; `decode="packed"` times the
-  Triton decode kernel instead.
+- ours: `transform_quant` + `w4a4_linear` as `QuantLinear` runs them: the decode kernel for a
+  few tokens on the decode layout QuantLinear picks (tiles where the CUDA kernel runs, up to 32
+  tokens; packed rows up to 16), else the prefill kernel on int8/fp8 copies; and each half alone.
+  `decode="packed"` times the Triton decode kernel instead.
 
 cuBLAS int8 needs more than 16 rows, so `_int_mm` pads decode-size inputs to 32 rows.
 """
@@ -25,7 +25,7 @@ from fq_kernels.bench.problems import LinearProblem
 from fq_kernels.bench.timing import copies_to_defeat_l2
 from fq_kernels.layout import activation_format, fits_decode_tiles
 from fq_kernels.ops import transform_quant, w4a4_linear
-from fq_kernels.quant_linear import DECODE_MAX_TOKENS, PREFILL_DEFAULT
+from fq_kernels.quant_linear import DECODE_MAX_TOKENS, PREFILL_DEFAULT, TILES_MAX_TOKENS
 
 MakeCall = Callable[[int], Callable[[], object]]
 
@@ -98,7 +98,9 @@ def _decode_kind(p: LinearProblem, decode: str) -> str:
 
 def _ours_format(p: LinearProblem, prefill: str, decode: str) -> tuple[str, str]:
     """(weight storage kind, activation format) of QuantLinear's path at p.m tokens."""
-    kind = _decode_kind(p, decode) if p.m <= DECODE_MAX_TOKENS else prefill
+    decode_kind = _decode_kind(p, decode)
+    limit = TILES_MAX_TOKENS if decode_kind == "tiles" else DECODE_MAX_TOKENS
+    kind = decode_kind if p.m <= limit else prefill
     return kind, activation_format(p.m, p.weight_copies(kind, 1)[0])
 
 
