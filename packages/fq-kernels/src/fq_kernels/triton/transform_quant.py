@@ -67,15 +67,15 @@ an illegal memory access on the H200 (Triton 3.6; not investigated further)."""
 
 def candidates(b1: int, b2: int, m: int = SPLIT_MAX_TOKENS + 1, transformed: bool = True) -> list[TQConfig]:
     """Configurations for a token tile of b1 x b2 elements, the measured best first; for a few
-    tokens of a transformed tile, split ones (each program a column block of SPLIT_MIN_COLUMNS or
-    more) lead."""
+    tokens of a transformed tile, split ones too (each program a column block of SPLIT_MIN_COLUMNS
+    or more), after the others until they have passed on the GPU (docs/benchmarks/kernels.md, run K)."""
     split = []
     if m <= SPLIT_MAX_TOKENS and transformed and b2 >= 2 * SPLIT_MIN_COLUMNS:
         widest = b2 // SPLIT_MIN_COLUMNS
         split = [TQConfig(4, split=widest), TQConfig(8, split=widest)]
         if widest > 2:
             split.append(TQConfig(4, split=widest // 2))
-    return split + _unsplit_candidates(b1, b2)
+    return _unsplit_candidates(b1, b2) + split
 
 
 def _unsplit_candidates(b1: int, b2: int) -> list[TQConfig]:
