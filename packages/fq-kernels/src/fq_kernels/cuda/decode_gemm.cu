@@ -9,7 +9,8 @@
 // inside a 64-k step is permuted the same way for both operands: the MMA's logical k 4t + i and
 // 16 + 4t + i stand for the real k 16t + 8s + i and 16t + 8s + 4 + i of k32 half s. With that
 // permutation a lane's activations for one token are also 16 contiguous bytes (one 128-bit load),
-// the B fragments of tokens g (and g + 8). No shared memory, no shuffles between load and MMA.
+// the B fragments of tokens g (and g + 8). No layout conversion between load and MMA: each lane
+// feeds the MMA exactly the bytes it loaded.
 //
 // A block owns NT 16-row tiles and all of K; its WARPS warps take interleaved 64-k steps (adjacent
 // 512-byte chunks, so a block streams contiguous memory). Each warp keeps STAGES - 1 steps of
