@@ -339,16 +339,17 @@ def _transform_split_kernel(
     # thread followed by one thread's release of the counter were not enough on the H200 (the last
     # program read stale columns), the integer split-K GEMM's atomics are
     y_row = y_ptr + t * (N1 * N2)
-    bits = u.to(tl.float32).to(tl.int32, bitcast=True)  # int32 atomics (the interpreter has no float ones)
-    tl.atomic_xchg(y_row + rows[:, None] * N2 + cols[None, :], bits, mask=col_mask, sem="relaxed")
+    u_bits = u.to(tl.float32).to(tl.int32, bitcast=True)  # int32 atomics (the interpreter has no float ones)
+    tl.atomic_xchg(y_row + rows[:, None] * N2 + cols[None, :], u_bits, mask=col_mask, sem="relaxed")
     tl.debug_barrier()
     arrived = tl.atomic_add(count_ptr + t, 1, sem="acq_rel")
     if arrived == SPLIT - 1:
         all_cols = tl.arange(0, B2)
         tile_mask = (rows[:, None] < N1) & (all_cols[None, :] < N2)
         tile_offs = rows[:, None] * N2 + all_cols[None, :]
-        bits = tl.atomic_xchg(y_row + tile_offs, tl.zeros([B1, B2], tl.int32), mask=tile_mask, sem="relaxed")
-        y = tl.where(tile_mask, bits.to(tl.float32, bitcast=True), 0.0)
+        cleared = tl.zeros([B1, B2], tl.int32)
+        y_bits = tl.atomic_xchg(y_row + tile_offs, cleared, mask=tile_mask, sem="relaxed")
+        y = tl.where(tile_mask, y_bits.to(tl.float32, bitcast=True), 0.0)
         tl.atomic_xchg(count_ptr + t, 0, sem="relaxed")
         clip_max = tl.load(clip_ptr)
         clip_min = tl.load(clip_ptr + 1)
