@@ -85,36 +85,6 @@ def test_kernel_configurations_agree(reduce_axes: bool) -> None:
     assert_quant_equal(q, s, *ref.transform_quant_ref(x, left, right, 0.9, 4, "int8"))
 
 
-@pytest.mark.parametrize(("n1", "n2", "split"), [(8, 32, 2), (6, 64, 4), (4, 128, 4), (20, 48, 2)])
-@pytest.mark.parametrize("variant", ["kron", "heads", "right"])
-@pytest.mark.parametrize("symmetric", [True, False])
-def test_split_transform_matches_the_whole_token_kernel(
-    n1: int, n2: int, split: int, variant: str, symmetric: bool
-) -> None:
-    """A few tokens: several programs per token, the last one quantising; twice in a row (the
-    counters must be left at zero), with a non-finite and an all-zero token."""
-    from fq_kernels.triton.transform_quant import SCRATCH, TQConfig, launch_transform_quant
-
-    g = torch.Generator().manual_seed(n1 + n2 + split)
-    left = random_orthogonal(n1, g) if variant in ("kron", "heads") else None
-    right = random_orthogonal(n2, g) if variant in ("kron", "right") else None
-    x = torch.randn(5, n1 * n2, generator=g) * 3
-    x[1] = 0
-    x[3, 7] = float("inf")
-    clip = ref.clip_pair((0.9, 0.8))
-    whole = launch_transform_quant(x, left, right, clip, 4, "int8", config=TQConfig(4), symmetric=symmetric)
-    for _ in range(2):
-        got = launch_transform_quant(
-            x, left, right, clip, 4, "int8", config=TQConfig(4, split=split), symmetric=symmetric
-        )
-        assert torch.equal(got[0], whole[0]) and torch.allclose(
-            got[1], whole[1], rtol=0, atol=0, equal_nan=True
-        )
-        assert symmetric or torch.equal(got[2], whole[2])
-    for _, counts in SCRATCH._buffers.values():
-        assert not counts.any()
-
-
 def test_exactly_representable_transform_is_bit_exact() -> None:
     g = torch.Generator().manual_seed(5)
     left, right = signed_permutation(8, g, 2.0), signed_permutation(16, g)

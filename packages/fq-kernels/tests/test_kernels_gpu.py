@@ -129,41 +129,6 @@ def test_orthogonal_transforms_match_within_dot_precision(k: int, dtype: torch.d
     )
 
 
-@pytest.mark.parametrize("k", [576, 4096, 11008, 14336])
-@pytest.mark.parametrize("act", ACTS)
-def test_split_transform_configurations_at_decode_sizes(k: int, act: str) -> None:
-    """Each split configuration (several programs per token, for M <= 16) against the reference,
-    twice in a row (its arrival counters must be left at zero)."""
-    from fq_kernels._runtime import next_pow2
-    from fq_kernels.triton.transform_quant import candidates, launch_transform_quant
-
-    g = torch.Generator().manual_seed(k + 7)
-    n1, n2 = kron_factors(k)
-    left, right = random_orthogonal(n1, g), random_orthogonal(n2, g)
-    for m in (1, 5, 16):
-        x = (torch.randn(m, k, generator=g) * 3).to(torch.bfloat16)
-        x[0, 1] = float("nan") if m > 1 else x[0, 1]
-        if act == "sym":
-            want = (*ref.transform_quant_ref(x, left, right, 0.97, 4, "int8"), None)
-        else:
-            want = ref.transform_quant_asym_ref(x, left, right, 0.97, 4, "int8")
-        configs = [c for c in candidates(next_pow2(n1), next_pow2(n2), m) if c.split > 1]
-        assert configs or n2 < 32
-        for cfg in configs:
-            for _ in range(2):
-                got = launch_transform_quant(
-                    x.to(DEV),
-                    left.to(DEV),
-                    right.to(DEV),
-                    ref.clip_pair(0.97, DEV),
-                    4,
-                    "int8",
-                    config=cfg,
-                    symmetric=act == "sym",
-                )
-                assert_quant_close(got[0], got[1], want[0], want[1], scale_rtol=2e-2, max_mismatch=0.05)
-
-
 @pytest.mark.parametrize(("heads", "head_dim"), [(9, 64), (32, 128), (28, 128), (40, 128)])
 def test_heads_transform(heads: int, head_dim: int) -> None:
     g = torch.Generator().manual_seed(heads)

@@ -33,7 +33,6 @@ import triton.language as tl
 from fq_kernels import tuning
 from fq_kernels._runtime import interpreting, next_pow2, sm_count
 from fq_kernels.triton.common import rint
-from fq_kernels.triton.workspace import Workspace
 
 OUT_CODES: dict[str, int] = {"packed": 0, "int8": 1, "fp8": 2}
 DOT_CODES: dict[str, int] = {"ieee": 0, "tf32": 1, "bf16": 2, "fp16": 3}
@@ -45,40 +44,16 @@ DEFAULT_DOT: dict[torch.dtype, str] = {
 """Dot precision per input dtype on the GPU (the benchmark records which one it ran)."""
 
 
-SCRATCH = Workspace(torch.int32)
-"""Transformed tokens of the split kernel (float32 bits), and its per-token arrival counters."""
-
-
 @dataclass(frozen=True)
 class TQConfig:
     num_warps: int = 4
     num_stages: int = 1  # software pipelining of the token loop
     programs_per_sm: int = 8
     reduce_axes: bool = False  # reduce rows then columns instead of the flattened tile
-    split: int = 1  # programs per token (column blocks of the transform; few tokens only)
 
 
-SPLIT_MAX_TOKENS = 16
-"""Up to this many tokens a split configuration may run (more tokens fill the GPU without it)."""
-SPLIT_MIN_COLUMNS = 32
-"""Narrowest column block of a split program on the GPU: 16-wide blocks of a 64 x 64 token made
-an illegal memory access on the H200 (Triton 3.6; not investigated further)."""
-
-
-def candidates(b1: int, b2: int, m: int = SPLIT_MAX_TOKENS + 1, transformed: bool = True) -> list[TQConfig]:
-    """Configurations for a token tile of b1 x b2 elements, the measured best first; for a few
-    tokens of a transformed tile, split ones too (each program a column block of SPLIT_MIN_COLUMNS
-    or more), after the others until they have passed on the GPU (docs/benchmarks/kernels.md, run K)."""
-    split = []
-    if m <= SPLIT_MAX_TOKENS and transformed and b2 >= 2 * SPLIT_MIN_COLUMNS:
-        widest = b2 // SPLIT_MIN_COLUMNS
-        split = [TQConfig(4, split=widest), TQConfig(8, split=widest)]
-        if widest > 2:
-            split.append(TQConfig(4, split=widest // 2))
-    return _unsplit_candidates(b1, b2) + split
-
-
-def _unsplit_candidates(b1: int, b2: int) -> list[TQConfig]:
+def candidates(b1: int, b2: int) -> list[TQConfig]:
+    """Configurations for a token tile of b1 x b2 elements, the measured best first."""
     elems = b1 * b2
     if elems <= 1024:
         return [TQConfig(2), TQConfig(4)]
@@ -108,90 +83,6 @@ def _dot(a, b, DOT: tl.constexpr):
     else:
         out = tl.dot(a.to(tl.float16), b.to(tl.float16))
     return out
-
-
-@triton.jit
-def _quantize_token(
-    y,
-    t,
-    q_ptr,
-    s_ptr,
-    z_ptr,
-    stride_qm,
-    clip_max,
-    clip_min,
-    rows,
-    tile_mask,
-    tile_offs,
-    N1: tl.constexpr,
-    N2: tl.constexpr,
-    B1: tl.constexpr,
-    B2: tl.constexpr,
-    OUT: tl.constexpr,
-    QMIN: tl.constexpr,
-    QMAX: tl.constexpr,
-    VMIN: tl.constexpr,
-    ASYM: tl.constexpr,
-    NATIVE: tl.constexpr,
-    REDUCE_AXES: tl.constexpr,
-):
-    """Quantise token t's transformed tile y [B1, B2] (padding 0) and store its values and scale."""
-    # One pass of reductions: a non-finite value turns the max into +inf (NaN compares false).
-    if REDUCE_AXES:  # row then column: stays in the dot's register layout
-        ymax = tl.max(tl.max(tl.where(tl.abs(y) < float("inf"), y, float("inf")), axis=1), axis=0)
-        ymin = tl.min(tl.min(y, axis=1), axis=0)
-    else:
-        ymax = tl.max(tl.where(tl.abs(y) < float("inf"), y, float("inf")))
-        ymin = tl.min(y)
-    bad = ymax == float("inf")
-    ymax = tl.maximum(ymax, 0.0) * clip_max
-    ymin = tl.minimum(ymin, 0.0) * clip_min
-    if ASYM:
-        empty = (ymax == 0.0) & (ymin == 0.0)
-        ymax = tl.where(empty, 1.0, ymax)
-        ymin = tl.where(empty, -1.0, ymin)
-        scale = tl.math.div_rn(ymax - ymin, tl.full([], QMAX, tl.float32))
-        zero = rint(tl.math.div_rn(-ymin, scale), NATIVE)
-    else:
-        absmax = tl.maximum(ymax, -ymin)
-        scale = tl.math.div_rn(absmax, tl.full([], QMAX, tl.float32))
-        scale = tl.where(absmax == 0.0, 1.0, scale)
-    # y * (1/scale) is within 2 ulp of the IEEE quotient y / scale that the reference rounds, so
-    # the two round to different integers only when a value sits within 2^-18 of a tie; such a
-    # (rare) token is redone with IEEE division, which keeps the result bit-exact.
-    inv = tl.math.div_rn(tl.full([], 1.0, tl.float32), scale)
-    # clamping the quotient to [VMIN, QMAX + 1] first changes no value (the codes clamp anyway)
-    v = tl.minimum(tl.maximum(y * inv, VMIN), QMAX + 1.0)
-    r = rint(v, NATIVE)
-    near = tl.abs(tl.abs(v - r) - 0.5) < 3.814697265625e-06
-    if REDUCE_AXES:  # noqa: SIM108 (constexpr branches)
-        n_near = tl.max(tl.max(near.to(tl.int32), axis=1), axis=0)
-    else:
-        n_near = tl.max(near.to(tl.int32))
-    if n_near > 0:
-        v = tl.math.div_rn(y, tl.zeros_like(y) + scale)
-        v = tl.minimum(tl.maximum(v, VMIN), QMAX + 1.0)
-        r = rint(v, NATIVE)
-    if ASYM:
-        q = tl.minimum(tl.maximum(r + zero, QMIN), QMAX) - (QMAX + 1) // 2
-        tl.store(z_ptr + t, tl.where(bad, 0.0, zero - (QMAX + 1) // 2))
-    else:
-        q = tl.minimum(tl.maximum(r, QMIN), QMAX)
-    q = tl.where(bad, 0.0, q)
-    scale = tl.where(bad, float("nan"), scale)
-    q_row = q_ptr + t * stride_qm
-    if OUT == 0:
-        qi = q.to(tl.int32)
-        lo, hi = tl.split(tl.reshape(qi, [B1, B2 // 2, 2]))
-        byte = ((lo & 15) | ((hi & 15) << 4)).to(tl.uint8)
-        pcols = tl.arange(0, B2 // 2)
-        pmask = (rows[:, None] < N1) & (pcols[None, :] < N2 // 2)
-        tl.store(q_row + rows[:, None] * (N2 // 2) + pcols[None, :], byte, mask=pmask)
-    elif OUT == 1:
-        tl.store(q_row + tile_offs, q.to(tl.int8), mask=tile_mask)
-    else:
-        tl.store(q_row + tile_offs, q.to(tl.float8e4nv), mask=tile_mask)
-    tl.store(s_ptr + t, scale)
 
 
 @triton.jit
@@ -249,134 +140,62 @@ def _transform_quant_kernel(
             y = _dot(x, right, DOT)
         if HAS_LEFT:
             y = _dot(left_t, y, DOT)
-        _quantize_token(
-            y,
-            t,
-            q_ptr,
-            s_ptr,
-            z_ptr,
-            stride_qm,
-            clip_max,
-            clip_min,
-            rows,
-            tile_mask,
-            tile_offs,
-            N1,
-            N2,
-            B1,
-            B2,
-            OUT,
-            QMIN,
-            QMAX,
-            VMIN,
-            ASYM,
-            NATIVE,
-            REDUCE_AXES,
-        )
-
-
-@triton.jit
-def _transform_split_kernel(
-    x_ptr,
-    left_ptr,
-    right_ptr,
-    clip_ptr,
-    q_ptr,
-    s_ptr,
-    z_ptr,
-    y_ptr,
-    count_ptr,
-    stride_xm,
-    stride_qm,
-    N1: tl.constexpr,
-    N2: tl.constexpr,
-    B1: tl.constexpr,
-    B2: tl.constexpr,
-    SPLIT: tl.constexpr,
-    HAS_LEFT: tl.constexpr,
-    HAS_RIGHT: tl.constexpr,
-    OUT: tl.constexpr,
-    DOT: tl.constexpr,
-    QMIN: tl.constexpr,
-    QMAX: tl.constexpr,
-    VMIN: tl.constexpr,
-    ASYM: tl.constexpr,
-    NATIVE: tl.constexpr,
-    REDUCE_AXES: tl.constexpr,
-):
-    """A few tokens: SPLIT programs per token, each one column block of Y = leftᵀ X right (the
-    columns need no other columns), into a float32 scratch; the token's last program to arrive
-    reads Y back and quantises it (a token's scale needs all of it) and resets the counter."""
-    t = tl.program_id(0).to(tl.int64)
-    c = tl.program_id(1)
-    BC: tl.constexpr = B2 // SPLIT
-    rows = tl.arange(0, B1)
-    cols = c * BC + tl.arange(0, BC)
-    col_mask = (rows[:, None] < N1) & (cols[None, :] < N2)
-    if HAS_RIGHT:
-        k = tl.arange(0, B2)
-        x = tl.load(
-            x_ptr + t * stride_xm + rows[:, None] * N2 + k[None, :],
-            mask=(rows[:, None] < N1) & (k[None, :] < N2),
-            other=0.0,
-        )
-        right = tl.load(
-            right_ptr + k[:, None] * N2 + cols[None, :],
-            mask=(k[:, None] < N2) & (cols[None, :] < N2),
-            other=0.0,
-        )
-        u = _dot(x, right, DOT)
-    else:
-        u = tl.load(x_ptr + t * stride_xm + rows[:, None] * N2 + cols[None, :], mask=col_mask, other=0.0)
-    if HAS_LEFT:
-        left_t = tl.load(
-            left_ptr + rows[None, :] * N1 + rows[:, None],
-            mask=(rows[:, None] < N1) & (rows[None, :] < N1),
-            other=0.0,
-        )
-        u = _dot(left_t, u, DOT)
-    # the scratch is written and read with atomics, which are performed in L2: plain stores by every
-    # thread followed by one thread's release of the counter were not enough on the H200 (the last
-    # program read stale columns), the integer split-K GEMM's atomics are
-    y_row = y_ptr + t * (N1 * N2)
-    u_bits = u.to(tl.float32).to(tl.int32, bitcast=True)  # int32 atomics (the interpreter has no float ones)
-    tl.atomic_xchg(y_row + rows[:, None] * N2 + cols[None, :], u_bits, mask=col_mask, sem="relaxed")
-    tl.debug_barrier()
-    arrived = tl.atomic_add(count_ptr + t, 1, sem="acq_rel")
-    if arrived == SPLIT - 1:
-        all_cols = tl.arange(0, B2)
-        tile_mask = (rows[:, None] < N1) & (all_cols[None, :] < N2)
-        tile_offs = rows[:, None] * N2 + all_cols[None, :]
-        cleared = tl.zeros([B1, B2], tl.int32)
-        y_bits = tl.atomic_xchg(y_row + tile_offs, cleared, mask=tile_mask, sem="relaxed")
-        y = tl.where(tile_mask, y_bits.to(tl.float32, bitcast=True), 0.0)
-        tl.atomic_xchg(count_ptr + t, 0, sem="relaxed")
-        clip_max = tl.load(clip_ptr)
-        clip_min = tl.load(clip_ptr + 1)
-        _quantize_token(
-            y,
-            t,
-            q_ptr,
-            s_ptr,
-            z_ptr,
-            stride_qm,
-            clip_max,
-            clip_min,
-            rows,
-            tile_mask,
-            tile_offs,
-            N1,
-            N2,
-            B1,
-            B2,
-            OUT,
-            QMIN,
-            QMAX,
-            VMIN,
-            ASYM,
-            NATIVE,
-            REDUCE_AXES,
-        )
+        # One pass of reductions: a non-finite value turns the max into +inf (NaN compares false).
+        if REDUCE_AXES:  # row then column: stays in the dot's register layout
+            ymax = tl.max(tl.max(tl.where(tl.abs(y) < float("inf"), y, float("inf")), axis=1), axis=0)
+            ymin = tl.min(tl.min(y, axis=1), axis=0)
+        else:
+            ymax = tl.max(tl.where(tl.abs(y) < float("inf"), y, float("inf")))
+            ymin = tl.min(y)
+        bad = ymax == float("inf")
+        ymax = tl.maximum(ymax, 0.0) * clip_max
+        ymin = tl.minimum(ymin, 0.0) * clip_min
+        if ASYM:
+            empty = (ymax == 0.0) & (ymin == 0.0)
+            ymax = tl.where(empty, 1.0, ymax)
+            ymin = tl.where(empty, -1.0, ymin)
+            scale = tl.math.div_rn(ymax - ymin, tl.full([], QMAX, tl.float32))
+            zero = rint(tl.math.div_rn(-ymin, scale), NATIVE)
+        else:
+            absmax = tl.maximum(ymax, -ymin)
+            scale = tl.math.div_rn(absmax, tl.full([], QMAX, tl.float32))
+            scale = tl.where(absmax == 0.0, 1.0, scale)
+        # y * (1/scale) is within 2 ulp of the IEEE quotient y / scale that the reference rounds, so
+        # the two round to different integers only when a value sits within 2^-18 of a tie; such a
+        # (rare) token is redone with IEEE division, which keeps the result bit-exact.
+        inv = tl.math.div_rn(tl.full([], 1.0, tl.float32), scale)
+        # clamping the quotient to [VMIN, QMAX + 1] first changes no value (the codes clamp anyway)
+        v = tl.minimum(tl.maximum(y * inv, VMIN), QMAX + 1.0)
+        r = rint(v, NATIVE)
+        near = tl.abs(tl.abs(v - r) - 0.5) < 3.814697265625e-06
+        if REDUCE_AXES:
+            n_near = tl.max(tl.max(near.to(tl.int32), axis=1), axis=0)
+        else:
+            n_near = tl.max(near.to(tl.int32))
+        if n_near > 0:
+            v = tl.math.div_rn(y, tl.zeros_like(y) + scale)
+            v = tl.minimum(tl.maximum(v, VMIN), QMAX + 1.0)
+            r = rint(v, NATIVE)
+        if ASYM:
+            q = tl.minimum(tl.maximum(r + zero, QMIN), QMAX) - (QMAX + 1) // 2
+            tl.store(z_ptr + t, tl.where(bad, 0.0, zero - (QMAX + 1) // 2))
+        else:
+            q = tl.minimum(tl.maximum(r, QMIN), QMAX)
+        q = tl.where(bad, 0.0, q)
+        scale = tl.where(bad, float("nan"), scale)
+        q_row = q_ptr + t * stride_qm
+        if OUT == 0:
+            qi = q.to(tl.int32)
+            lo, hi = tl.split(tl.reshape(qi, [B1, B2 // 2, 2]))
+            byte = ((lo & 15) | ((hi & 15) << 4)).to(tl.uint8)
+            pcols = tl.arange(0, B2 // 2)
+            pmask = (rows[:, None] < N1) & (pcols[None, :] < N2 // 2)
+            tl.store(q_row + rows[:, None] * (N2 // 2) + pcols[None, :], byte, mask=pmask)
+        elif OUT == 1:
+            tl.store(q_row + tile_offs, q.to(tl.int8), mask=tile_mask)
+        else:
+            tl.store(q_row + tile_offs, q.to(tl.float8e4nv), mask=tile_mask)
+        tl.store(s_ptr + t, scale)
 
 
 def factor_sizes(k: int, left: torch.Tensor | None, right: torch.Tensor | None) -> tuple[int, int]:
@@ -438,40 +257,6 @@ def launch_transform_quant(
         right32 = right.to(device=device, dtype=torch.float32).contiguous() if has_right else clip
 
         def run(cfg: TQConfig) -> None:
-            narrowest = 16 if interpreting() else SPLIT_MIN_COLUMNS
-            if cfg.split > 1 and transformed and b2 // cfg.split >= narrowest:
-                y, counts = SCRATCH.get(device, m * n1 * n2, m)
-                _transform_split_kernel[(m, cfg.split)](
-                    x2,
-                    left32,
-                    right32,
-                    clip,
-                    q,
-                    scale,
-                    scale if zero is None else zero,
-                    y,
-                    counts,
-                    x2.stride(0),
-                    q.stride(0),
-                    N1=n1,
-                    N2=n2,
-                    B1=b1,
-                    B2=b2,
-                    SPLIT=cfg.split,
-                    HAS_LEFT=has_left,
-                    HAS_RIGHT=has_right,
-                    OUT=OUT_CODES[fmt],
-                    DOT=DOT_CODES[dot],
-                    QMIN=qmin,
-                    QMAX=qmax,
-                    VMIN=qmin - 1.0 if symmetric else -qmax - 1.0,
-                    ASYM=not symmetric,
-                    NATIVE=not interpreting(),
-                    REDUCE_AXES=cfg.reduce_axes,
-                    num_warps=cfg.num_warps,
-                    num_stages=cfg.num_stages,
-                )
-                return
             grid = (min(m, sm_count(x2) * cfg.programs_per_sm),)
             _transform_quant_kernel[grid](
                 x2,
@@ -502,7 +287,7 @@ def launch_transform_quant(
                 num_stages=cfg.num_stages,
             )
 
-        cands = candidates(b1, b2, m, transformed) if config is None else [config]
+        cands = candidates(b1, b2) if config is None else [config]
         key = ("transform_quant", min(next_pow2(m), 4096), n1, n2, has_left, has_right, fmt, dot, symmetric)
         run(tuning.choose(key, cands, run))
     if fmt != out_format:  # packed output of an odd-n2 tile

@@ -1,5 +1,5 @@
-"""Scratch buffers for kernels whose programs meet through global memory (split-K partial sums,
-split transforms), with per-tile arrival counters, kept ready between calls."""
+"""Scratch buffers for kernels whose programs meet through global memory (the decode GEMM's split-K
+partial sums), with per-tile arrival counters, kept ready between calls."""
 
 from __future__ import annotations
 
