@@ -76,3 +76,20 @@ def test_the_hf_extra_brings_transformers_for_the_runtime() -> None:
     hf = by_name(requirements("fq-kernels", extras=["hf"]))
     assert "hf" in hf["fq-core"].extras
     assert "transformers" in closure("fq-kernels", extras=["hf"])
+
+
+def test_the_wheel_carries_the_cuda_sources(tmp_path: Path) -> None:
+    """The CUDA decode GEMM is compiled from its .cu file at run time: a non-editable install needs it."""
+    import shutil
+    import subprocess
+    import zipfile
+
+    root = Path(__file__).resolve().parents[1]
+    copy = tmp_path / "fq-kernels"  # build from a copy: setuptools leaves build/ next to its sources
+    shutil.copytree(root, copy, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__", "tests"))
+    wheel_dir = tmp_path / "wheels"
+    command = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q"]
+    subprocess.run([*command, "-w", str(wheel_dir), str(copy)], check=True, capture_output=True)
+    (wheel,) = wheel_dir.glob("fq_kernels-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "fq_kernels/cuda/decode_gemm.cu" in names and "fq_kernels/cuda/decode_gemm.py" in names
