@@ -315,11 +315,18 @@ def _fuzz_shapes(count: int) -> list[tuple[int, int, int, str]]:
     return shapes
 
 
-def test_gemm_fuzz_200_shapes() -> None:
+FUZZ_CHUNKS = 8
+"""The 200 shapes run as 8 tests of 25, so a time-limited run can take them a few at a time (node
+ids `test_kernels_gpu.py::test_gemm_fuzz_200_shapes[0]` ...): together they compile many kernels."""
+
+
+@pytest.mark.parametrize("chunk", range(FUZZ_CHUNKS))
+def test_gemm_fuzz_200_shapes(chunk: int) -> None:
     """Random shapes and layouts (odd M, K off every block size, the LLaMA K values), exact + epilogue."""
-    g = torch.Generator().manual_seed(99)
+    g = torch.Generator().manual_seed(99 + chunk)
     failures = []
-    for i, (m, k, n, layout) in enumerate(_fuzz_shapes(200)):
+    shapes = list(enumerate(_fuzz_shapes(200)))[chunk::FUZZ_CHUNKS]
+    for i, (m, k, n, layout) in shapes:
         xq, wq = (t.to(DEV) for t in _operands(m, k, n, layout, g))
         sx = (torch.rand(m, generator=g) + 0.1).to(DEV)
         sw = (torch.rand(n, generator=g) * 0.01).to(DEV)
