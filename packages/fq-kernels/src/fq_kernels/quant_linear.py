@@ -45,7 +45,7 @@ from fq_kernels.ops import transform_quant, transform_quant_asym, w4a4_linear
 DECODE_MAX_TOKENS = 16
 """Token counts up to this use the Triton decode kernel on packed rows (weight-bandwidth bound)."""
 TILES_MAX_TOKENS = 32
-"""... and up to this the CUDA decode kernel on decode tiles: at 32 tokens it took 20.0 / 15.8 us
+"""Token counts up to this use the CUDA decode kernel on decode tiles: at 32 tokens it took 20.0 / 15.8 us
 (4096 x 11008 / 11008 x 4096) where the prefill kernel's layer took 33 / 63 us on the H200
 (docs/benchmarks/kernels.md, run K)."""
 DECODE_LAYOUTS: tuple[str, ...] = ("tiles", "packed")
