@@ -163,7 +163,7 @@ def launch_tuned(
     """`launch_tiled` with the configuration from `candidates` (timed at first use if autotuning)."""
     m, k = a.shape
     n = tiles.shape[0] * 16
-    key = ("tiled", min(m, 16) if m <= 16 else 1 << (m - 1).bit_length(), n, k, raw)
+    key = ("tiled", m if m <= 16 else 1 << (m - 1).bit_length(), n, k, raw)
 
     def run(cfg: TiledConfig) -> torch.Tensor:
         return launch_tiled(a, tiles, sx, sw, bias, out, cfg, raw, zx, wsum)
