@@ -149,7 +149,10 @@ class QuantLinear(nn.Module):
                 f"got {self.out_features} x {self.in_features}: use decode='packed'"
             )
         packed = packed_weight(self.qweight)
-        self.qweight = tile_decode_weight(packed) if decode == "tiles" else packed
+        if decode == "packed":
+            self.qweight = packed
+        elif self.qweight.dim() == 2:  # tile once; weights already tiled stay as they are
+            self.qweight = tile_decode_weight(packed)
         self.prefill_weight = None if prefill is None else prefill_weight(packed, prefill)
         return self
 

@@ -101,7 +101,7 @@ def _ours_format(p: LinearProblem, prefill: str, decode: str) -> tuple[str, str]
     decode_kind = _decode_kind(p, decode)
     limit = TILES_MAX_TOKENS if decode_kind == "tiles" else DECODE_MAX_TOKENS
     kind = decode_kind if p.m <= limit else prefill
-    return kind, activation_format(p.m, p.weight_copies(kind, 1)[0])
+    return kind, activation_format(p.m, p.weight(kind))
 
 
 def _ours_weights(p: LinearProblem, prefill: str, decode: str) -> tuple[list[torch.Tensor], str, int]:

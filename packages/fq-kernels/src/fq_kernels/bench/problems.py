@@ -45,6 +45,7 @@ class LinearProblem:
     values: torch.Tensor = field(init=False)
     packed: torch.Tensor = field(init=False)
     scale: torch.Tensor = field(init=False)
+    _weights: dict[str, torch.Tensor] = field(init=False, default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         gen = torch.Generator().manual_seed(self.seed)
@@ -57,18 +58,25 @@ class LinearProblem:
         self.packed = pack_int4(self.values)
         self.scale = (torch.rand(self.n, generator=gen) * 0.01 + 0.001).to(self.device)
 
+    def weight(self, kind: str) -> torch.Tensor:
+        """The weight in one storage kind, made once per kind (every copy and format query shares it)."""
+        if kind not in self._weights:
+            if kind == "bf16":
+                base = (self.values.float() * self.scale[:, None]).to(torch.bfloat16)
+            elif kind == "packed":
+                base = self.packed
+            elif kind == "tiles":
+                base = tile_decode_weight(self.packed)
+            elif kind == "int8":
+                base = self.values
+            elif kind == "fp8":
+                base = self.values.to(torch.float8_e4m3fn)
+            else:
+                raise ValueError(kind)
+            self._weights[kind] = base
+        return self._weights[kind]
+
     def weight_copies(self, kind: str, count: int) -> list[torch.Tensor]:
         """`count` distinct buffers of the weight in one storage kind (same values)."""
-        if kind == "bf16":
-            base = (self.values.float() * self.scale[:, None]).to(torch.bfloat16)
-        elif kind == "packed":
-            base = self.packed
-        elif kind == "tiles":
-            base = tile_decode_weight(self.packed)
-        elif kind == "int8":
-            base = self.values
-        elif kind == "fp8":
-            base = self.values.to(torch.float8_e4m3fn)
-        else:
-            raise ValueError(kind)
+        base = self.weight(kind)
         return [base.clone() for _ in range(count)]
