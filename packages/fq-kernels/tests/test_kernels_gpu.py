@@ -154,6 +154,88 @@ def test_transform_of_non_finite_token_gives_nan_scale_only_there() -> None:
     assert (q[[2, 4, 6]] == 0).all() and s[6].item() == 1.0
 
 
+TILE_CASES = [(64, 64, True, True), (86, 128, True, True), (112, 128, True, True), (32, 128, True, False)]
+TILE_CASES += [(9, 64, False, True), (24, 24, True, True)]
+"""(n1, n2, left?, right?): the 7B / 8B factors, the o_proj heads factor, a right-only and a small tile."""
+
+
+def _both_activation_kernels(x, left, right, clip, fmt: str, symmetric: bool):
+    """{name: (values, scales, zeros)} of the CUDA and the Triton transform_quant, called directly."""
+    from fq_kernels.cuda import transform_quant as cuda_tq
+    from fq_kernels.triton.transform_quant import launch_transform_quant
+
+    on = [None if f is None else f.to(DEV) for f in (left, right)]
+    x2, clip = x.to(DEV), torch.tensor(clip, device=DEV)
+    assert cuda_tq.supports(x2, *on, fmt)
+    return {
+        "cuda": cuda_tq.launch(x2, *on, clip, 4, fmt, symmetric),
+        "triton": launch_transform_quant(x2, *on, clip, 4, fmt, symmetric=symmetric),
+    }
+
+
+@pytest.mark.parametrize("act", ACTS)
+@pytest.mark.parametrize("case", TILE_CASES)
+@pytest.mark.parametrize("m", [1, 5, 16, 33, 300])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_activation_kernels_are_bit_exact_on_exact_transforms(case, m: int, dtype, act: str) -> None:
+    """Signed permutations (times 2 and 1/2) are exact in 16-bit dots: both kernels == the reference,
+    NaN / inf / all-zero / one-signed tokens included, in both storage formats."""
+    n1, n2, has_left, has_right = case
+    g = torch.Generator().manual_seed(n1 * n2 + m)
+    left = signed_permutation(n1, g, 2.0) if has_left else None
+    right = signed_permutation(n2, g, 0.5) if has_right else None
+    x = (torch.randint(-64, 64, (m, n1 * n2), generator=g).float() / 8).to(dtype)
+    if m > 4:
+        x[1] = 0
+        x[2, 5] = float("nan")
+        x[3, 7] = -float("inf")
+        x[4] = x[4].abs()
+    for fmt in ("int8", "packed"):
+        want = (
+            (*ref.transform_quant_ref(x, left, right, (0.95, 0.9), 4, fmt), None)
+            if act == "sym"
+            else ref.transform_quant_asym_ref(x, left, right, (0.95, 0.9), 4, fmt)
+        )
+        for name, got in _both_activation_kernels(x, left, right, (0.95, 0.9), fmt, act == "sym").items():
+            assert_quant_equal(*got[:2], *want[:2])
+            assert (got[2] is None) == (act == "sym"), name
+            assert got[2] is None or torch.equal(got[2].cpu(), want[2]), f"{name}: zero points differ"
+
+
+@pytest.mark.parametrize("case", TILE_CASES)
+@pytest.mark.parametrize("m", [1, 16, 2048])
+def test_activation_kernels_agree_on_orthogonal_transforms(case, m: int) -> None:
+    """Random orthogonal factors: each kernel within the dot precision of the reference, and the two
+    kernels (the same float32 sums in different orders) closer to each other than to it."""
+    n1, n2, has_left, has_right = case
+    g = torch.Generator().manual_seed(n1 + n2 + m)
+    left = random_orthogonal(n1, g) if has_left else None
+    right = random_orthogonal(n2, g) if has_right else None
+    x = (torch.randn(m, n1 * n2, generator=g) * 3).to(torch.bfloat16)
+    q_ref, s_ref = ref.transform_quant_ref(x, left, right, (0.97, 0.97), 4, "int8")
+    got = _both_activation_kernels(x, left, right, (0.97, 0.97), "int8", True)
+    for q, s, _ in got.values():
+        assert_quant_close(q, s, q_ref, s_ref, scale_rtol=2e-2, max_mismatch=0.05)
+    (qc, sc, _), (qt, st, _) = got["cuda"], got["triton"]
+    assert_quant_close(qc, sc, qt, st, scale_rtol=1e-2, max_mismatch=0.02)
+
+
+def test_transform_quant_dispatches_16_bit_transforms_to_the_cuda_kernel(monkeypatch) -> None:
+    """The op runs the CUDA kernel for 16-bit activations with a transform, Triton otherwise."""
+    from fq_kernels.cuda import transform_quant as cuda_tq
+
+    calls = []
+    launch = cuda_tq.launch
+    monkeypatch.setattr(cuda_tq, "launch", lambda *a, **kw: calls.append(a[0].dtype) or launch(*a, **kw))
+    left, right = random_orthogonal(64).to(DEV), random_orthogonal(64).to(DEV)
+    x = torch.randn(3, 4096, device=DEV)
+    for dtype in (torch.bfloat16, torch.float16, torch.float32):
+        _ops().transform_quant(x.to(dtype), left, right, out_format="int8")
+    _ops().transform_quant(x.to(torch.bfloat16), None, None, out_format="int8")
+    _ops().transform_quant(x.to(torch.bfloat16), left, right, out_format="fp8")
+    assert calls == [torch.bfloat16, torch.float16]
+
+
 # ---------------------------------------------------------------------------------------------
 # w4a4_linear
 

@@ -84,6 +84,7 @@ def _transform_quant(
         if symmetric:
             return (*ref.transform_quant_ref(x, left, right, clip, bits, out_format), None)
         return ref.transform_quant_asym_ref(x, left, right, clip, bits, out_format)
+    from fq_kernels.cuda import transform_quant as cuda_transform_quant
     from fq_kernels.triton.transform_quant import launch_transform_quant
 
     k, lead = x.shape[-1], x.shape[:-1]
@@ -91,7 +92,9 @@ def _transform_quant(
     if x2.stride(-1) != 1:
         x2 = x2.contiguous()
     clip32 = clip.to(x.device, torch.float32)
-    q, scale, zero = launch_transform_quant(x2, left, right, clip32, bits, out_format, symmetric=symmetric)
+    use_cuda = cuda_transform_quant.supports(x2, left, right, out_format)
+    launch = cuda_transform_quant.launch if use_cuda else launch_transform_quant
+    q, scale, zero = launch(x2, left, right, clip32, bits, out_format, symmetric=symmetric)
     return q.reshape(*lead, q.shape[-1]), scale.reshape(lead), None if zero is None else zero.reshape(lead)
 
 

@@ -93,6 +93,26 @@ def online_transform(
     return y
 
 
+def factor_sizes(k: int, left: torch.Tensor | None, right: torch.Tensor | None) -> tuple[int, int]:
+    """(n1, n2) of the token tile: from the factors, or (1, K) when there is no transform."""
+    if left is not None and right is not None:
+        n1, n2 = left.shape[0], right.shape[0]
+        if n1 * n2 != k:
+            raise ValueError(f"left {tuple(left.shape)} x right {tuple(right.shape)} do not factor K = {k}")
+        return n1, n2
+    if left is not None:
+        n1 = left.shape[0]
+        if k % n1:
+            raise ValueError(f"heads factor of size {n1} does not divide K = {k}")
+        return n1, k // n1
+    if right is not None:
+        n2 = right.shape[0]
+        if k % n2:
+            raise ValueError(f"right factor of size {n2} does not divide K = {k}")
+        return k // n2, n2
+    return 1, k
+
+
 def _quantize_rows(
     y: torch.Tensor, clip: torch.Tensor, spec: QuantSpec
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -32,6 +32,7 @@ import triton.language as tl
 
 from fq_kernels import tuning
 from fq_kernels._runtime import interpreting, next_pow2, sm_count
+from fq_kernels.reference.activation import factor_sizes
 from fq_kernels.triton.common import rint
 
 OUT_CODES: dict[str, int] = {"packed": 0, "int8": 1, "fp8": 2}
@@ -196,26 +197,6 @@ def _transform_quant_kernel(
         else:
             tl.store(q_row + tile_offs, q.to(tl.float8e4nv), mask=tile_mask)
         tl.store(s_ptr + t, scale)
-
-
-def factor_sizes(k: int, left: torch.Tensor | None, right: torch.Tensor | None) -> tuple[int, int]:
-    """(n1, n2) of the token tile: from the factors, or (1, K) when there is no transform."""
-    if left is not None and right is not None:
-        n1, n2 = left.shape[0], right.shape[0]
-        if n1 * n2 != k:
-            raise ValueError(f"left {tuple(left.shape)} x right {tuple(right.shape)} do not factor K = {k}")
-        return n1, n2
-    if left is not None:
-        n1 = left.shape[0]
-        if k % n1:
-            raise ValueError(f"heads factor of size {n1} does not divide K = {k}")
-        return n1, k // n1
-    if right is not None:
-        n2 = right.shape[0]
-        if k % n2:
-            raise ValueError(f"right factor of size {n2} does not divide K = {k}")
-        return k // n2, n2
-    return 1, k
 
 
 def launch_transform_quant(

@@ -1,0 +1,153 @@
+"""Launcher of `transform_quant.cu`: the online transform + per-token quantisation on CUDA.
+
+Takes over from the Triton kernel (`fq_kernels.triton.transform_quant`) for 16-bit activations
+with a transform and int8 / packed int4 output, where it was measured faster (decode sizes at
+least; `docs/benchmarks/kernels.md`). Its result follows the same definition in the same dot
+precision (16-bit operands, float32 sums); the two differ only in the order of the float32 sums.
+One compiled variant per (tile, factors present, input dtype, output, quantiser, warps), cached for
+the process.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from importlib import resources
+
+import torch
+
+from fq_kernels._runtime import sm_count
+from fq_kernels.reference.activation import factor_sizes
+
+MAX_SIDE = 128
+"""Largest factor handled (the tile and both factors live in one block's shared memory)."""
+
+
+@dataclass(frozen=True)
+class Variant:
+    n1: int
+    n2: int
+    has_left: bool
+    has_right: bool
+    f16: bool
+    packed: bool
+    asym: bool
+    bits: int
+
+    @property
+    def padded(self) -> tuple[int, int]:
+        return -(-self.n1 // 16) * 16, -(-self.n2 // 16) * 16
+
+    @property
+    def warps(self) -> int:
+        b1, b2 = self.padded
+        return 8 if b1 * b2 <= 8192 else 16  # at most 8 of Y's 16 x 8 tiles per thread's registers
+
+    def smem_bytes(self) -> int:
+        """Dynamic shared memory: both factors transposed, the token (later Tᵀ), rows padded by 8."""
+        b1, b2 = self.padded
+        elems = (b2 * (b2 + 8) if self.has_right else 0) + (b1 * (b1 + 8) if self.has_left else 0)
+        return 2 * (elems + max(b1 * (b2 + 8), b2 * (b1 + 8)))
+
+
+@functools.cache
+def _source() -> str:
+    return resources.files("fq_kernels.cuda").joinpath("transform_quant.cu").read_text()
+
+
+@functools.cache
+def _kernel(v: Variant, device: int):
+    b1, b2 = v.padded
+    qmin, qmax = (0, 2**v.bits - 1) if v.asym else (-(2 ** (v.bits - 1)), 2 ** (v.bits - 1) - 1)
+    defines = {
+        "N1": v.n1,
+        "N2": v.n2,
+        "B1": b1,
+        "B2": b2,
+        "HAS_LEFT": int(v.has_left),
+        "HAS_RIGHT": int(v.has_right),
+        "IN_F16": int(v.f16),
+        "PACKED": int(v.packed),
+        "ASYM": int(v.asym),
+        "QMIN": qmin,
+        "QMAX": qmax,
+        "WARPS": v.warps,
+    }
+    options = ["--fmad=false", *(f"-D{name}={value}" for name, value in defines.items())]
+    with torch.cuda.device(device):
+        kernel = torch.cuda._compile_kernel(_source(), "transform_quant_tokens", nvcc_options=options)
+        if v.smem_bytes() >= 48 * 1024:
+            kernel.set_shared_memory_config(v.smem_bytes())
+    return kernel
+
+
+@functools.cache
+def _usable(device: int) -> bool:
+    if torch.version.hip or torch.cuda.get_device_capability(device) < (8, 0):
+        return False
+    try:
+        _kernel(Variant(64, 64, True, True, False, False, False, 4), device)
+    except Exception:  # no NVRTC, an older torch without its wrapper, a compile error: keep Triton
+        return False
+    return True
+
+
+def supports(
+    x2: torch.Tensor, left: torch.Tensor | None, right: torch.Tensor | None, out_format: str
+) -> bool:
+    """Whether this kernel computes transform_quant(x2, ...) (else the Triton kernel does)."""
+    if x2.device.type != "cuda" or not hasattr(torch.cuda, "_compile_kernel"):
+        return False
+    if x2.dtype not in (torch.bfloat16, torch.float16) or out_format not in ("int8", "packed"):
+        return False
+    n1, n2 = factor_sizes(x2.shape[-1], left, right)
+    if (left is None and right is None) or n2 % 2 or max(n1, n2) > MAX_SIDE:
+        return False
+    device = x2.device.index if x2.device.index is not None else torch.cuda.current_device()
+    return _usable(device)
+
+
+def launch(
+    x2: torch.Tensor,
+    left: torch.Tensor | None,
+    right: torch.Tensor | None,
+    clip: torch.Tensor,
+    bits: int,
+    out_format: str,
+    symmetric: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """(values [M, K or K/2], scales [M], zero points [M] or None) of x2 [M, K] (see `supports`);
+    clip float32 [2] on x2's device."""
+    m, k = x2.shape
+    n1, n2 = factor_sizes(k, left, right)
+    if x2.stride(1) != 1 or x2.stride(0) % 2 or x2.data_ptr() % 4:  # tokens are read in pairs
+        x2 = x2.contiguous()
+    left, right = (None if f is None else f.to(x2.device, torch.float32).contiguous() for f in (left, right))
+    packed = out_format == "packed"
+    f16, asym = x2.dtype == torch.float16, not symmetric
+    v = Variant(n1, n2, left is not None, right is not None, f16, packed, asym, bits)
+    width = k // 2 if packed else k
+    q = torch.empty((m, width), dtype=torch.uint8 if packed else torch.int8, device=x2.device)
+    scale = torch.empty((m,), dtype=torch.float32, device=x2.device)
+    zero = None if symmetric else torch.empty((m,), dtype=torch.float32, device=x2.device)
+    if m == 0:
+        return q, scale, zero
+    kernel = _kernel(v, x2.device.index)
+    per_sm = max(1, min(8, (200 * 1024) // v.smem_bytes()))
+    kernel(
+        grid=(min(m, sm_count(x2) * per_sm), 1, 1),
+        block=(32 * v.warps, 1, 1),
+        args=[
+            x2,
+            left if left is not None else clip,
+            right if right is not None else clip,
+            clip,
+            q,
+            scale,
+            zero if zero is not None else scale,
+            m,
+            x2.stride(0),
+        ],
+        shared_mem=v.smem_bytes(),
+    )
+    return q, scale, zero
