@@ -95,6 +95,7 @@ def test_triton_that_does_not_import_is_reported_not_fatal(
     assert report["triton_runs_on"] is None
     if not torch.cuda.is_available():
         assert report["cuda_decode_tiles"] is False
+        assert report["cuda_transform_quant"] is False
     code, out, _ = kernels_info(capsys)
     assert code == 0
     assert "does not import" in out and "cannot run" in out
@@ -117,6 +118,7 @@ def test_gpu_device_is_reported_and_usable_by_triton(
     assert report["triton_runs_on"] == "cuda"
     assert report["device"]["name"] == torch.cuda.get_device_name(0)
     assert report["cuda_decode_tiles"] is True, "the CUDA decode kernel did not compile or run"
+    assert report["cuda_transform_quant"] is True, "the CUDA transform_quant did not compile or run"
 
 
 def test_docs_cover_the_kernels_commands() -> None:

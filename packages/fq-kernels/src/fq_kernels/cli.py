@@ -10,6 +10,7 @@ Nothing heavy is imported at module level: `fq` imports every plugin on each inv
 
 from __future__ import annotations
 
+import importlib
 import importlib.metadata
 import json
 import os
@@ -78,15 +79,14 @@ def collect_kernels_info() -> dict[str, Any]:
         **device,
         "triton_interpret": {"value": raw, "enabled": interpret},
         "triton_runs_on": triton_runs_on,
-        "cuda_decode_tiles": _decode_tiles_run() if device["cuda_available"] else False,
+        "cuda_decode_tiles": _cuda_kernel_runs("decode_gemm") if device["cuda_available"] else False,
+        "cuda_transform_quant": _cuda_kernel_runs("transform_quant") if device["cuda_available"] else False,
     }
 
 
-def _decode_tiles_run() -> bool:
-    """Whether the CUDA decode kernel (NVRTC-compiled, `fq_kernels.cuda`) runs on cuda:0."""
-    from fq_kernels.cuda import decode_gemm
-
-    return decode_gemm.available("cuda:0")
+def _cuda_kernel_runs(module: str) -> bool:
+    """Whether a CUDA kernel of `fq_kernels.cuda` (NVRTC-compiled at first use) runs on cuda:0."""
+    return importlib.import_module(f"fq_kernels.cuda.{module}").available("cuda:0")
 
 
 def _verdict(report: dict[str, Any]) -> str:
@@ -135,6 +135,10 @@ def _info(
     if report["device"] is not None:
         tiles = report["cuda_decode_tiles"]
         lines["decode GEMM"] = "CUDA, decode tiles" if tiles else "Triton (the CUDA kernel did not compile)"
+        tq = report["cuda_transform_quant"]
+        lines["transform_quant"] = (
+            "CUDA for 16-bit activations" if tq else "Triton (the CUDA kernel did not compile)"
+        )
     width = max(len(key) for key in lines)
     for key, value in lines.items():
         typer.echo(f"{key:<{width}}  {value}")

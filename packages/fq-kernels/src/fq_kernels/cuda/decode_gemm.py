@@ -32,13 +32,18 @@ def ring_bytes(cfg: TiledConfig, tokens: int) -> int:
     return cfg.warps * cfg.stages * (cfg.tiles + tokens // 8) * 512
 
 
+KERNEL = "w4a4_decode_tiled"
+
+
 @functools.cache
-def _source() -> str:
+def source() -> str:
     return resources.files("fq_kernels.cuda").joinpath("decode_gemm.cu").read_text()
 
 
-@functools.cache
-def _kernel(cfg: TiledConfig, tokens: int, out_kind: int, bias: bool, zero: bool, raw: bool, device: int):
+def nvrtc_options(
+    cfg: TiledConfig, tokens: int, out_kind: int, bias: bool, zero: bool, raw: bool
+) -> list[str]:
+    """NVRTC options of one variant (also what the CPU tests compile for sm_90)."""
     defines = {
         "WARPS": cfg.warps,
         "NT": cfg.tiles,
@@ -49,9 +54,14 @@ def _kernel(cfg: TiledConfig, tokens: int, out_kind: int, bias: bool, zero: bool
         "HAS_ZERO": int(zero),
         "RAW": int(raw),
     }
-    options = ["--fmad=false", *(f"-D{name}={value}" for name, value in defines.items())]
+    return ["--fmad=false", *(f"-D{name}={value}" for name, value in defines.items())]
+
+
+@functools.cache
+def _kernel(cfg: TiledConfig, tokens: int, out_kind: int, bias: bool, zero: bool, raw: bool, device: int):
+    options = nvrtc_options(cfg, tokens, out_kind, bias, zero, raw)
     with torch.cuda.device(device):
-        kernel = torch.cuda._compile_kernel(_source(), "w4a4_decode_tiled", nvcc_options=options)
+        kernel = torch.cuda._compile_kernel(source(), KERNEL, nvcc_options=options)
         if ring_bytes(cfg, tokens) >= 48 * 1024:  # beyond the default limit of a block
             kernel.set_shared_memory_config(ring_bytes(cfg, tokens))
     return kernel

@@ -50,13 +50,16 @@ class Variant:
         return 2 * (elems + max(b1 * (b2 + 8), b2 * (b1 + 8)))
 
 
+KERNEL = "transform_quant_tokens"
+
+
 @functools.cache
-def _source() -> str:
+def source() -> str:
     return resources.files("fq_kernels.cuda").joinpath("transform_quant.cu").read_text()
 
 
-@functools.cache
-def _kernel(v: Variant, device: int):
+def nvrtc_options(v: Variant) -> list[str]:
+    """NVRTC options of one variant (also what the CPU tests compile for sm_90)."""
     b1, b2 = v.padded
     qmin, qmax = (0, 2**v.bits - 1) if v.asym else (-(2 ** (v.bits - 1)), 2 ** (v.bits - 1) - 1)
     defines = {
@@ -73,9 +76,14 @@ def _kernel(v: Variant, device: int):
         "QMAX": qmax,
         "WARPS": v.warps,
     }
-    options = ["--fmad=false", *(f"-D{name}={value}" for name, value in defines.items())]
+    return ["--fmad=false", *(f"-D{name}={value}" for name, value in defines.items())]
+
+
+@functools.cache
+def _kernel(v: Variant, device: int):
+    options = nvrtc_options(v)
     with torch.cuda.device(device):
-        kernel = torch.cuda._compile_kernel(_source(), "transform_quant_tokens", nvcc_options=options)
+        kernel = torch.cuda._compile_kernel(source(), KERNEL, nvcc_options=options)
         if v.smem_bytes() >= 48 * 1024:
             kernel.set_shared_memory_config(v.smem_bytes())
     return kernel
@@ -92,19 +100,24 @@ def _usable(device: int) -> bool:
     return True
 
 
+def available(device: torch.device | str) -> bool:
+    """Whether the kernel runs on `device` (compiled once per device to find out)."""
+    device = torch.device(device)
+    if device.type != "cuda" or not hasattr(torch.cuda, "_compile_kernel"):
+        return False
+    return _usable(device.index if device.index is not None else torch.cuda.current_device())
+
+
 def supports(
     x2: torch.Tensor, left: torch.Tensor | None, right: torch.Tensor | None, out_format: str
 ) -> bool:
     """Whether this kernel computes transform_quant(x2, ...) (else the Triton kernel does)."""
-    if x2.device.type != "cuda" or not hasattr(torch.cuda, "_compile_kernel"):
-        return False
     if x2.dtype not in (torch.bfloat16, torch.float16) or out_format not in ("int8", "packed"):
         return False
-    n1, n2 = factor_sizes(x2.shape[-1], left, right)
-    if (left is None and right is None) or n2 % 2 or max(n1, n2) > MAX_SIDE:
+    if left is None and right is None:
         return False
-    device = x2.device.index if x2.device.index is not None else torch.cuda.current_device()
-    return _usable(device)
+    n1, n2 = factor_sizes(x2.shape[-1], left, right)
+    return n2 % 2 == 0 and max(n1, n2) <= MAX_SIDE and available(x2.device)
 
 
 def launch(

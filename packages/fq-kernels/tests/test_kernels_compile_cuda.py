@@ -1,0 +1,82 @@
+"""The CUDA sources compile for sm_90 without a GPU, with the options their launchers pass.
+
+On a GPU the launchers compile `fq_kernels/cuda/*.cu` at first use with the NVRTC that torch's CUDA
+builds ship; here the same compiler comes from the `nvidia-cuda-nvrtc` wheel (a test dependency,
+Linux only), loaded with ctypes. A syntax or type error, or a variant whose defines do not fit
+the source, then fails on CPU instead of in a device call.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import glob
+import os
+import sys
+
+import pytest
+
+from fq_kernels.cuda import decode_gemm, transform_quant
+
+pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="nvidia-cuda-nvrtc ships Linux wheels only")
+
+
+def _nvrtc() -> ctypes.CDLL:
+    try:
+        import nvidia
+    except ImportError:
+        pytest.fail("install the test extra (pip install 'fq-kernels[test]'): it brings nvidia-cuda-nvrtc")
+    libs = sorted(p for d in nvidia.__path__ for p in glob.glob(os.path.join(d, "*", "lib", "libnvrtc.so*")))
+    if not libs:
+        pytest.fail("nvidia-cuda-nvrtc is not installed: pip install 'fq-kernels[test]'")
+    return ctypes.CDLL(libs[0])
+
+
+def compile_for_sm90(source: str, options: list[str]) -> tuple[int, str]:
+    """(NVRTC result code, compile log) of `source` for sm_90 with the launcher's `options`."""
+    lib = _nvrtc()
+    prog = ctypes.c_void_p()
+    assert lib.nvrtcCreateProgram(ctypes.byref(prog), source.encode(), b"kernel.cu", 0, None, None) == 0
+    opts = [b"--gpu-architecture=sm_90", *(o.encode() for o in options)]
+    rc = lib.nvrtcCompileProgram(prog, len(opts), (ctypes.c_char_p * len(opts))(*opts))
+    size = ctypes.c_size_t()
+    lib.nvrtcGetProgramLogSize(prog, ctypes.byref(size))
+    log = ctypes.create_string_buffer(size.value)
+    lib.nvrtcGetProgramLog(prog, log)
+    lib.nvrtcDestroyProgram(ctypes.byref(prog))
+    return rc, log.value.decode(errors="replace")
+
+
+DECODE_VARIANTS = [(cfg, 16, 1, False, False, False) for cfg in decode_gemm.candidates(16, 4096, 4096)]
+DECODE_VARIANTS += [
+    (decode_gemm.TiledConfig(), 8, 0, True, False, False),
+    (decode_gemm.TiledConfig(), 16, 2, False, True, False),
+    (decode_gemm.TiledConfig(), 16, 0, False, False, True),
+]
+
+
+@pytest.mark.parametrize("variant", DECODE_VARIANTS, ids=str)
+def test_decode_gemm_compiles_for_sm90(variant) -> None:
+    rc, log = compile_for_sm90(decode_gemm.source(), decode_gemm.nvrtc_options(*variant))
+    assert rc == 0, log
+
+
+TQ_VARIANTS = [
+    transform_quant.Variant(64, 64, True, True, False, False, False, 4),
+    transform_quant.Variant(86, 128, True, True, True, True, False, 4),
+    transform_quant.Variant(112, 128, True, True, False, False, True, 4),
+    transform_quant.Variant(32, 128, True, False, False, True, True, 4),
+    transform_quant.Variant(9, 64, False, True, True, False, False, 8),
+]
+
+
+@pytest.mark.parametrize("variant", TQ_VARIANTS, ids=str)
+def test_transform_quant_compiles_for_sm90(variant) -> None:
+    rc, log = compile_for_sm90(transform_quant.source(), transform_quant.nvrtc_options(variant))
+    assert rc == 0, log
+
+
+def test_a_broken_variant_fails_to_compile() -> None:
+    """The check can fail: a variant without a transform is rejected by the source's #error."""
+    bad = transform_quant.Variant(1, 4096, False, False, False, False, False, 4)
+    rc, log = compile_for_sm90(transform_quant.source(), transform_quant.nvrtc_options(bad))
+    assert rc != 0 and "without a transform" in log
