@@ -1,8 +1,10 @@
 """transform_quant alone: the CUDA kernel against the Triton kernel, in one run, at the factor
-shapes of LLaMA-2-7B / LLaMA-3-8B (docs/benchmarks/kernels.md).
+shapes of LLaMA-2-7B / LLaMA-3-8B; and the decode layer (CUDA transform_quant + tiled GEMM) with and
+without programmatic dependent launch (docs/benchmarks/kernels.md).
 
     python packages/fq-kernels/benchmarks/transform_quant.py --out OUT [--tokens 1,16,32,2048]
         [--cases 64x64,86x128,112x128,heads32x128] [--format int8]
+        [--layers 4096x11008,4096x14336,11008x4096] [--layer-tokens 1,16,32]
 
 Times are medians of CUDA-graph replays (`fq_kernels.bench.timing`), the tokens rotated through
 enough copies to defeat the L2. Each row also says how far the two kernels' results are apart
@@ -17,8 +19,12 @@ import json
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
+from fq_kernels import ops
+from fq_kernels.bench.problems import LinearProblem
 from fq_kernels.bench.timing import copies_to_defeat_l2, time_graph
+from fq_kernels.cuda import decode_gemm
 from fq_kernels.cuda import transform_quant as cuda_tq
 from fq_kernels.triton.transform_quant import launch_transform_quant
 
@@ -63,12 +69,37 @@ def measure(case: str, m: int, fmt: str) -> dict[str, float]:
     return row
 
 
+def measure_layer(k: int, n: int, m: int) -> dict[str, float]:
+    """The decode layer (op calls, as QuantLinear makes them) with and without the GEMM overlapping
+    transform_quant, against bf16 cuBLAS; weights rotated to defeat the L2."""
+    p = LinearProblem(m, k, n)
+    count = copies_to_defeat_l2(n * k * 2)
+    ws = p.weight_copies("bf16", count)
+    row = {"bf16_us": time_graph(lambda i: lambda: F.linear(p.x, ws[i]), count)["median_ms"] * 1e3}
+    count = copies_to_defeat_l2(n * k // 2)
+    tiles = p.weight_copies("tiles", count)
+
+    def layer(i: int):
+        def run():
+            xq, sx = ops.transform_quant(p.x, p.left, p.right, p.clip, 4, "int8")
+            return ops.w4a4_linear(xq, sx, tiles[i], p.scale)
+
+        return run
+
+    for overlap in (False, True):
+        decode_gemm.OVERLAP_TRANSFORM_QUANT = overlap
+        row["overlap_us" if overlap else "serial_us"] = time_graph(layer, count)["median_ms"] * 1e3
+    return row
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--cases", default="64x64,86x128,112x128,heads32x128")
     parser.add_argument("--tokens", default="1,16,32,2048")
     parser.add_argument("--format", default="int8", choices=["int8", "packed"])
+    parser.add_argument("--layers", default="4096x11008,4096x14336,11008x4096")
+    parser.add_argument("--layer-tokens", default="1,16,32")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     results = []
@@ -82,7 +113,19 @@ def main() -> None:
                 f"scale rel diff {row['scale_rel_diff']:.1e}",
                 flush=True,
             )
-    (args.out / "transform_quant.json").write_text(json.dumps(results, indent=1))
+    layers = []
+    for shape in filter(None, args.layers.split(",")):
+        k, n = (int(v) for v in shape.split("x"))
+        for m in (int(t) for t in args.layer_tokens.split(",")):
+            row = measure_layer(k, n, m)
+            layers.append({"k": k, "n": n, "m": m, **row})
+            print(
+                f"layer K={k} N={n} M={m}: bf16 {row['bf16_us']:.1f} us | serial {row['serial_us']:.1f} us "
+                f"({row['bf16_us'] / row['serial_us']:.2f}x) | overlapped {row['overlap_us']:.1f} us "
+                f"({row['bf16_us'] / row['overlap_us']:.2f}x)",
+                flush=True,
+            )
+    (args.out / "transform_quant.json").write_text(json.dumps({"tq": results, "layers": layers}, indent=1))
 
 
 if __name__ == "__main__":

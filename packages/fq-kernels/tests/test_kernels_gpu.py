@@ -236,6 +236,32 @@ def test_transform_quant_dispatches_16_bit_transforms_to_the_cuda_kernel(monkeyp
     assert calls == [torch.bfloat16, torch.float16]
 
 
+@pytest.mark.parametrize("m", [1, 16, 32])
+def test_decode_gemm_overlapping_transform_quant_gives_the_serial_result(m: int, monkeypatch) -> None:
+    """With programmatic dependent launch the GEMM starts before transform_quant has finished; it
+    must still read only finished activations: 30 fresh tokens in a row, each output bit-equal to
+    the one from a plain launch after the kernel (a read too early sees another token's codes)."""
+    from fq_kernels.cuda import decode_gemm, launch
+
+    g = torch.Generator().manual_seed(m)
+    left, right = random_orthogonal(64, g).to(DEV), random_orthogonal(64, g).to(DEV)
+    tiles = tile_decode_weight(pack_int4(torch.randint(-8, 8, (11008, 4096), generator=g, dtype=torch.int8)))
+    tiles, sw = tiles.to(DEV), (torch.rand(11008, generator=g) + 0.5).to(DEV)
+    xs = [torch.randn(m, 4096, generator=g).to(DEV, torch.bfloat16) for _ in range(30)]
+
+    def layer(x):
+        xq, sx = _ops().transform_quant(x, left, right, 0.9, 4, "int8")
+        return _ops().w4a4_linear(xq, sx, tiles, sw)
+
+    monkeypatch.setattr(decode_gemm, "OVERLAP_TRANSFORM_QUANT", False)
+    serial = [layer(x) for x in xs]
+    monkeypatch.setattr(decode_gemm, "OVERLAP_TRANSFORM_QUANT", True)
+    overlapped = [layer(x) for x in xs]
+    assert launch.pdl_supported(torch.cuda.current_device()) == (torch.cuda.get_device_capability() >= (9, 0))
+    for a, b in zip(serial, overlapped, strict=True):
+        assert torch.equal(a, b)
+
+
 # ---------------------------------------------------------------------------------------------
 # w4a4_linear
 

@@ -55,6 +55,13 @@ __device__ __forceinline__ void copy_activations(Words* dst, const void* src) {
 
 __device__ __forceinline__ void commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
 
+// Programmatic dependent launch (Hopper): without it, or before sm_90, the stream order already holds.
+__device__ __forceinline__ void wait_for_previous_kernel() {
+#if __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+
 template <int N>
 __device__ __forceinline__ void wait_until_pending() {
   asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
@@ -131,21 +138,34 @@ extern "C" __global__ void __launch_bounds__(WARPS * 32)
 
   extern __shared__ Words ring[];  // [WARPS][STAGES][SLOT][32 lanes], then the partial sums
   Words* mine = ring + warp * (STAGES * SLOT * 32) + lane;
-  auto issue = [&](int s, int slot) {
+  auto issue_weights = [&](int s, int slot) {
     if (s < steps) {
       Words* d = mine + slot * (SLOT * 32);
 #pragma unroll
       for (int j = 0; j < NT; ++j) copy_weights(d + 32 * j, wt[j] + (long)s * 512);
+    }
+  };
+  auto issue_activations = [&](int s, int slot) {
+    if (s < steps) {
+      Words* d = mine + slot * (SLOT * 32);
       copy_activations(d + 32 * NT, x0 + s * 64);
       if (TOKENS == 16) copy_activations(d + 32 * (NT + 1), x1 + s * 64);
     }
     commit();  // an empty group past the end keeps the count of pending groups uniform
   };
+  // The weights do not depend on the kernel before this one (launched with programmatic dependent
+  // launch, this block may start while transform_quant still writes x): start streaming them, then
+  // wait for that kernel before the first read of x, sx or zx.
 #pragma unroll
-  for (int p = 0; p < STAGES - 1; ++p) issue(warp + p * WARPS, p);
+  for (int p = 0; p < STAGES - 1; ++p) issue_weights(warp + p * WARPS, p);
+  wait_for_previous_kernel();
+#pragma unroll
+  for (int p = 0; p < STAGES - 1; ++p) issue_activations(warp + p * WARPS, p);
   int slot = 0;
   for (int s = warp; s < steps; s += WARPS) {
-    issue(s + (STAGES - 1) * WARPS, slot == 0 ? STAGES - 1 : slot - 1);  // the slot read last step
+    const int next = s + (STAGES - 1) * WARPS, free = slot == 0 ? STAGES - 1 : slot - 1;  // read last step
+    issue_weights(next, free);
+    issue_activations(next, free);
     wait_until_pending<STAGES - 1>();                                      // step s has landed
     const Words* d = mine + slot * (SLOT * 32);
     Words wv[NT];

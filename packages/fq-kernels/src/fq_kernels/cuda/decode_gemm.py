@@ -15,6 +15,11 @@ from importlib import resources
 import torch
 
 from fq_kernels import tuning
+from fq_kernels.cuda.launch import follows_marked, launch
+
+OVERLAP_TRANSFORM_QUANT = True
+"""Launch with programmatic dependent launch after the CUDA transform_quant (`fq_kernels.cuda.launch`);
+the benchmarks switch it off to measure what it gains."""
 
 
 @dataclass(frozen=True)
@@ -110,26 +115,10 @@ def launch_tiled(
         config, tokens, _OUT_KIND[out.dtype], bias is not None, zx is not None, raw, a.device.index
     )
     grid = (-(-n // (16 * config.tiles)), -(-m // 16), 1)
-    kernel(
-        grid=grid,
-        block=(32 * config.warps, 1, 1),
-        args=[
-            tiles,
-            a,
-            out,
-            sx,
-            sw,
-            bias if bias is not None else sw,
-            zx if zx is not None else sw,
-            wsum if wsum is not None else sw,
-            m,
-            n,
-            k,
-            a.stride(0),
-            out.stride(0),
-        ],
-        shared_mem=ring_bytes(config, tokens),
-    )
+    optional = [t if t is not None else sw for t in (bias, zx, wsum)]
+    args = [tiles, a, out, sx, sw, *optional, m, n, k, a.stride(0), out.stride(0)]
+    overlap = OVERLAP_TRANSFORM_QUANT and follows_marked(a)
+    launch(kernel, grid, (32 * config.warps, 1, 1), args, ring_bytes(config, tokens), a.device.index, overlap)
     return out
 
 

@@ -123,6 +123,11 @@ extern "C" __global__ void __launch_bounds__(WARPS * 32)
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int g = lane >> 2, t = lane & 3;
   const int threads = WARPS * 32;
+#if __CUDA_ARCH__ >= 900
+  // The GEMM that reads this kernel's output may launch now (programmatic dependent launch): it
+  // starts streaming its weights and waits for this grid to finish before it reads the codes.
+  asm volatile("griddepcontrol.launch_dependents;");
+#endif
 
   if (HAS_RIGHT)
     for (int e = threadIdx.x; e < B2 * B2; e += threads) {

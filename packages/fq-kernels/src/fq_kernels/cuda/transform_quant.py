@@ -17,6 +17,7 @@ from importlib import resources
 import torch
 
 from fq_kernels._runtime import sm_count
+from fq_kernels.cuda.launch import mark_output
 from fq_kernels.reference.activation import factor_sizes
 
 MAX_SIDE = 128
@@ -147,20 +148,9 @@ def launch(
         return q, scale, zero
     kernel = _kernel(v, x2.device.index)
     per_sm = max(1, min(8, (200 * 1024) // v.smem_bytes()))
-    kernel(
-        grid=(min(m, sm_count(x2) * per_sm), 1, 1),
-        block=(32 * v.warps, 1, 1),
-        args=[
-            x2,
-            left if left is not None else clip,
-            right if right is not None else clip,
-            clip,
-            q,
-            scale,
-            zero if zero is not None else scale,
-            m,
-            x2.stride(0),
-        ],
-        shared_mem=v.smem_bytes(),
-    )
+    grid = (min(m, sm_count(x2) * per_sm), 1, 1)
+    args = [x2, left if left is not None else clip, right if right is not None else clip, clip, q, scale]
+    args += [zero if zero is not None else scale, m, x2.stride(0)]
+    kernel(grid=grid, block=(32 * v.warps, 1, 1), args=args, shared_mem=v.smem_bytes())
+    mark_output(q)  # the kernel signals its dependents: the decode GEMM may overlap it
     return q, scale, zero
