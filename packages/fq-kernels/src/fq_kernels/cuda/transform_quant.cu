@@ -11,22 +11,25 @@
 // scale per token. A token with NaN or ±inf gets scale NaN and all-zero codes.
 //
 // Why not Triton: at decode sizes the kernel is one token's dependent chain (load, two dots, two
-// reductions, quantise, store), and Triton's version spends ~5 us in layout conversions through
-// shared memory between those steps. Here each warp keeps its output tiles in the registers the
-// tensor cores write (`mma.m16n8k16`, fragments read with plain 32-bit shared-memory loads from
-// buffers laid out so that every fragment register is one aligned word, conflict-free), reduces
-// them with warp shuffles and writes its codes straight from those registers.
+// reductions, quantise, store), so what counts is latency: every global load is issued before the
+// first is waited for (the token by cp.async, the factors as 16-byte vectors), the operands stay in
+// their natural row-major layout in shared memory and `ldmatrix` (.trans where the MMA wants the
+// other order) feeds `mma.m16n8k16`, each warp keeps its output tiles in the registers the tensor
+// cores write, reduces them with warp shuffles and writes its codes straight from those registers.
 //
-// Shared memory (16-bit elements, rows padded by 8 so that fragment loads hit 32 distinct banks):
-//   rt [B2][B2 + 8]  right transposed (rt[j][k] = right[k][j]), the B operand of the first product
-//   lt [B1][B1 + 8]  left transposed (lt[i][k] = left[k][i]), the A operand of the second
-//   xs [B1][B2 + 8]  the token (zero padded), the A operand of the first product; after it, the same
-//                    memory holds tt [B2][B1 + 8] = Tᵀ, the B operand of the second product
-// The factors are staged once per block (converted from float32); blocks loop over tokens.
+// Shared memory (16-bit elements, row-major, rows padded by 8 so that the 8 rows an ldmatrix phase
+// reads fall in distinct banks):
+//   rs [B2][B2 + 8]  right                       (B operand of the first product: ldmatrix.trans)
+//   ls [B1][B1 + 8]  left                        (A operand leftᵀ of the second: ldmatrix.trans)
+//   xs [B1][B2 + 8]  the token, zero padded      (A operand of the first product: ldmatrix)
+//   ts [B1][B2 + 8]  T rounded to 16 bits        (B operand of the second product: ldmatrix.trans)
+// The factors are staged once per block (converted from float32). Blocks loop over tokens; the next
+// token's copy into xs starts as soon as the first product has read the current one.
 //
-// Compile-time parameters (NVRTC -D): N1, N2 (the tile; N2 even), B1, B2 (N1, N2 rounded up to 16),
+// Compile-time parameters (NVRTC -D): N1, N2 (the tile; N2 % 8 == 0), B1, B2 (rounded up to 16),
 // HAS_LEFT, HAS_RIGHT, IN_F16 (1: float16 activations, else bfloat16), PACKED (1: int4 pairs per
 // byte, else int8), ASYM, QMIN, QMAX, WARPS. Dynamic shared memory: `smem_bytes` in Python.
+// Token rows must be 16-byte aligned (the launcher copies them otherwise).
 
 typedef unsigned int u32;
 typedef unsigned short u16;
@@ -34,16 +37,23 @@ typedef unsigned short u16;
 #define LDR (B2 + 8)
 #define LDL (B1 + 8)
 #define LDX (B2 + 8)
-#define LDT (B1 + 8)
-#define XS_ELEMS (B1 * LDX > B2 * LDT ? B1 * LDX : B2 * LDT)
-#define TILES ((B1 / 16) * (B2 / 8))                   // 16 x 8 output tiles of Y
-#define PER_WARP ((TILES + WARPS - 1) / WARPS)          // tiles a warp owns (w, w + WARPS, ...)
+#define TILES ((B1 / 16) * (B2 / 8))           // 16 x 8 output tiles of Y
+#define PER_WARP ((TILES + WARPS - 1) / WARPS)  // tiles a warp owns (w, w + WARPS, ...)
+#define THREADS (WARPS * 32)
+#define PADDED (B1 != N1 || B2 != N2)
 #define INF __int_as_float(0x7f800000)
 #define QNAN __int_as_float(0x7fffffff)
 
 #if !(HAS_LEFT || HAS_RIGHT)
 #error "without a transform the Triton kernel quantises (nothing here to gain)"
 #endif
+#if N2 % 8
+#error "the token's rows are copied in 16-byte pieces: N2 must be a multiple of 8"
+#endif
+
+__device__ __forceinline__ unsigned shared_address(const void* p) {
+  return (unsigned)__cvta_generic_to_shared(p);
+}
 
 __device__ __forceinline__ u16 to_half(float v) {
   u16 h;
@@ -55,7 +65,7 @@ __device__ __forceinline__ u16 to_half(float v) {
   return h;
 }
 
-__device__ __forceinline__ void mma(float* c, u32 a0, u32 a1, u32 a2, u32 a3, u32 b0, u32 b1) {
+__device__ __forceinline__ void mma(float* c, const u32* a, const u32* b) {
 #if IN_F16
   asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
       "{%8, %9}, {%0, %1, %2, %3};"
@@ -64,32 +74,100 @@ __device__ __forceinline__ void mma(float* c, u32 a0, u32 a1, u32 a2, u32 a3, u3
       "{%8, %9}, {%0, %1, %2, %3};"
 #endif
       : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
 }
 
-__device__ __forceinline__ u32 word(const u16* p) { return *reinterpret_cast<const u32*>(p); }
+// A fragment (16 x 16 at rows r0, cols k0) of a row-major matrix; TRANS: of the transpose of the
+// row-major matrix m (A[r][k] = m[k][r]).
+template <bool TRANS>
+__device__ __forceinline__ void load_a(u32* a, const u16* m, int ld, int r0, int k0, int lane) {
+  const int sub = lane >> 3, row = lane & 7;  // lane supplies row `row` of 8 x 8 matrix `sub`
+  const u16* p = TRANS ? m + (k0 + row + 8 * (sub >> 1)) * ld + r0 + 8 * (sub & 1)
+                       : m + (r0 + row + 8 * (sub & 1)) * ld + k0 + 8 * (sub >> 1);
+  if (TRANS)
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];"
+                 : "=r"(a[0]), "=r"(a[1]), "=r"(a[2]), "=r"(a[3])
+                 : "r"(shared_address(p)));
+  else
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];"
+                 : "=r"(a[0]), "=r"(a[1]), "=r"(a[2]), "=r"(a[3])
+                 : "r"(shared_address(p)));
+}
 
-// acc (a warp's 16 x 8 tile at rows r0, cols n0) += A[r0.., 0..KD) · B[0..KD, n0..): A row-major
-// with row stride lda; B given as Bᵀ (row n holds column n of B) with row stride ldb, or, when
-// B_ROWS, as B itself (row-major, stride ldb; each register then takes two 16-bit loads).
-template <int KD, bool B_ROWS>
+// B fragment (16 x 8 at rows k0, cols n0) of a row-major matrix
+__device__ __forceinline__ void load_b(u32* b, const u16* m, int ld, int k0, int n0, int lane) {
+  const u16* p = m + (k0 + (lane & 15)) * ld + n0;  // lanes 16..31: ignored, kept in bounds
+  asm volatile("ldmatrix.sync.aligned.m8n8.x2.trans.shared.b16 {%0, %1}, [%2];"
+               : "=r"(b[0]), "=r"(b[1])
+               : "r"(shared_address(p)));
+}
+
+// acc += A[r0.., 0..KD) · B[0..KD, n0..) for the warp's 16 x 8 tile
+template <int KD, bool A_TRANS>
 __device__ __forceinline__ void tile_product(float* acc, const u16* a, int lda, const u16* b, int ldb,
-                                             int r0, int n0, int g, int t) {
+                                             int r0, int n0, int lane) {
 #pragma unroll
   for (int k0 = 0; k0 < KD; k0 += 16) {
-    const u16* ar = a + (r0 + g) * lda + k0 + 2 * t;
-    const u32 a0 = word(ar), a1 = word(ar + 8 * lda), a2 = word(ar + 8), a3 = word(ar + 8 * lda + 8);
-    u32 b0, b1;
-    if (B_ROWS) {
-      const u16* bc = b + (k0 + 2 * t) * ldb + n0 + g;
-      b0 = bc[0] | (u32(bc[ldb]) << 16);
-      b1 = bc[8 * ldb] | (u32(bc[9 * ldb]) << 16);
-    } else {
-      const u16* br = b + (n0 + g) * ldb + k0 + 2 * t;
-      b0 = word(br);
-      b1 = word(br + 8);
+    u32 af[4], bf[2];
+    load_a<A_TRANS>(af, a, lda, r0, k0, lane);
+    load_b(bf, b, ldb, k0, n0, lane);
+    mma(acc, af, bf);
+  }
+}
+
+// Start copying token `token` (row-major N1 x N2) into xs (rows of LDX); padding stays untouched.
+__device__ __forceinline__ void copy_token(u16* xs, const u16* x, long x_stride, int token) {
+  const u16* xt = x + token * x_stride;
+#pragma unroll
+  for (int e = threadIdx.x; e < N1 * N2 / 8; e += THREADS) {
+    const int i = (8 * e) / N2, j = (8 * e) % N2;
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(shared_address(xs + i * LDX + j)),
+                 "l"(xt + i * N2 + j)
+                 : "memory");
+  }
+  asm volatile("cp.async.commit_group;" ::: "memory");
+}
+
+__device__ __forceinline__ void wait_token() { asm volatile("cp.async.wait_all;" ::: "memory"); }
+
+// Stage an N x N float32 factor as 16-bit into the row-major buffer dst (rows of LD): every load
+// of the thread is issued before the first store.
+template <int N, int LD>
+__device__ __forceinline__ void stage_factor(u16* dst, const float* src) {
+  constexpr int V = N % 4 == 0 ? 4 : 2;  // N is even
+  constexpr int PER_THREAD = (N * N / V + THREADS - 1) / THREADS;
+  float v[PER_THREAD][V];
+#pragma unroll
+  for (int r = 0; r < PER_THREAD; ++r) {
+    const int e = threadIdx.x + r * THREADS;
+    if (e < N * N / V) {
+      if (V == 4) {
+        const float4 f = reinterpret_cast<const float4*>(src)[e];
+        v[r][0] = f.x, v[r][1] = f.y, v[r][V - 2] = f.z, v[r][V - 1] = f.w;
+      } else {
+        const float2 f = reinterpret_cast<const float2*>(src)[e];
+        v[r][0] = f.x, v[r][1] = f.y;
+      }
     }
-    mma(acc, a0, a1, a2, a3, b0, b1);
+  }
+#pragma unroll
+  for (int r = 0; r < PER_THREAD; ++r) {
+    const int e = threadIdx.x + r * THREADS;
+    if (e < N * N / V) {
+      const int row = (V * e) / N, col = (V * e) % N;
+#pragma unroll
+      for (int c = 0; c < V; c += 2)
+        *reinterpret_cast<u32*>(dst + row * LD + col + c) = to_half(v[r][c]) | (u32(to_half(v[r][c + 1])) << 16);
+    }
+  }
+}
+
+// Zero the padding (rows >= ROWS, columns >= COLS) of a ROWS_P x COLS_P buffer with rows of LD.
+template <int ROWS, int COLS, int ROWS_P, int COLS_P, int LD>
+__device__ __forceinline__ void zero_padding(u16* buf) {
+  for (int e = threadIdx.x; e < ROWS_P * COLS_P / 2; e += THREADS) {
+    const int row = (2 * e) / COLS_P, col = (2 * e) % COLS_P;
+    if (row >= ROWS || col >= COLS) *reinterpret_cast<u32*>(buf + row * LD + col) = 0u;
   }
 }
 
@@ -105,50 +183,42 @@ __device__ __forceinline__ float warp_min(float v) {
   return v;
 }
 
-extern "C" __global__ void __launch_bounds__(WARPS * 32)
+extern "C" __global__ void __launch_bounds__(THREADS)
     transform_quant_tokens(const u16* __restrict__ x,       // [M, K] bf16 / f16, row stride x_stride
                            const float* __restrict__ left,  // [N1, N1] (unused without HAS_LEFT)
                            const float* __restrict__ right, // [N2, N2] (unused without HAS_RIGHT)
                            const float* __restrict__ clip,  // (clip_max, clip_min)
                            unsigned char* __restrict__ q,   // [M, K] int8 or [M, K / 2] packed
                            float* __restrict__ scales, float* __restrict__ zeros, int M, int x_stride) {
-  extern __shared__ u32 smem_words[];
-  u16* smem = reinterpret_cast<u16*>(smem_words);
-  u16* rt = smem;
-  u16* lt = rt + (HAS_RIGHT ? B2 * LDR : 0);
-  u16* xs = lt + (HAS_LEFT ? B1 * LDL : 0);
-  u16* tt = xs;  // Tᵀ replaces the token once the first product has read it
+  extern __shared__ __align__(16) u32 smem_words[];
+  u16* rs = reinterpret_cast<u16*>(smem_words);
+  u16* ls = rs + (HAS_RIGHT ? B2 * LDR : 0);
+  u16* xs = ls + (HAS_LEFT ? B1 * LDL : 0);
+  u16* ts = xs + (HAS_RIGHT && HAS_LEFT ? B1 * LDX : 0);  // T; without both factors, T is X
   __shared__ float partial[2][WARPS];
 
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int g = lane >> 2, t = lane & 3;
-  const int threads = WARPS * 32;
 #if __CUDA_ARCH__ >= 900
   // The GEMM that reads this kernel's output may launch now (programmatic dependent launch): it
   // starts streaming its weights and waits for this grid to finish before it reads the codes.
   asm volatile("griddepcontrol.launch_dependents;");
 #endif
-
-  if (HAS_RIGHT)
-    for (int e = threadIdx.x; e < B2 * B2; e += threads) {
-      const int k = e / B2, j = e % B2;  // consecutive threads: consecutive j of right's row k
-      rt[j * LDR + k] = (k < N2 && j < N2) ? to_half(right[k * N2 + j]) : u16(0);
-    }
-  if (HAS_LEFT)
-    for (int e = threadIdx.x; e < B1 * B1; e += threads) {
-      const int k = e / B1, i = e % B1;
-      lt[i * LDL + k] = (k < N1 && i < N1) ? to_half(left[k * N1 + i]) : u16(0);
-    }
+  if (blockIdx.x >= M) return;
+  copy_token(xs, x, x_stride, blockIdx.x);
+  if (HAS_RIGHT) stage_factor<N2, LDR>(rs, right);
+  if (HAS_LEFT) stage_factor<N1, LDL>(ls, left);
+  if (PADDED) {
+    zero_padding<N1, N2, B1, B2, LDX>(xs);
+    if (HAS_RIGHT) zero_padding<N2, N2, B2, B2, LDR>(rs);
+    if (HAS_LEFT) zero_padding<N1, N1, B1, B1, LDL>(ls);
+  }
   const float clip_max = clip[0], clip_min = clip[1];
 
   for (int token = blockIdx.x; token < M; token += gridDim.x) {
-    const u16* xt = x + (long)token * x_stride;
-    for (int e = threadIdx.x; e < B1 * B2 / 2; e += threads) {  // pairs: N2 is even
-      const int i = (2 * e) / B2, j = (2 * e) % B2;
-      const u32 v = (i < N1 && j < N2) ? word(xt + i * N2 + j) : 0u;
-      *reinterpret_cast<u32*>(xs + i * LDX + j) = v;
-    }
-    __syncthreads();
+    const int next = token + gridDim.x;
+    wait_token();
+    __syncthreads();  // the token (and, the first time, the factors) are in shared memory
 
     float acc[PER_WARP][4];
 #pragma unroll
@@ -157,42 +227,38 @@ extern "C" __global__ void __launch_bounds__(WARPS * 32)
       for (int c = 0; c < 4; ++c) acc[s][c] = 0.0f;
 
     // T = X · right, then Y = leftᵀ · T (T = X without a right factor, Y = T without a left one)
+    if (HAS_RIGHT) {
 #pragma unroll
-    for (int s = 0; s < PER_WARP; ++s) {
-      const int tile = warp + s * WARPS;
-      if (tile < TILES) {
-        const int r0 = (tile / (B2 / 8)) * 16, n0 = (tile % (B2 / 8)) * 8;
-        if (HAS_RIGHT) tile_product<B2, false>(acc[s], xs, LDX, rt, LDR, r0, n0, g, t);
+      for (int s = 0; s < PER_WARP; ++s) {
+        const int tile = warp + s * WARPS;
+        if (tile < TILES)
+          tile_product<B2, false>(acc[s], xs, LDX, rs, LDR, (tile / (B2 / 8)) * 16, (tile % (B2 / 8)) * 8, lane);
       }
     }
-    if (HAS_LEFT) {
-      if (HAS_RIGHT) {
-        __syncthreads();  // every warp has read the token: its memory becomes Tᵀ
-#pragma unroll
-        for (int s = 0; s < PER_WARP; ++s) {
-          const int tile = warp + s * WARPS;
-          if (tile < TILES) {
-            const int r0 = (tile / (B2 / 8)) * 16, n0 = (tile % (B2 / 8)) * 8;
-            // acc[s][c]: T[r0 + g + 8 (c >> 1)][n0 + 2t + (c & 1)]
-#pragma unroll
-            for (int c = 0; c < 4; ++c)
-              tt[(n0 + 2 * t + (c & 1)) * LDT + r0 + g + 8 * (c >> 1)] = to_half(acc[s][c]);
-#pragma unroll
-            for (int c = 0; c < 4; ++c) acc[s][c] = 0.0f;
-          }
-        }
-        __syncthreads();
-      }
+    if (HAS_RIGHT && HAS_LEFT) {
 #pragma unroll
       for (int s = 0; s < PER_WARP; ++s) {
         const int tile = warp + s * WARPS;
         if (tile < TILES) {
           const int r0 = (tile / (B2 / 8)) * 16, n0 = (tile % (B2 / 8)) * 8;
-          if (HAS_RIGHT)
-            tile_product<B1, false>(acc[s], lt, LDL, tt, LDT, r0, n0, g, t);
-          else
-            tile_product<B1, true>(acc[s], lt, LDL, xs, LDX, r0, n0, g, t);
+          // acc[s][c]: T[r0 + g + 8 (c >> 1)][n0 + 2t + (c & 1)]
+#pragma unroll
+          for (int h = 0; h < 2; ++h)
+            *reinterpret_cast<u32*>(ts + (r0 + g + 8 * h) * LDX + n0 + 2 * t) =
+                to_half(acc[s][2 * h]) | (u32(to_half(acc[s][2 * h + 1])) << 16);
+#pragma unroll
+          for (int c = 0; c < 4; ++c) acc[s][c] = 0.0f;
         }
+      }
+    }
+    __syncthreads();  // every warp is done with xs (and has written T)
+    if (HAS_RIGHT && next < M) copy_token(xs, x, x_stride, next);
+    if (HAS_LEFT) {
+#pragma unroll
+      for (int s = 0; s < PER_WARP; ++s) {
+        const int tile = warp + s * WARPS;
+        if (tile < TILES)
+          tile_product<B1, true>(acc[s], ls, LDL, ts, LDX, (tile / (B2 / 8)) * 16, (tile % (B2 / 8)) * 8, lane);
       }
     }
 
@@ -212,7 +278,8 @@ extern "C" __global__ void __launch_bounds__(WARPS * 32)
       partial[0][warp] = hi;
       partial[1][warp] = lo;
     }
-    __syncthreads();
+    __syncthreads();  // also: every warp has read ts and (without a right factor) xs
+    if (!HAS_RIGHT && next < M) copy_token(xs, x, x_stride, next);
     hi = partial[0][0];
     lo = partial[1][0];
 #pragma unroll
@@ -268,6 +335,5 @@ extern "C" __global__ void __launch_bounds__(WARPS * 32)
       scales[token] = bad ? QNAN : scale;
       if (ASYM) zeros[token] = bad ? 0.0f : zero - (QMAX + 1) / 2;
     }
-    __syncthreads();  // the token's memory and the partial ranges are free for the next token
   }
 }

@@ -45,10 +45,12 @@ class Variant:
         return 8 if b1 * b2 <= 8192 else 16  # at most 8 of Y's 16 x 8 tiles per thread's registers
 
     def smem_bytes(self) -> int:
-        """Dynamic shared memory: both factors transposed, the token (later Tᵀ), rows padded by 8."""
+        """Dynamic shared memory: the factors, the token and T (16-bit, rows padded by 8)."""
         b1, b2 = self.padded
-        elems = (b2 * (b2 + 8) if self.has_right else 0) + (b1 * (b1 + 8) if self.has_left else 0)
-        return 2 * (elems + max(b1 * (b2 + 8), b2 * (b1 + 8)))
+        elems = b2 * (b2 + 8) if self.has_right else 0
+        elems += b1 * (b1 + 8) if self.has_left else 0
+        elems += b1 * (b2 + 8) * (2 if self.has_left and self.has_right else 1)
+        return 2 * elems
 
 
 KERNEL = "transform_quant_tokens"
@@ -101,6 +103,12 @@ def _usable(device: int) -> bool:
     return True
 
 
+def _aligned_float32(factor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """The factor as contiguous float32 on `device`, 16-byte aligned (the kernel reads float4s)."""
+    f = factor.to(device, torch.float32).contiguous()
+    return f if f.data_ptr() % 16 == 0 else f.clone()
+
+
 def available(device: torch.device | str) -> bool:
     """Whether the kernel runs on `device` (compiled once per device to find out)."""
     device = torch.device(device)
@@ -118,7 +126,7 @@ def supports(
     if left is None and right is None:
         return False
     n1, n2 = factor_sizes(x2.shape[-1], left, right)
-    return n2 % 2 == 0 and max(n1, n2) <= MAX_SIDE and available(x2.device)
+    return n2 % 8 == 0 and max(n1, n2) <= MAX_SIDE and available(x2.device)
 
 
 def launch(
@@ -134,9 +142,9 @@ def launch(
     clip float32 [2] on x2's device."""
     m, k = x2.shape
     n1, n2 = factor_sizes(k, left, right)
-    if x2.stride(1) != 1 or x2.stride(0) % 2 or x2.data_ptr() % 4:  # tokens are read in pairs
-        x2 = x2.contiguous()
-    left, right = (None if f is None else f.to(x2.device, torch.float32).contiguous() for f in (left, right))
+    if x2.stride(1) != 1 or x2.stride(0) % 8 or x2.data_ptr() % 16:  # rows copied in 16-byte pieces
+        x2 = x2.clone(memory_format=torch.contiguous_format)
+    left, right = (None if f is None else _aligned_float32(f, x2.device) for f in (left, right))
     packed = out_format == "packed"
     f16, asym = x2.dtype == torch.float16, not symmetric
     v = Variant(n1, n2, left is not None, right is not None, f16, packed, asym, bits)
