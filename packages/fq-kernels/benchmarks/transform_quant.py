@@ -70,8 +70,8 @@ def measure(case: str, m: int, fmt: str) -> dict[str, float]:
 
 
 def measure_layer(k: int, n: int, m: int) -> dict[str, float]:
-    """The decode layer (op calls, as QuantLinear makes them) with and without the GEMM overlapping
-    transform_quant, against bf16 cuBLAS; weights rotated to defeat the L2."""
+    """The decode layer (op calls, as QuantLinear makes them) with either transform_quant kernel, with
+    and without the GEMM overlapping it, against bf16 cuBLAS; weights rotated to defeat the L2."""
     p = LinearProblem(m, k, n)
     count = copies_to_defeat_l2(n * k * 2)
     ws = p.weight_copies("bf16", count)
@@ -86,9 +86,14 @@ def measure_layer(k: int, n: int, m: int) -> dict[str, float]:
 
         return run
 
-    for overlap in (False, True):
-        decode_gemm.OVERLAP_TRANSFORM_QUANT = overlap
-        row["overlap_us" if overlap else "serial_us"] = time_graph(layer, count)["median_ms"] * 1e3
+    supports = cuda_tq.supports
+    for kernel in ("triton", "cuda"):
+        cuda_tq.supports = supports if kernel == "cuda" else (lambda *args: False)
+        for overlap in (False, True):
+            decode_gemm.OVERLAP_TRANSFORM_QUANT = overlap
+            name = f"{kernel}_{'overlap' if overlap else 'serial'}_us"
+            row[name] = time_graph(layer, count)["median_ms"] * 1e3
+    cuda_tq.supports = supports
     return row
 
 
@@ -119,12 +124,9 @@ def main() -> None:
         for m in (int(t) for t in args.layer_tokens.split(",")):
             row = measure_layer(k, n, m)
             layers.append({"k": k, "n": n, "m": m, **row})
-            print(
-                f"layer K={k} N={n} M={m}: bf16 {row['bf16_us']:.1f} us | serial {row['serial_us']:.1f} us "
-                f"({row['bf16_us'] / row['serial_us']:.2f}x) | overlapped {row['overlap_us']:.1f} us "
-                f"({row['bf16_us'] / row['overlap_us']:.2f}x)",
-                flush=True,
-            )
+            bf16 = row["bf16_us"]
+            times = ", ".join(f"{name[:-3]} {us:.1f} us ({bf16 / us:.2f}x)" for name, us in row.items())
+            print(f"layer K={k} N={n} M={m}: {times}", flush=True)
     (args.out / "transform_quant.json").write_text(json.dumps({"tq": results, "layers": layers}, indent=1))
 
 

@@ -109,6 +109,21 @@ def cases() -> list[tuple[str, Callable[[], object]]]:
     tq("transform_quant_asym heads 32x128", 4096, 32, 128, "int8", False, right=False)
     tq("quantize_act (no transform) packed", 4096, 1, 4096, "packed", True, left=False, right=False)
 
+    def with_pdl(call: Callable[[], object]) -> Callable[[], object]:
+        def run() -> object:  # as on an sm_90 device: the kernel signals its dependents
+            from fq_kernels.triton import transform_quant
+
+            saved, transform_quant.pdl_supported = transform_quant.pdl_supported, lambda device: True
+            try:
+                return call()
+            finally:
+                transform_quant.pdl_supported = saved
+
+        return run
+
+    name, call = out[0]
+    out.append((f"{name}, signalling dependents (PDL)", with_pdl(call)))
+
     k, n = 4096, 1024
     w = torch.randint(0, 256, (n, k // 2), generator=g, dtype=torch.uint8)
     sw, one = torch.rand(n), torch.ones(64)

@@ -257,7 +257,7 @@ def test_decode_gemm_overlapping_transform_quant_gives_the_serial_result(m: int,
     serial = [layer(x) for x in xs]
     monkeypatch.setattr(decode_gemm, "OVERLAP_TRANSFORM_QUANT", True)
     overlapped = [layer(x) for x in xs]
-    assert launch.pdl_supported(torch.cuda.current_device()) == (torch.cuda.get_device_capability() >= (9, 0))
+    assert launch.pdl_supported(torch.device(DEV)) == (torch.cuda.get_device_capability() >= (9, 0))
     for a, b in zip(serial, overlapped, strict=True):
         assert torch.equal(a, b)
 

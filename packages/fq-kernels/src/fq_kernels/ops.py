@@ -85,6 +85,7 @@ def _transform_quant(
             return (*ref.transform_quant_ref(x, left, right, clip, bits, out_format), None)
         return ref.transform_quant_asym_ref(x, left, right, clip, bits, out_format)
     from fq_kernels.cuda import transform_quant as cuda_transform_quant
+    from fq_kernels.cuda.launch import mark_output
     from fq_kernels.triton.transform_quant import launch_transform_quant
 
     k, lead = x.shape[-1], x.shape[:-1]
@@ -95,6 +96,8 @@ def _transform_quant(
     use_cuda = cuda_transform_quant.supports(x2, left, right, out_format)
     launch = cuda_transform_quant.launch if use_cuda else launch_transform_quant
     q, scale, zero = launch(x2, left, right, clip32, bits, out_format, symmetric=symmetric)
+    if q.is_cuda:
+        mark_output(q)  # both kernels signal their dependents: the decode GEMM may overlap them
     return q.reshape(*lead, q.shape[-1]), scale.reshape(lead), None if zero is None else zero.reshape(lead)
 
 

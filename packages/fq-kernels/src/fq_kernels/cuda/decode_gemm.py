@@ -118,7 +118,7 @@ def launch_tiled(
     optional = [t if t is not None else sw for t in (bias, zx, wsum)]
     args = [tiles, a, out, sx, sw, *optional, m, n, k, a.stride(0), out.stride(0)]
     overlap = OVERLAP_TRANSFORM_QUANT and follows_marked(a)
-    launch(kernel, grid, (32 * config.warps, 1, 1), args, ring_bytes(config, tokens), a.device.index, overlap)
+    launch(kernel, grid, (32 * config.warps, 1, 1), args, ring_bytes(config, tokens), a.device, overlap)
     return out
 
 

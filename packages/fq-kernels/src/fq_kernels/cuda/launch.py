@@ -60,11 +60,16 @@ def follows_marked(inp: torch.Tensor) -> bool:
     return found
 
 
+def pdl_supported(device: torch.device) -> bool:
+    """Whether kernels on `device` can be launched as (and can signal) dependents: CUDA, sm_90+."""
+    return device.type == "cuda" and _pdl_on(device.index if device.index is not None else 0)
+
+
 @functools.cache
-def pdl_supported(device: int) -> bool:
+def _pdl_on(index: int) -> bool:
     if torch.version.hip or not hasattr(torch.cuda._utils, "_get_gpu_runtime_library"):
         return False
-    return torch.cuda.get_device_capability(device) >= (9, 0)
+    return torch.cuda.get_device_capability(index) >= (9, 0)
 
 
 def _c_arg(arg: torch.Tensor | int) -> ctypes.c_void_p | ctypes.c_int:
@@ -79,7 +84,7 @@ def launch(
     block: tuple[int, int, int],
     args: list[torch.Tensor | int],
     shared_mem: int,
-    device: int,
+    device: torch.device,
     overlap_previous: bool = True,
 ) -> None:
     """Launch `kernel` (from `torch.cuda._compile_kernel`) on the current stream; with PDL where the

@@ -17,7 +17,6 @@ from importlib import resources
 import torch
 
 from fq_kernels._runtime import sm_count
-from fq_kernels.cuda.launch import mark_output
 from fq_kernels.reference.activation import factor_sizes
 
 MAX_SIDE = 128
@@ -160,5 +159,4 @@ def launch(
     args = [x2, left if left is not None else clip, right if right is not None else clip, clip, q, scale]
     args += [zero if zero is not None else scale, m, x2.stride(0)]
     kernel(grid=grid, block=(32 * v.warps, 1, 1), args=args, shared_mem=v.smem_bytes())
-    mark_output(q)  # the kernel signals its dependents: the decode GEMM may overlap it
     return q, scale, zero

@@ -32,6 +32,7 @@ import triton.language as tl
 
 from fq_kernels import tuning
 from fq_kernels._runtime import interpreting, next_pow2, sm_count
+from fq_kernels.cuda.launch import pdl_supported
 from fq_kernels.reference.activation import factor_sizes
 from fq_kernels.triton.common import rint
 
@@ -112,7 +113,12 @@ def _transform_quant_kernel(
     ASYM: tl.constexpr,
     NATIVE: tl.constexpr,
     REDUCE_AXES: tl.constexpr,
+    PDL: tl.constexpr,
 ):
+    if PDL:  # the GEMM reading q may launch now and stream its weights (`fq_kernels.cuda.launch`)
+        tl.inline_asm_elementwise(
+            "griddepcontrol.launch_dependents; // $0", "=r", [], dtype=tl.int32, is_pure=False, pack=1
+        )
     pid = tl.program_id(0).to(tl.int64)  # int64 token index: M * K may pass 2^31
     nprog = tl.num_programs(0)
     rows = tl.arange(0, B1)
@@ -233,6 +239,7 @@ def launch_transform_quant(
     scale = torch.empty((m,), dtype=torch.float32, device=device)
     zero = None if symmetric else torch.empty((m,), dtype=torch.float32, device=device)
     qmin, qmax = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if symmetric else (0, 2**bits - 1)
+    pdl = not interpreting() and pdl_supported(device)
     if m > 0:
         left32 = left.to(device=device, dtype=torch.float32).contiguous() if has_left else clip
         right32 = right.to(device=device, dtype=torch.float32).contiguous() if has_right else clip
@@ -264,6 +271,7 @@ def launch_transform_quant(
                 ASYM=not symmetric,
                 NATIVE=not interpreting(),
                 REDUCE_AXES=cfg.reduce_axes,
+                PDL=pdl,
                 num_warps=cfg.num_warps,
                 num_stages=cfg.num_stages,
             )
