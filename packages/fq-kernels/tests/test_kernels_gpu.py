@@ -236,13 +236,17 @@ def test_transform_quant_dispatches_16_bit_transforms_to_the_cuda_kernel(monkeyp
     assert calls == [torch.bfloat16, torch.float16]
 
 
+@pytest.mark.parametrize("kernel", ["cuda", "triton"])
 @pytest.mark.parametrize("m", [1, 16, 32])
-def test_decode_gemm_overlapping_transform_quant_gives_the_serial_result(m: int, monkeypatch) -> None:
+def test_decode_gemm_overlapping_transform_quant_gives_the_serial_result(m: int, kernel: str, monkeypatch) -> None:
     """With programmatic dependent launch the GEMM starts before transform_quant has finished; it
     must still read only finished activations: 30 fresh tokens in a row, each output bit-equal to
     the one from a plain launch after the kernel (a read too early sees another token's codes)."""
     from fq_kernels.cuda import decode_gemm, launch
+    from fq_kernels.cuda import transform_quant as cuda_tq
 
+    if kernel == "triton":
+        monkeypatch.setattr(cuda_tq, "supports", lambda *args: False)
     g = torch.Generator().manual_seed(m)
     left, right = random_orthogonal(64, g).to(DEV), random_orthogonal(64, g).to(DEV)
     tiles = tile_decode_weight(pack_int4(torch.randint(-8, 8, (11008, 4096), generator=g, dtype=torch.int8)))
