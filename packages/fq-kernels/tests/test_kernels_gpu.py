@@ -238,7 +238,7 @@ def test_transform_quant_dispatches_16_bit_transforms_to_the_cuda_kernel(monkeyp
 
 @pytest.mark.parametrize("kernel", ["cuda", "triton"])
 @pytest.mark.parametrize("m", [1, 16, 32])
-def test_decode_gemm_overlapping_transform_quant_gives_the_serial_result(m: int, kernel: str, monkeypatch) -> None:
+def test_decode_gemm_overlapping_transform_quant_gives_the_serial_result(m: int, kernel: str, monkeypatch):
     """With programmatic dependent launch the GEMM starts before transform_quant has finished; it
     must still read only finished activations: 30 fresh tokens in a row, each output bit-equal to
     the one from a plain launch after the kernel (a read too early sees another token's codes)."""
