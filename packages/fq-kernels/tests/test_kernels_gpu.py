@@ -166,7 +166,7 @@ def _both_activation_kernels(x, left, right, clip, fmt: str, symmetric: bool):
 
     on = [None if f is None else f.to(DEV) for f in (left, right)]
     x2, clip = x.to(DEV), torch.tensor(clip, device=DEV)
-    assert cuda_tq.supports(x2, *on, fmt)
+    assert cuda_tq.supports(x2[:1], *on, fmt)  # the kernel handles this case (any M when called directly)
     return {
         "cuda": cuda_tq.launch(x2, *on, clip, 4, fmt, symmetric),
         "triton": launch_transform_quant(x2, *on, clip, 4, fmt, symmetric=symmetric),
@@ -221,7 +221,7 @@ def test_activation_kernels_agree_on_orthogonal_transforms(case, m: int) -> None
 
 
 def test_transform_quant_dispatches_16_bit_transforms_to_the_cuda_kernel(monkeypatch) -> None:
-    """The op runs the CUDA kernel for 16-bit activations with a transform, Triton otherwise."""
+    """The op runs the CUDA kernel for up to MAX_TOKENS 16-bit tokens with a transform, else Triton."""
     from fq_kernels.cuda import transform_quant as cuda_tq
 
     calls = []
@@ -233,6 +233,8 @@ def test_transform_quant_dispatches_16_bit_transforms_to_the_cuda_kernel(monkeyp
         _ops().transform_quant(x.to(dtype), left, right, out_format="int8")
     _ops().transform_quant(x.to(torch.bfloat16), None, None, out_format="int8")
     _ops().transform_quant(x.to(torch.bfloat16), left, right, out_format="fp8")
+    prompt = torch.randn(cuda_tq.MAX_TOKENS + 1, 4096, device=DEV, dtype=torch.bfloat16)
+    _ops().transform_quant(prompt, left, right, out_format="int8")
     assert calls == [torch.bfloat16, torch.float16]
 
 

@@ -21,6 +21,9 @@ from fq_kernels.reference.activation import factor_sizes
 
 MAX_SIDE = 128
 """Largest factor handled (the tile and both factors live in one block's shared memory)."""
+MAX_TOKENS = 64
+"""Most tokens given to this kernel: decode sizes. Beyond, the Triton kernel's persistent programs
+were faster (`benchmarks/transform_quant.py`, M = 2048; docs/benchmarks/kernels.md)."""
 
 
 @dataclass(frozen=True)
@@ -122,7 +125,7 @@ def supports(
     """Whether this kernel computes transform_quant(x2, ...) (else the Triton kernel does)."""
     if x2.dtype not in (torch.bfloat16, torch.float16) or out_format not in ("int8", "packed"):
         return False
-    if left is None and right is None:
+    if (left is None and right is None) or x2.shape[0] > MAX_TOKENS:
         return False
     n1, n2 = factor_sizes(x2.shape[-1], left, right)
     return n2 % 8 == 0 and max(n1, n2) <= MAX_SIDE and available(x2.device)
