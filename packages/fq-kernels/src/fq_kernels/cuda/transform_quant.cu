@@ -144,7 +144,7 @@ struct Factor {
 #pragma unroll
     for (int r = 0; r < PER_THREAD; ++r) {
       const int e = threadIdx.x + r * THREADS;
-      if (e < COUNT) {
+      if (COUNT % THREADS == 0 || e < COUNT) {  // no branch when every thread has PER_THREAD
 #pragma unroll
         for (int c = 0; c < V; c += (V == 4 ? 4 : V == 2 ? 2 : 1)) {
           if (V == 4) {
@@ -165,10 +165,16 @@ struct Factor {
 #pragma unroll
     for (int r = 0; r < PER_THREAD; ++r) {
       const int e = threadIdx.x + r * THREADS;
-      if (e < COUNT) {
+      if (COUNT % THREADS == 0 || e < COUNT) {  // no branch when every thread has PER_THREAD
         const int row = (V * e) / N, col = (V * e) % N;
+        if (V == 1) {
+          dst[row * LD + col] = to_half(v[r][0]);
+        } else {
 #pragma unroll
-        for (int c = 0; c < V; ++c) dst[row * LD + col + c] = to_half(v[r][c]);
+          for (int c = 0; c < V; c += 2)  // two values per 32-bit store (col and LD are even)
+            *reinterpret_cast<u32*>(dst + row * LD + col + c) =
+                to_half(v[r][c]) | (u32(to_half(v[r][(c + 1) % V])) << 16);
+        }
       }
     }
   }
@@ -217,6 +223,7 @@ extern "C" __global__ void __launch_bounds__(THREADS)
   asm volatile("griddepcontrol.launch_dependents;");
 #endif
   if (blockIdx.x >= M) return;
+  const float clip_max = clip[0], clip_min = clip[1];
   copy_token(xs, x, x_stride, blockIdx.x);
   {
     Factor<N2, LDR> r;
@@ -231,7 +238,6 @@ extern "C" __global__ void __launch_bounds__(THREADS)
     if (HAS_RIGHT) zero_padding<N2, N2, B2, B2, LDR>(rs);
     if (HAS_LEFT) zero_padding<N1, N1, B1, B1, LDL>(ls);
   }
-  const float clip_max = clip[0], clip_min = clip[1];
 
   for (int token = blockIdx.x; token < M; token += gridDim.x) {
     const int next = token + gridDim.x;
