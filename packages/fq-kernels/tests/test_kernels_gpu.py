@@ -166,7 +166,6 @@ def _both_activation_kernels(x, left, right, clip, fmt: str, symmetric: bool):
 
     on = [None if f is None else f.to(DEV) for f in (left, right)]
     x2, clip = x.to(DEV), torch.tensor(clip, device=DEV)
-    assert cuda_tq.supports(x2[:1], *on, fmt)  # the kernel handles this case (any M when called directly)
     return {
         "cuda": cuda_tq.launch(x2, *on, clip, 4, fmt, symmetric),
         "triton": launch_transform_quant(x2, *on, clip, 4, fmt, symmetric=symmetric),
@@ -220,22 +219,30 @@ def test_activation_kernels_agree_on_orthogonal_transforms(case, m: int) -> None
     assert_quant_close(qc, sc, qt, st, scale_rtol=1e-2, max_mismatch=0.02)
 
 
-def test_transform_quant_dispatches_16_bit_transforms_to_the_cuda_kernel(monkeypatch) -> None:
-    """The op runs the CUDA kernel for up to MAX_TOKENS 16-bit tokens with a transform, else Triton."""
+def test_transform_quant_dispatches_to_the_kernel_measured_faster(monkeypatch) -> None:
+    """The op runs the CUDA kernel for 2..64 16-bit tokens of tiles above 64 x 64 with a transform,
+    the Triton kernel otherwise (cuda/transform_quant.py says why)."""
     from fq_kernels.cuda import transform_quant as cuda_tq
 
     calls = []
     launch = cuda_tq.launch
-    monkeypatch.setattr(cuda_tq, "launch", lambda *a, **kw: calls.append(a[0].dtype) or launch(*a, **kw))
-    left, right = random_orthogonal(64).to(DEV), random_orthogonal(64).to(DEV)
-    x = torch.randn(3, 4096, device=DEV)
-    for dtype in (torch.bfloat16, torch.float16, torch.float32):
-        _ops().transform_quant(x.to(dtype), left, right, out_format="int8")
-    _ops().transform_quant(x.to(torch.bfloat16), None, None, out_format="int8")
-    _ops().transform_quant(x.to(torch.bfloat16), left, right, out_format="fp8")
-    prompt = torch.randn(cuda_tq.MAX_TOKENS + 1, 4096, device=DEV, dtype=torch.bfloat16)
-    _ops().transform_quant(prompt, left, right, out_format="int8")
-    assert calls == [torch.bfloat16, torch.float16]
+    record = lambda *a, **kw: calls.append(tuple(a[0].shape)) or launch(*a, **kw)  # noqa: E731
+    monkeypatch.setattr(cuda_tq, "launch", record)
+    down = random_orthogonal(86).to(DEV), random_orthogonal(128).to(DEV)
+    qkv = random_orthogonal(64).to(DEV), random_orthogonal(64).to(DEV)
+
+    def run(m: int, factors, dtype=torch.bfloat16, fmt: str = "int8") -> None:
+        k = factors[0].shape[0] * factors[1].shape[0]
+        _ops().transform_quant(torch.randn(m, k, device=DEV).to(dtype), *factors, out_format=fmt)
+
+    run(16, down)
+    run(16, down, torch.float16, "packed")
+    run(1, down)  # one token: Triton
+    run(cuda_tq.MAX_TOKENS + 1, down)  # a prompt: Triton
+    run(16, down, torch.float32)
+    run(16, down, fmt="fp8")
+    run(16, qkv)  # 64 x 64: Triton
+    assert calls == [(16, 11008), (16, 11008)]
 
 
 @pytest.mark.parametrize("kernel", ["cuda", "triton"])
@@ -247,8 +254,7 @@ def test_decode_gemm_overlapping_transform_quant_gives_the_serial_result(m: int,
     from fq_kernels.cuda import decode_gemm, launch
     from fq_kernels.cuda import transform_quant as cuda_tq
 
-    if kernel == "triton":
-        monkeypatch.setattr(cuda_tq, "supports", lambda *args: False)
+    monkeypatch.setattr(cuda_tq, "supports", lambda *args: kernel == "cuda")  # either kernel at 64 x 64
     g = torch.Generator().manual_seed(m)
     left, right = random_orthogonal(64, g).to(DEV), random_orthogonal(64, g).to(DEV)
     tiles = tile_decode_weight(pack_int4(torch.randint(-8, 8, (11008, 4096), generator=g, dtype=torch.int8)))

@@ -18,8 +18,8 @@ from fq_kernels import tuning
 from fq_kernels.cuda.launch import follows_marked, launch
 
 OVERLAP_TRANSFORM_QUANT = True
-"""Launch with programmatic dependent launch after the CUDA transform_quant (`fq_kernels.cuda.launch`);
-the benchmarks switch it off to measure what it gains."""
+"""Launch with programmatic dependent launch right after transform_quant (`fq_kernels.cuda.launch`)
+where it was measured faster; the benchmarks switch it off to measure what it gains."""
 
 
 @dataclass(frozen=True)
@@ -117,7 +117,8 @@ def launch_tiled(
     grid = (-(-n // (16 * config.tiles)), -(-m // 16), 1)
     optional = [t if t is not None else sw for t in (bias, zx, wsum)]
     args = [tiles, a, out, sx, sw, *optional, m, n, k, a.stride(0), out.stride(0)]
-    overlap = OVERLAP_TRANSFORM_QUANT and follows_marked(a)
+    # the overlap measured slower on narrow layers (K > N) above one token (kernels.md, run L)
+    overlap = follows_marked(a) and OVERLAP_TRANSFORM_QUANT and (n >= k or m == 1)
     launch(kernel, grid, (32 * config.warps, 1, 1), args, ring_bytes(config, tokens), a.device, overlap)
     return out
 

@@ -1,8 +1,8 @@
 """Launcher of `transform_quant.cu`: the online transform + per-token quantisation on CUDA.
 
 Takes over from the Triton kernel (`fq_kernels.triton.transform_quant`) for 16-bit activations
-with a transform and int8 / packed int4 output, where it was measured faster (decode sizes at
-least; `docs/benchmarks/kernels.md`). Its result follows the same definition in the same dot
+with a transform and int8 / packed int4 output where it was measured faster: a few tokens of the
+large down-projection tiles (`MIN_TOKENS` ... below). Its result follows the same definition in the same dot
 precision (16-bit operands, float32 sums); the two differ only in the order of the float32 sums.
 One compiled variant per (tile, factors present, input dtype, output, quantiser, warps), cached for
 the process.
@@ -21,9 +21,12 @@ from fq_kernels.reference.activation import factor_sizes
 
 MAX_SIDE = 128
 """Largest factor handled (the tile and both factors live in one block's shared memory)."""
-MAX_TOKENS = 64
-"""Most tokens given to this kernel: decode sizes. Beyond, the Triton kernel's persistent programs
-were faster (`benchmarks/transform_quant.py`, M = 2048; docs/benchmarks/kernels.md)."""
+MIN_TOKENS, MAX_TOKENS = 2, 64
+MIN_ELEMENTS = 64 * 64 + 1
+"""Where `ops.transform_quant` uses this kernel: 2..64 tokens of tiles larger than 64 x 64 (the down
+projections' 86 x 128 and 112 x 128). Measured on the H200 (`benchmarks/transform_quant.py`,
+docs/benchmarks/kernels.md run L): 1.08-1.15x the Triton kernel at 16 tokens there; the Triton
+kernel was faster at one token, on 64 x 64 and heads tiles, and at 2048 tokens."""
 
 
 @dataclass(frozen=True)
@@ -125,10 +128,11 @@ def supports(
     """Whether this kernel computes transform_quant(x2, ...) (else the Triton kernel does)."""
     if x2.dtype not in (torch.bfloat16, torch.float16) or out_format not in ("int8", "packed"):
         return False
-    if (left is None and right is None) or x2.shape[0] > MAX_TOKENS:
+    if (left is None and right is None) or not MIN_TOKENS <= x2.shape[0] <= MAX_TOKENS:
         return False
     n1, n2 = factor_sizes(x2.shape[-1], left, right)
-    return n2 % 8 == 0 and max(n1, n2) <= MAX_SIDE and available(x2.device)
+    fits = n2 % 8 == 0 and max(n1, n2) <= MAX_SIDE
+    return fits and n1 * n2 >= MIN_ELEMENTS and available(x2.device)
 
 
 def launch(
