@@ -8,9 +8,9 @@ first weight loads overlap transform_quant instead of following it. Stream captu
 attribute into a programmatic edge of the CUDA graph.
 
 The GEMM reads its weights before it waits, which is only safe when the kernel before it cannot
-have written them. So PDL is used only when the GEMM's activations are the output of the CUDA
-transform_quant launched just before on the same stream (`mark_output` / `follows_marked`), as in
-`QuantLinear.forward`; any other caller gets a plain launch.
+have written them. So PDL is used only when the GEMM's activations are the output of the
+transform_quant (either kernel) launched just before on the same stream (`mark_output` /
+`follows_marked`), as in `QuantLinear.forward`; any other caller gets a plain launch.
 
 torch's `_CudaKernel` launches with `cuLaunchKernel`, which takes no attributes, so this calls
 `cuLaunchKernelEx` with its function handle; everywhere else (before sm_90) it is a plain launch.

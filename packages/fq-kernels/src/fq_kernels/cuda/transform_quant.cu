@@ -145,17 +145,14 @@ struct Factor {
     for (int r = 0; r < PER_THREAD; ++r) {
       const int e = threadIdx.x + r * THREADS;
       if (COUNT % THREADS == 0 || e < COUNT) {  // no branch when every thread has PER_THREAD
-#pragma unroll
-        for (int c = 0; c < V; c += (V == 4 ? 4 : V == 2 ? 2 : 1)) {
-          if (V == 4) {
-            const float4 f = reinterpret_cast<const float4*>(src)[e];
-            v[r][0] = f.x, v[r][1 % V] = f.y, v[r][2 % V] = f.z, v[r][3 % V] = f.w;
-          } else if (V == 2) {
-            const float2 f = reinterpret_cast<const float2*>(src)[e];
-            v[r][0] = f.x, v[r][1 % V] = f.y;
-          } else {
-            v[r][0] = src[e];
-          }
+        if (V == 4) {
+          const float4 f = reinterpret_cast<const float4*>(src)[e];
+          v[r][0] = f.x, v[r][1 % V] = f.y, v[r][2 % V] = f.z, v[r][3 % V] = f.w;
+        } else if (V == 2) {
+          const float2 f = reinterpret_cast<const float2*>(src)[e];
+          v[r][0] = f.x, v[r][1 % V] = f.y;
+        } else {
+          v[r][0] = src[e];
         }
       }
     }
