@@ -19,7 +19,9 @@
 // into registers would not do, as the compiler schedules each load just before its first use and a
 // warp then has one step in flight. The warps' int32 partial sums meet in shared memory and one
 // pass applies the epilogue (the reference's float32 operations in its order; compiled with
-// --fmad=false). blockIdx.y picks a group of 16 tokens, so any M works; TOKENS = 8 skips the
+// --fmad=false). Launched with programmatic dependent launch right after transform_quant
+// (`fq_kernels/cuda/launch.py`), a warp issues its first STAGES - 1 weight steps before it waits
+// for that kernel (`griddepcontrol.wait`) and reads the activations. blockIdx.y picks a group of 16 tokens, so any M works; TOKENS = 8 skips the
 // second token group's copies and MMAs.
 //
 // Compile-time parameters (NVRTC -D): WARPS, NT, STAGES, TOKENS (8 or 16), OUT_KIND (0 float32,
@@ -163,10 +165,11 @@ extern "C" __global__ void __launch_bounds__(WARPS * 32)
   for (int p = 0; p < STAGES - 1; ++p) issue_activations(warp + p * WARPS, p);
   int slot = 0;
   for (int s = warp; s < steps; s += WARPS) {
-    const int next = s + (STAGES - 1) * WARPS, free = slot == 0 ? STAGES - 1 : slot - 1;  // read last step
+    const int next = s + (STAGES - 1) * WARPS;
+    const int free = slot == 0 ? STAGES - 1 : slot - 1;  // the slot read last step
     issue_weights(next, free);
     issue_activations(next, free);
-    wait_until_pending<STAGES - 1>();                                      // step s has landed
+    wait_until_pending<STAGES - 1>();  // step s has landed
     const Words* d = mine + slot * (SLOT * 32);
     Words wv[NT];
 #pragma unroll
