@@ -15,7 +15,7 @@ import sys
 
 import pytest
 
-from fq_kernels.cuda import decode_gemm, transform_quant
+from fq_kernels.cuda import decode_gemm, nvrtc, transform_quant
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="nvidia-cuda-nvrtc ships Linux wheels only")
 
@@ -31,8 +31,10 @@ def _nvrtc() -> ctypes.CDLL:
     return ctypes.CDLL(libs[0])
 
 
-def compile_for_sm90(source: str, options: list[str]) -> tuple[int, str]:
-    """(NVRTC result code, compile log) of `source` for sm_90 with the launcher's `options`."""
+def compile_for_sm90(file: str, defines: dict[str, int]) -> tuple[int, str]:
+    """(NVRTC result code, compile log) of `fq_kernels/cuda/<file>` for sm_90 with the options its
+    launcher passes for `defines`."""
+    source, options = nvrtc.read_source(file), nvrtc.options(defines)
     lib = _nvrtc()
     prog = ctypes.c_void_p()
     assert lib.nvrtcCreateProgram(ctypes.byref(prog), source.encode(), b"kernel.cu", 0, None, None) == 0
@@ -56,7 +58,7 @@ DECODE_VARIANTS += [
 
 @pytest.mark.parametrize("variant", DECODE_VARIANTS, ids=str)
 def test_decode_gemm_compiles_for_sm90(variant) -> None:
-    rc, log = compile_for_sm90(decode_gemm.source(), decode_gemm.nvrtc_options(*variant))
+    rc, log = compile_for_sm90(decode_gemm.SOURCE, decode_gemm.defines(*variant))
     assert rc == 0, log
 
 
@@ -71,12 +73,50 @@ TQ_VARIANTS = [
 
 @pytest.mark.parametrize("variant", TQ_VARIANTS, ids=str)
 def test_transform_quant_compiles_for_sm90(variant) -> None:
-    rc, log = compile_for_sm90(transform_quant.source(), transform_quant.nvrtc_options(variant))
+    rc, log = compile_for_sm90(transform_quant.SOURCE, transform_quant.defines(variant))
     assert rc == 0, log
 
 
 def test_a_broken_variant_fails_to_compile() -> None:
     """The check can fail: a variant without a transform is rejected by the source's #error."""
     bad = transform_quant.Variant(1, 4096, False, False, False, False, False, 4)
-    rc, log = compile_for_sm90(transform_quant.source(), transform_quant.nvrtc_options(bad))
+    rc, log = compile_for_sm90(transform_quant.SOURCE, transform_quant.defines(bad))
     assert rc != 0 and "without a transform" in log
+
+
+def test_launchers_compile_the_variant_they_describe(monkeypatch) -> None:
+    """Each launcher hands NVRTC its own source, kernel name and the variant's options, and opts in
+    to the variant's shared memory where it passes the default 48 KiB (recorded, not run)."""
+    import contextlib
+
+    import torch
+
+    compiled = []
+
+    class Kernel:
+        shared = None
+
+        def set_shared_memory_config(self, nbytes: int) -> None:
+            self.shared = nbytes
+
+    def fake_compile(source, name, nvcc_options):
+        compiled.append((source, name, nvcc_options, Kernel()))
+        return compiled[-1][-1]
+
+    monkeypatch.setattr(torch.cuda, "_compile_kernel", fake_compile, raising=False)
+    monkeypatch.setattr(torch.cuda, "device", lambda index: contextlib.nullcontext())
+    big = transform_quant.Variant(112, 128, True, True, False, False, False, 4)
+    small = transform_quant.Variant(64, 64, True, True, False, False, False, 4)
+    cfg = decode_gemm.TiledConfig(8, 2, 4)
+    transform_quant._kernel.__wrapped__(big, 0)
+    transform_quant._kernel.__wrapped__(small, 0)
+    decode_gemm._kernel.__wrapped__(cfg, 16, 1, False, False, False, 0)
+    expected = [
+        (transform_quant, transform_quant.defines(big), big.smem_bytes()),
+        (transform_quant, transform_quant.defines(small), None),
+        (decode_gemm, decode_gemm.defines(cfg, 16, 1, False, False, False), decode_gemm.ring_bytes(cfg, 16)),
+    ]
+    assert big.smem_bytes() >= 48 * 1024 > small.smem_bytes() and decode_gemm.ring_bytes(cfg, 16) >= 48 * 1024
+    for (source, name, options, kernel), (module, defines, shared) in zip(compiled, expected, strict=True):
+        assert (source, name) == (nvrtc.read_source(module.SOURCE), module.KERNEL)
+        assert options == nvrtc.options(defines) and kernel.shared == shared

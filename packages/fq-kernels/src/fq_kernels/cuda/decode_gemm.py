@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from importlib import resources
 
 import torch
 
 from fq_kernels import tuning
+from fq_kernels.cuda import nvrtc
 from fq_kernels.cuda.launch import follows_marked, launch
 
 OVERLAP_TRANSFORM_QUANT = True
@@ -37,19 +37,14 @@ def ring_bytes(cfg: TiledConfig, tokens: int) -> int:
     return cfg.warps * cfg.stages * (cfg.tiles + tokens // 8) * 512
 
 
-KERNEL = "w4a4_decode_tiled"
+SOURCE, KERNEL = "decode_gemm.cu", "w4a4_decode_tiled"
 
 
-@functools.cache
-def source() -> str:
-    return resources.files("fq_kernels.cuda").joinpath("decode_gemm.cu").read_text()
-
-
-def nvrtc_options(
+def defines(
     cfg: TiledConfig, tokens: int, out_kind: int, bias: bool, zero: bool, raw: bool
-) -> list[str]:
-    """NVRTC options of one variant (also what the CPU tests compile for sm_90)."""
-    defines = {
+) -> dict[str, int]:
+    """The compile-time parameters of one variant (`decode_gemm.cu` lists them)."""
+    return {
         "WARPS": cfg.warps,
         "NT": cfg.tiles,
         "STAGES": cfg.stages,
@@ -59,36 +54,21 @@ def nvrtc_options(
         "HAS_ZERO": int(zero),
         "RAW": int(raw),
     }
-    return ["--fmad=false", *(f"-D{name}={value}" for name, value in defines.items())]
 
 
 @functools.cache
 def _kernel(cfg: TiledConfig, tokens: int, out_kind: int, bias: bool, zero: bool, raw: bool, device: int):
-    options = nvrtc_options(cfg, tokens, out_kind, bias, zero, raw)
-    with torch.cuda.device(device):
-        kernel = torch.cuda._compile_kernel(source(), KERNEL, nvcc_options=options)
-        if ring_bytes(cfg, tokens) >= 48 * 1024:  # beyond the default limit of a block
-            kernel.set_shared_memory_config(ring_bytes(cfg, tokens))
-    return kernel
-
-
-@functools.cache
-def _usable(device: int) -> bool:
-    if torch.version.hip or torch.cuda.get_device_capability(device) < (8, 0):
-        return False
-    try:
-        _kernel(TiledConfig(), 16, 1, False, False, False, device)
-    except Exception:  # no NVRTC, an older torch without its wrapper, a compile error: keep Triton
-        return False
-    return True
+    variant = defines(cfg, tokens, out_kind, bias, zero, raw)
+    return nvrtc.compile_kernel(SOURCE, KERNEL, variant, ring_bytes(cfg, tokens), device)
 
 
 def available(device: torch.device | str) -> bool:
     """Whether the tiled decode kernel runs on `device` (compiled once per device to find out)."""
-    device = torch.device(device)
-    if device.type != "cuda" or not hasattr(torch.cuda, "_compile_kernel"):
-        return False
-    return _usable(device.index if device.index is not None else torch.cuda.current_device())
+    return nvrtc.usable(device, _compile_default)
+
+
+def _compile_default(device: int) -> object:
+    return _kernel(TiledConfig(), 16, 1, False, False, False, device)
 
 
 def launch_tiled(

@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from importlib import resources
 
 import torch
 
 from fq_kernels._runtime import sm_count
+from fq_kernels.cuda import nvrtc
 from fq_kernels.reference.activation import factor_sizes
 
 MAX_SIDE = 128
@@ -59,19 +59,14 @@ class Variant:
         return 2 * elems
 
 
-KERNEL = "transform_quant_tokens"
+SOURCE, KERNEL = "transform_quant.cu", "transform_quant_tokens"
 
 
-@functools.cache
-def source() -> str:
-    return resources.files("fq_kernels.cuda").joinpath("transform_quant.cu").read_text()
-
-
-def nvrtc_options(v: Variant) -> list[str]:
-    """NVRTC options of one variant (also what the CPU tests compile for sm_90)."""
+def defines(v: Variant) -> dict[str, int]:
+    """The compile-time parameters of one variant (`transform_quant.cu` lists them)."""
     b1, b2 = v.padded
     qmin, qmax = (0, 2**v.bits - 1) if v.asym else (-(2 ** (v.bits - 1)), 2 ** (v.bits - 1) - 1)
-    defines = {
+    return {
         "N1": v.n1,
         "N2": v.n2,
         "B1": b1,
@@ -85,42 +80,26 @@ def nvrtc_options(v: Variant) -> list[str]:
         "QMAX": qmax,
         "WARPS": v.warps,
     }
-    return ["--fmad=false", *(f"-D{name}={value}" for name, value in defines.items())]
 
 
 @functools.cache
 def _kernel(v: Variant, device: int):
-    options = nvrtc_options(v)
-    with torch.cuda.device(device):
-        kernel = torch.cuda._compile_kernel(source(), KERNEL, nvcc_options=options)
-        if v.smem_bytes() >= 48 * 1024:
-            kernel.set_shared_memory_config(v.smem_bytes())
-    return kernel
+    return nvrtc.compile_kernel(SOURCE, KERNEL, defines(v), v.smem_bytes(), device)
 
 
-@functools.cache
-def _usable(device: int) -> bool:
-    if torch.version.hip or torch.cuda.get_device_capability(device) < (8, 0):
-        return False
-    try:
-        _kernel(Variant(64, 64, True, True, False, False, False, 4), device)
-    except Exception:  # no NVRTC, an older torch without its wrapper, a compile error: keep Triton
-        return False
-    return True
+def available(device: torch.device | str) -> bool:
+    """Whether the kernel runs on `device` (compiled once per device to find out)."""
+    return nvrtc.usable(device, _compile_default)
+
+
+def _compile_default(device: int) -> object:
+    return _kernel(Variant(64, 64, True, True, False, False, False, 4), device)
 
 
 def _aligned_float32(factor: torch.Tensor, device: torch.device) -> torch.Tensor:
     """The factor as contiguous float32 on `device`, 16-byte aligned (the kernel reads float4s)."""
     f = factor.to(device, torch.float32).contiguous()
     return f if f.data_ptr() % 16 == 0 else f.clone()
-
-
-def available(device: torch.device | str) -> bool:
-    """Whether the kernel runs on `device` (compiled once per device to find out)."""
-    device = torch.device(device)
-    if device.type != "cuda" or not hasattr(torch.cuda, "_compile_kernel"):
-        return False
-    return _usable(device.index if device.index is not None else torch.cuda.current_device())
 
 
 def supports(
