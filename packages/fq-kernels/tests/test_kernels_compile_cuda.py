@@ -1,4 +1,6 @@
-"""The CUDA sources compile for sm_90 without a GPU, with the options their launchers pass.
+"""The CUDA kernels' host side without a GPU: the sources compile for sm_90 with the options their
+launchers pass, each launcher compiles the variant it describes, and the launch structures have the
+driver API's layout.
 
 On a GPU the launchers compile `fq_kernels/cuda/*.cu` at first use with the NVRTC that torch's CUDA
 builds ship; here the same compiler comes from the `nvidia-cuda-nvrtc` wheel (a test dependency,
@@ -120,3 +122,17 @@ def test_launchers_compile_the_variant_they_describe(monkeypatch) -> None:
     for (source, name, options, kernel), (module, defines, shared) in zip(compiled, expected, strict=True):
         assert (source, name) == (nvrtc.read_source(module.SOURCE), module.KERNEL)
         assert options == nvrtc.options(defines) and kernel.shared == shared
+
+
+def test_launch_structures_have_the_driver_api_layout() -> None:
+    """`cuLaunchKernelEx` reads CUlaunchConfig / CUlaunchAttribute by offset (cuda.h, CUDA 12+):
+    grid at 0, block at 12, sharedMemBytes at 24, hStream at 32, attrs at 40, numAttrs at 48
+    (56 bytes); an attribute is its id, 4 bytes of padding and a 64-byte value union (72 bytes)."""
+    import ctypes
+
+    from fq_kernels.cuda.launch import _LaunchAttribute, _LaunchConfig
+
+    offsets = {name: getattr(_LaunchConfig, name).offset for name, _ in _LaunchConfig._fields_}
+    assert offsets == {"grid": 0, "block": 12, "shared_mem": 24, "stream": 32, "attrs": 40, "num_attrs": 48}
+    assert ctypes.sizeof(_LaunchConfig) == 56
+    assert _LaunchAttribute.value.offset == 8 and ctypes.sizeof(_LaunchAttribute) == 72
