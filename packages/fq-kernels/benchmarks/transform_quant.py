@@ -71,7 +71,8 @@ def measure(case: str, m: int, fmt: str) -> dict[str, float]:
 
 def measure_layer(k: int, n: int, m: int) -> dict[str, float]:
     """The decode layer (op calls, as QuantLinear makes them) with either transform_quant kernel, with
-    and without the GEMM overlapping it, against bf16 cuBLAS; weights rotated to defeat the L2."""
+    and without the GEMM overlapping it (where `decode_gemm` overlaps at all: wide layers, or one
+    token), against bf16 cuBLAS; weights rotated to defeat the L2."""
     p = LinearProblem(m, k, n)
     count = copies_to_defeat_l2(n * k * 2)
     ws = p.weight_copies("bf16", count)
