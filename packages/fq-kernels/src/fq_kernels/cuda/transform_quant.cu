@@ -65,6 +65,14 @@ __device__ __forceinline__ u16 to_half(float v) {
   return h;
 }
 
+__device__ __forceinline__ u32 pack_halves(float lo, float hi) {
+  return to_half(lo) | (u32(to_half(hi)) << 16);
+}
+
+// Origin (first row, first column) of Y's 16 x 8 tile number `tile` (row-major over the tiles).
+__device__ __forceinline__ int tile_row(int tile) { return (tile / (B2 / 8)) * 16; }
+__device__ __forceinline__ int tile_col(int tile) { return (tile % (B2 / 8)) * 8; }
+
 __device__ __forceinline__ void mma(float* c, const u32* a, const u32* b) {
 #if IN_F16
   asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
@@ -169,8 +177,7 @@ struct Factor {
         } else {
 #pragma unroll
           for (int c = 0; c < V; c += 2)  // two values per 32-bit store (col and LD are even)
-            *reinterpret_cast<u32*>(dst + row * LD + col + c) =
-                to_half(v[r][c]) | (u32(to_half(v[r][(c + 1) % V])) << 16);
+            *reinterpret_cast<u32*>(dst + row * LD + col + c) = pack_halves(v[r][c], v[r][(c + 1) % V]);
         }
       }
     }
@@ -253,7 +260,7 @@ extern "C" __global__ void __launch_bounds__(THREADS)
       for (int s = 0; s < PER_WARP; ++s) {
         const int tile = warp + s * WARPS;
         if (tile < TILES)
-          tile_product<B2, false>(acc[s], xs, LDX, rs, LDR, (tile / (B2 / 8)) * 16, (tile % (B2 / 8)) * 8, lane);
+          tile_product<B2, false>(acc[s], xs, LDX, rs, LDR, tile_row(tile), tile_col(tile), lane);
       }
     }
     if (HAS_RIGHT && HAS_LEFT) {
@@ -261,12 +268,12 @@ extern "C" __global__ void __launch_bounds__(THREADS)
       for (int s = 0; s < PER_WARP; ++s) {
         const int tile = warp + s * WARPS;
         if (tile < TILES) {
-          const int r0 = (tile / (B2 / 8)) * 16, n0 = (tile % (B2 / 8)) * 8;
+          const int r0 = tile_row(tile), n0 = tile_col(tile);
           // acc[s][c]: T[r0 + g + 8 (c >> 1)][n0 + 2t + (c & 1)]
 #pragma unroll
           for (int h = 0; h < 2; ++h)
             *reinterpret_cast<u32*>(ts + (r0 + g + 8 * h) * LDX + n0 + 2 * t) =
-                to_half(acc[s][2 * h]) | (u32(to_half(acc[s][2 * h + 1])) << 16);
+                pack_halves(acc[s][2 * h], acc[s][2 * h + 1]);
 #pragma unroll
           for (int c = 0; c < 4; ++c) acc[s][c] = 0.0f;
         }
@@ -279,7 +286,7 @@ extern "C" __global__ void __launch_bounds__(THREADS)
       for (int s = 0; s < PER_WARP; ++s) {
         const int tile = warp + s * WARPS;
         if (tile < TILES)
-          tile_product<B1, true>(acc[s], ls, LDL, ts, LDX, (tile / (B2 / 8)) * 16, (tile % (B2 / 8)) * 8, lane);
+          tile_product<B1, true>(acc[s], ls, LDL, ts, LDX, tile_row(tile), tile_col(tile), lane);
       }
     }
 
@@ -331,7 +338,7 @@ extern "C" __global__ void __launch_bounds__(THREADS)
     for (int s = 0; s < PER_WARP; ++s) {
       const int tile = warp + s * WARPS;
       if (tile < TILES) {
-        const int r0 = (tile / (B2 / 8)) * 16, n0 = (tile % (B2 / 8)) * 8;
+        const int r0 = tile_row(tile), n0 = tile_col(tile);
         const int j = n0 + 2 * t;
 #pragma unroll
         for (int h = 0; h < 2; ++h) {
