@@ -235,9 +235,11 @@ def _baseline_row(m, k, n):
     return res
 
 
-def baselines(log):
+def baselines(log, tokens):
     rows = []
     for m, k, n in PREFILL_SHAPES + DECODE_SHAPES:
+        if tokens and m not in tokens:
+            continue
         res = _baseline_row(m, k, n)
         log(res)
         rows.append(res)
@@ -282,7 +284,8 @@ def summarize(results, base):
         b = bf.get(key[:3], {})
         c = r["cfg"]
         tile = f"{c['block_m']}x{c['block_n']}x{c['block_k']}"
-        cfg = f"{tile} w{c['num_warps']} s{c['num_stages']} {c['schedule']}"
+        ws = " warp-specialised" if c.get("warp_specialize") else ""
+        cfg = f"{tile} w{c['num_warps']} s{c['num_stages']} {c['schedule']}{ws}"
         tops = 2 * key[0] * key[1] * key[2] / r["median_ms"] / 1e9
         bf16 = b.get("bf16_ms", float("nan"))
         cublas = f"cuBLAS int8 {bf16 / b.get('int8_ms', nan):.2f}, fp8 {bf16 / b.get('fp8_ms', nan):.2f}"
@@ -381,7 +384,9 @@ def main():
     parser.add_argument("--workers", type=int, default=12)
     parser.add_argument("--sections", default="exact,baseline,prefill,decode,tq,kv,asm")
     parser.add_argument("--precompile-only", action="store_true", help="only fill the Triton cache")
+    parser.add_argument("--tokens", default="", help="only these M (comma-separated; default all)")
     args = parser.parse_args()
+    tokens = {int(t) for t in args.tokens.split(",") if t}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     log_file = (out / "tune.jsonl").open("a")
@@ -397,7 +402,7 @@ def main():
         flush=True,
     )
     sections = args.sections.split(",")
-    todo = [c for c in cases() if c["section"] in sections]
+    todo = [c for c in cases() if c["section"] in sections and (not tokens or c.get("m") in tokens)]
     if todo and args.workers > 0:
         precompile(todo, args.workers)
     if args.precompile_only:
@@ -412,7 +417,7 @@ def main():
 
     if "exact" in sections:
         guarded(exactness, log)
-    base = (guarded(baselines, log) if "baseline" in sections else []) or []
+    base = (guarded(baselines, log, tokens) if "baseline" in sections else []) or []
     results = timing_pass(todo, log)
     guarded(summarize, results, base)
     if "asm" in sections:

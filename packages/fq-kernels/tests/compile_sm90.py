@@ -154,17 +154,20 @@ def cases() -> list[tuple[str, Callable[[], object]]]:
             a8 = torch.randint(-8, 8, (m, k), dtype=torch.int8).to(dtype)
             b8 = torch.randint(-8, 8, (n, k), dtype=torch.int8).to(dtype)
             c = torch.empty(m, n, dtype=torch.bfloat16)
-            cfg = gemm_prefill.candidates(m, n, k, kind == "fp8")[0]
-            name = f"prefill GEMM {kind} M={m} ({cfg.schedule})"
-            sx = torch.ones(m)
-            out.append(
-                (
-                    name,
-                    lambda a8=a8, b8=b8, c=c, cfg=cfg, sx=sx: gemm_prefill.launch_prefill(
-                        a8, b8, sx, sw, None, c, cfg
-                    ),
+            configs = gemm_prefill.candidates(m, n, k, kind == "fp8")
+            specialized = [c for c in configs if c.warp_specialize][:1]
+            for cfg in [configs[0], *specialized]:
+                ws = ", warp-specialised" if cfg.warp_specialize else ""
+                name = f"prefill GEMM {kind} M={m} ({cfg.schedule}{ws})"
+                sx = torch.ones(m)
+                out.append(
+                    (
+                        name,
+                        lambda a8=a8, b8=b8, c=c, cfg=cfg, sx=sx: gemm_prefill.launch_prefill(
+                            a8, b8, sx, sw, None, c, cfg
+                        ),
+                    )
                 )
-            )
 
     xkv = torch.randn(2, 8, 5, 128).to(torch.bfloat16)
     out.append(("quant_kv", lambda: kv.launch_quant_kv(xkv, 128, clip)))

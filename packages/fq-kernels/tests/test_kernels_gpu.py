@@ -400,6 +400,36 @@ def test_every_tiled_decode_candidate_is_exact_on_adversarial_sums(m: int) -> No
             assert torch.equal(out.cpu(), exact), (cfg, k, n)
 
 
+@pytest.mark.parametrize(("m", "k", "n"), [(2048, 4096, 1536), (300, 11008, 4096), (4099, 576, 1000)])
+def test_every_prefill_candidate_is_exact_with_the_reference_epilogue(m: int, k: int, n: int) -> None:
+    """Autotuning may pick any prefill configuration (pointer or TMA schedule, warp-specialised or
+    not): each must give the exact integers on adversarial sums and the reference epilogue, at tile
+    counts that leave partial tiles and a ragged last wave."""
+    from fq_kernels.triton.gemm_prefill import candidates, launch_prefill
+
+    g = torch.Generator().manual_seed(m + k + n)
+    xv = torch.full((m, k), 7, dtype=torch.int8)
+    xv[1::2] = -8
+    wv = torch.randint(5, 8, (n, k), generator=g, dtype=torch.int8)
+    wv[::3] = -8
+    xr = torch.randint(-8, 8, (m, k), generator=g, dtype=torch.int8)
+    sx = (torch.rand(m, generator=g) + 0.1).to(DEV)
+    sw = (torch.rand(n, generator=g) * 0.01).to(DEV)
+    bias = torch.randn(n, generator=g).to(DEV)
+    exact = ref.int_matmul_ref(xv, wv)
+    terms = epilogue_terms(xr.to(DEV), sx, wv.to(DEV), sw, bias, None, None)
+    expected = ref.w4a4_linear_ref(xr.to(DEV), sx, wv.to(DEV), sw, bias, torch.bfloat16)
+    configs = candidates(m, n, k, fp8=False)
+    assert any(c.warp_specialize for c in configs) or m <= 256
+    for cfg in configs:
+        raw = torch.full((m, n), -1, dtype=torch.int32, device=DEV)
+        launch_prefill(xv.to(DEV), wv.to(DEV), sx, sw, None, raw, cfg, raw=True)
+        assert torch.equal(raw.cpu(), exact), cfg
+        out = torch.empty(m, n, dtype=torch.bfloat16, device=DEV)
+        launch_prefill(xr.to(DEV), wv.to(DEV), sx, sw, bias, out, cfg)
+        assert_epilogue_close(out, expected, terms)
+
+
 def test_quant_linear_decodes_with_tiles_on_cuda() -> None:
     """On CUDA a QuantLinear stores decode tiles and gives what the Triton kernel on packed rows gives."""
     from fq_kernels.quant_linear import QuantLinear

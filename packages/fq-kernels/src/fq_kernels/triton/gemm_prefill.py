@@ -41,6 +41,10 @@ class PrefillConfig:
     num_stages: int = 3
     schedule: str = "tma"  # "tma" (persistent) or "ptr"
     imprecise: int | None = 128  # fp8 only: promote to the float32 accumulator every n products
+    # tma only: one producer warp group issues the copies, two consumer warp groups (num_warps each,
+    # which Triton's Hopper warp specialisation needs to be 4) split the tile's rows and run the MMAs
+    # and the epilogue, so the next tile's loads overlap this tile's epilogue.
+    warp_specialize: bool = False
 
 
 @triton.jit
@@ -80,6 +84,7 @@ def _prefill_tma_kernel(
     HAS_BIAS: tl.constexpr,
     HAS_ZERO: tl.constexpr,
     RAW: tl.constexpr,
+    WARP_SPECIALIZE: tl.constexpr,
 ):
     start = tl.program_id(0)
     num_pid_m = tl.cdiv(M, BM)
@@ -88,9 +93,12 @@ def _prefill_tma_kernel(
     num_tiles = num_pid_m * num_pid_n
     acc_dtype = tl.float32 if IS_FP8 else tl.int32
     # The epilogue recomputes its tile from its own counter so that the pipeliner, which flattens
-    # the two loops, can overlap the next tile's loads with this tile's stores.
+    # the two loops, can overlap the next tile's loads with this tile's stores. Warp specialisation
+    # gets that overlap from its producer warps instead (and does not take flattened loops).
     tile_c = start - num_progs
-    for tile_id in tl.range(start, num_tiles, num_progs, flatten=True):
+    for tile_id in tl.range(
+        start, num_tiles, num_progs, flatten=not WARP_SPECIALIZE, warp_specialize=WARP_SPECIALIZE
+    ):
         pid_m, pid_n = grouped_tile(tile_id, num_pid_m, num_pid_n, GROUP_M)
         off_m = pid_m * BM
         off_n = pid_n * BN
@@ -260,7 +268,19 @@ def _launch(a, b, sx, sw, bias, zx, wsum, out, config: PrefillConfig, raw: bool)
         b_desc = TensorDescriptor.from_tensor(b, [cfg.block_n, cfg.block_k])
         progs = min(tiles, sm_count(a))
         _prefill_tma_kernel[(progs,)](
-            a_desc, b_desc, out, sx, sw, *optional, m, n, k, out.stride(0), progs, **common
+            a_desc,
+            b_desc,
+            out,
+            sx,
+            sw,
+            *optional,
+            m,
+            n,
+            k,
+            out.stride(0),
+            progs,
+            WARP_SPECIALIZE=cfg.warp_specialize,
+            **common,
         )
     else:
         _prefill_ptr_kernel[(tiles,)](
@@ -300,6 +320,10 @@ def candidates(m: int, n: int, k: int, fp8: bool) -> list[PrefillConfig]:
         c(128, 128, 128, 8, 4, 4, "tma"),
         c(128, 256, 128, 8, 8, 3, "ptr"),
         c(256, 128, 128, 8, 8, 3, "tma"),
+        c(128, 256, 128, 8, 4, 3, "tma", warp_specialize=True),
+        c(128, 256, 128, 8, 4, 4, "tma", warp_specialize=True),
+        c(128, 128, 128, 8, 4, 4, "tma", warp_specialize=True),
+        c(128, 128, 128, 8, 4, 5, "tma", warp_specialize=True),
     ]
 
 
