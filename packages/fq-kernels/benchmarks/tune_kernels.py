@@ -55,7 +55,7 @@ def cases():
     for m, k in TQ_SHAPES:
         n1, n2 = kron_factors(k)
         fmt = "packed" if m <= 16 else "int8"
-        for cfg in tqm.candidates(next_pow2(n1), next_pow2(n2)):
+        for cfg in tqm.candidates(next_pow2(n1), next_pow2(n2), m):
             out.append({"section": "tq", "m": m, "k": k, "dot": "bf16", "fmt": fmt, "cfg": asdict(cfg)})
     for b, hq, hkv, s, d in KV_SHAPES:
         for cfg in kv_attention.candidates(hq // hkv):

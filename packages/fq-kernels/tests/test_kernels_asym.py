@@ -193,8 +193,8 @@ def test_kernel_ties_round_to_even() -> None:
 
 
 @needs_interpreter
-@pytest.mark.parametrize("reduce_axes", [False, True])
-def test_kernel_with_an_exact_transform_is_bit_exact(reduce_axes: bool) -> None:
+@pytest.mark.parametrize(("reduce_axes", "tokens"), [(False, 1), (True, 1), (False, 4)])
+def test_kernel_with_an_exact_transform_is_bit_exact(reduce_axes: bool, tokens: int) -> None:
     from fq_kernels.triton.transform_quant import TQConfig
 
     g = torch.Generator().manual_seed(5)
@@ -202,7 +202,7 @@ def test_kernel_with_an_exact_transform_is_bit_exact(reduce_axes: bool) -> None:
     x = torch.randint(-40, 60, (9, 128), generator=g).float() / 4
     x[2] = 0
     x[3, 1] = float("nan")
-    cfg = TQConfig(num_warps=4, programs_per_sm=1, reduce_axes=reduce_axes)
+    cfg = TQConfig(num_warps=4, programs_per_sm=1, reduce_axes=reduce_axes, tokens=tokens)
     for fmt in ("packed", "int8"):
         got = _tq(x, left, right, (1.0, 0.9), 4, fmt, config=cfg)
         assert_asym_equal(got, ref.transform_quant_asym_ref(x, left, right, (1.0, 0.9), 4, fmt))

@@ -72,17 +72,22 @@ def test_transform_quant_matches_reference(n1: int, n2: int, variant: str) -> No
         assert s[1] == 1
 
 
-@pytest.mark.parametrize("reduce_axes", [False, True])
-def test_kernel_configurations_agree(reduce_axes: bool) -> None:
+@pytest.mark.parametrize(("reduce_axes", "tokens"), [(False, 1), (True, 1), (False, 2), (False, 4)])
+def test_kernel_configurations_agree(reduce_axes: bool, tokens: int) -> None:
+    """Every configuration gives the reference's codes; several tokens a step included, with a
+    ragged last step (5 tokens) and a non-power-of-two tile (the padding must stay out of the dots)."""
     from fq_kernels.triton.transform_quant import TQConfig, launch_transform_quant
 
     g = torch.Generator().manual_seed(6)
-    left, right = signed_permutation(8, g), signed_permutation(16, g, 0.5)
-    x = torch.randint(-40, 40, (5, 128), generator=g).float() / 4
-    x[2, 3] = float("nan")
-    cfg = TQConfig(num_warps=4, programs_per_sm=1, reduce_axes=reduce_axes)
-    q, s, _ = launch_transform_quant(x, left, right, ref.clip_pair(0.9), 4, "int8", config=cfg)
-    assert_quant_equal(q, s, *ref.transform_quant_ref(x, left, right, 0.9, 4, "int8"))
+    for n1, n2 in ((8, 16), (6, 20)):
+        left, right = signed_permutation(n1, g), signed_permutation(n2, g, 0.5)
+        x = torch.randint(-40, 40, (5, n1 * n2), generator=g).float() / 4
+        x[2, 3] = float("nan")
+        x[4] = 0
+        cfg = TQConfig(num_warps=4, programs_per_sm=1, reduce_axes=reduce_axes, tokens=tokens)
+        for fmt in ("packed", "int8"):
+            q, s, _ = launch_transform_quant(x, left, right, ref.clip_pair(0.9), 4, fmt, config=cfg)
+            assert_quant_equal(q, s, *ref.transform_quant_ref(x, left, right, 0.9, 4, fmt))
 
 
 def test_exactly_representable_transform_is_bit_exact() -> None:
