@@ -385,6 +385,7 @@ def main():
     parser.add_argument("--sections", default="exact,baseline,prefill,decode,tq,kv,asm")
     parser.add_argument("--precompile-only", action="store_true", help="only fill the Triton cache")
     parser.add_argument("--tokens", default="", help="only these M (comma-separated; default all)")
+    parser.add_argument("--exclude", default="", help="drop configurations with this field set, e.g. tma_store")
     args = parser.parse_args()
     tokens = {int(t) for t in args.tokens.split(",") if t}
     out = Path(args.out)
@@ -403,6 +404,7 @@ def main():
     )
     sections = args.sections.split(",")
     todo = [c for c in cases() if c["section"] in sections and (not tokens or c.get("m") in tokens)]
+    todo = [c for c in todo if not (args.exclude and c["cfg"].get(args.exclude))]
     if todo and args.workers > 0:
         precompile(todo, args.workers)
     if args.precompile_only:

@@ -189,9 +189,12 @@ def cases() -> list[tuple[str, Callable[[], object]]]:
             c = torch.empty(m, n, dtype=torch.bfloat16)
             configs = gemm_prefill.candidates(m, n, k, kind == "fp8")
             specialized = [c for c in configs if c.warp_specialize][:1]
-            for cfg in [configs[0], *specialized]:
-                ws = ", warp-specialised" if cfg.warp_specialize else ""
-                name = f"prefill GEMM {kind} M={m} ({cfg.schedule}{ws})"
+            tma_stores = [c for c in configs if c.tma_store][:1]
+            for cfg in [configs[0], *specialized, *tma_stores]:
+                extra = {(True, False): ", warp-specialised", (False, True): ", TMA store"}.get(
+                    (cfg.warp_specialize, cfg.tma_store), ""
+                )
+                name = f"prefill GEMM {kind} M={m} ({cfg.schedule}{extra})"
                 sx = torch.ones(m)
                 out.append(
                     (

@@ -260,7 +260,7 @@ def test_packed_gemm_with_zero_points(m: int, split: int, a_layout: str, kernel:
 
 @needs_interpreter
 @pytest.mark.parametrize("kind", ["int8", "fp8"])
-@pytest.mark.parametrize("schedule", ["tma", "ptr"])
+@pytest.mark.parametrize("schedule", ["tma", "tma-store", "ptr"])
 def test_prefill_gemm_with_zero_points(kind: str, schedule: str) -> None:
     from fq_kernels.triton.gemm_prefill import PrefillConfig, launch_prefill
 
@@ -269,9 +269,8 @@ def test_prefill_gemm_with_zero_points(kind: str, schedule: str) -> None:
     xv, zx, wv, sx, sw, wsum, bias = _asym_operands(m, 80, n, g)
     dt = torch.int8 if kind == "int8" else torch.float8_e4m3fn
     a, b = xv.to(dt), wv.to(dt)
-    cfg = PrefillConfig(
-        block_m=16, block_n=32, block_k=32, group_m=2, num_warps=4, num_stages=1, schedule=schedule
-    )
+    store = schedule == "tma-store"  # the TMA schedule with its TMA-store epilogue
+    cfg = PrefillConfig(16, 32, 32, 2, 4, 1, schedule.removesuffix("-store"), tma_store=store)
     one = torch.ones(max(m, n))
     out = launch_prefill(a, b, one, one, None, torch.empty(m, n), cfg, zx=zx, wsum=wsum)
     assert torch.equal(out, ref.w4a4_linear_ref(xv, one[:m], wv, one[:n], None, torch.float32, zx, wsum))

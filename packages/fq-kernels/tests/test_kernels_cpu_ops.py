@@ -193,7 +193,7 @@ def test_packed_gemm_is_exact(
 
 @pytest.mark.parametrize(("m", "k", "n"), [(1, 64, 16), (19, 96, 40), (40, 80, 64), (64, 200, 50)])
 @pytest.mark.parametrize("kind", ["int8", "fp8"])
-@pytest.mark.parametrize("schedule", ["tma", "ptr"])
+@pytest.mark.parametrize("schedule", ["tma", "tma-store", "ptr"])
 def test_prefill_gemm_is_exact(m: int, k: int, n: int, kind: str, schedule: str) -> None:
     from fq_kernels.triton.gemm_prefill import PrefillConfig, launch_prefill
 
@@ -201,9 +201,8 @@ def test_prefill_gemm_is_exact(m: int, k: int, n: int, kind: str, schedule: str)
     xv, wv = _operands(m, k, n, g)
     dt = torch.int8 if kind == "int8" else torch.float8_e4m3fn
     a, b = xv.to(dt), wv.to(dt)
-    cfg = PrefillConfig(
-        block_m=16, block_n=32, block_k=32, group_m=2, num_warps=4, num_stages=1, schedule=schedule
-    )
+    store = schedule == "tma-store"  # the TMA schedule with its TMA-store epilogue
+    cfg = PrefillConfig(16, 32, 32, 2, 4, 1, schedule.removesuffix("-store"), tma_store=store)
     one = torch.ones(max(m, n))
     acc = launch_prefill(a, b, one, one, None, torch.empty(m, n, dtype=torch.int32), cfg, raw=True)
     assert torch.equal(acc, ref.int_matmul_ref(xv, wv))
