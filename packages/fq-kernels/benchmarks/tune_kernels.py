@@ -385,7 +385,7 @@ def main():
     parser.add_argument("--sections", default="exact,baseline,prefill,decode,tq,kv,asm")
     parser.add_argument("--precompile-only", action="store_true", help="only fill the Triton cache")
     parser.add_argument("--tokens", default="", help="only these M (comma-separated; default all)")
-    parser.add_argument("--exclude", default="", help="drop configurations with this field set (tma_store, ...)")
+    parser.add_argument("--exclude", default="", help="drop configs with this field set")
     args = parser.parse_args()
     tokens = {int(t) for t in args.tokens.split(",") if t}
     out = Path(args.out)
