@@ -284,8 +284,8 @@ def summarize(results, base):
         b = bf.get(key[:3], {})
         c = r["cfg"]
         tile = f"{c['block_m']}x{c['block_n']}x{c['block_k']}"
-        ws = " warp-specialised" if c.get("warp_specialize") else ""
-        cfg = f"{tile} w{c['num_warps']} s{c['num_stages']} {c['schedule']}{ws}"
+        store = " TMA store" if c.get("tma_store") else ""
+        cfg = f"{tile} w{c['num_warps']} s{c['num_stages']} {c['schedule']}{store}"
         tops = 2 * key[0] * key[1] * key[2] / r["median_ms"] / 1e9
         bf16 = b.get("bf16_ms", float("nan"))
         cublas = f"cuBLAS int8 {bf16 / b.get('int8_ms', nan):.2f}, fp8 {bf16 / b.get('fp8_ms', nan):.2f}"

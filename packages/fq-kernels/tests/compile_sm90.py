@@ -188,13 +188,9 @@ def cases() -> list[tuple[str, Callable[[], object]]]:
             b8 = torch.randint(-8, 8, (n, k), dtype=torch.int8).to(dtype)
             c = torch.empty(m, n, dtype=torch.bfloat16)
             configs = gemm_prefill.candidates(m, n, k, kind == "fp8")
-            specialized = [c for c in configs if c.warp_specialize][:1]
-            tma_stores = [c for c in configs if c.tma_store][:1]
-            for cfg in [configs[0], *specialized, *tma_stores]:
-                extra = {(True, False): ", warp-specialised", (False, True): ", TMA store"}.get(
-                    (cfg.warp_specialize, cfg.tma_store), ""
-                )
-                name = f"prefill GEMM {kind} M={m} ({cfg.schedule}{extra})"
+            for cfg in [configs[0], *[c for c in configs if c.tma_store][:1]]:
+                store = ", TMA store" if cfg.tma_store else ""
+                name = f"prefill GEMM {kind} M={m} ({cfg.schedule}{store})"
                 sx = torch.ones(m)
                 out.append(
                     (

@@ -41,11 +41,7 @@ class PrefillConfig:
     num_stages: int = 3
     schedule: str = "tma"  # "tma" (persistent) or "ptr"
     imprecise: int | None = 128  # fp8 only: promote to the float32 accumulator every n products
-    # tma only: one producer warp group issues the copies, two consumer warp groups (num_warps each,
-    # which Triton's Hopper warp specialisation needs to be 4) split the tile's rows and run the MMAs
-    # and the epilogue, so the next tile's loads overlap this tile's epilogue.
-    warp_specialize: bool = False
-    # tma only, not with warp_specialize: the output leaves through the TMA engine in two [BM, BN / 2]
+    # tma only: the output leaves through the TMA engine in two [BM, BN / 2]
     # halves (from shared memory, whole lines) instead of masked stores from the MMA's registers
     tma_store: bool = False
 
@@ -88,7 +84,6 @@ def _prefill_tma_kernel(
     HAS_BIAS: tl.constexpr,
     HAS_ZERO: tl.constexpr,
     RAW: tl.constexpr,
-    WARP_SPECIALIZE: tl.constexpr,
     TMA_STORE: tl.constexpr,
 ):
     start = tl.program_id(0)
@@ -98,12 +93,9 @@ def _prefill_tma_kernel(
     num_tiles = num_pid_m * num_pid_n
     acc_dtype = tl.float32 if IS_FP8 else tl.int32
     # The epilogue recomputes its tile from its own counter so that the pipeliner, which flattens
-    # the two loops, can overlap the next tile's loads with this tile's stores. Warp specialisation
-    # gets that overlap from its producer warps instead (and does not take flattened loops).
+    # the two loops, can overlap the next tile's loads with this tile's stores.
     tile_c = start - num_progs
-    for tile_id in tl.range(
-        start, num_tiles, num_progs, flatten=not WARP_SPECIALIZE, warp_specialize=WARP_SPECIALIZE
-    ):
+    for tile_id in tl.range(start, num_tiles, num_progs, flatten=True):
         pid_m, pid_n = grouped_tile(tile_id, num_pid_m, num_pid_n, GROUP_M)
         off_m = pid_m * BM
         off_n = pid_n * BN
@@ -277,9 +269,7 @@ def _launch(a, b, sx, sw, bias, zx, wsum, out, config: PrefillConfig, raw: bool)
 
         a_desc = TensorDescriptor.from_tensor(a, [cfg.block_m, cfg.block_k])
         b_desc = TensorDescriptor.from_tensor(b, [cfg.block_n, cfg.block_k])
-        tma_store = (
-            cfg.tma_store and not raw and not cfg.warp_specialize and out.stride(1) == 1 and _tma_ok(out, out)
-        )
+        tma_store = cfg.tma_store and not raw and out.stride(1) == 1 and _tma_ok(out, out)
         # (a_desc stands in for the output descriptor that a pointer-store epilogue never reads)
         c_desc = TensorDescriptor.from_tensor(out, [cfg.block_m, cfg.block_n // 2]) if tma_store else a_desc
         progs = min(tiles, sm_count(a))
@@ -296,7 +286,6 @@ def _launch(a, b, sx, sw, bias, zx, wsum, out, config: PrefillConfig, raw: bool)
             k,
             out.stride(0),
             progs,
-            WARP_SPECIALIZE=cfg.warp_specialize,
             TMA_STORE=tma_store,
             **common,
         )
@@ -340,10 +329,6 @@ def candidates(m: int, n: int, k: int, fp8: bool) -> list[PrefillConfig]:
         c(256, 128, 128, 8, 8, 3, "tma"),
         c(128, 256, 128, 8, 8, 3, "tma", tma_store=True),
         c(128, 256, 128, 8, 8, 4, "tma", tma_store=True),
-        c(128, 256, 128, 8, 4, 3, "tma", warp_specialize=True),
-        c(128, 256, 128, 8, 4, 4, "tma", warp_specialize=True),
-        c(128, 128, 128, 8, 4, 4, "tma", warp_specialize=True),
-        c(128, 128, 128, 8, 4, 5, "tma", warp_specialize=True),
     ]
 
 
