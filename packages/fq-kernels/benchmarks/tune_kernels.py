@@ -235,10 +235,10 @@ def _baseline_row(m, k, n):
     return res
 
 
-def baselines(log, tokens):
+def baselines(log, tokens, shapes):
     rows = []
     for m, k, n in PREFILL_SHAPES + DECODE_SHAPES:
-        if tokens and m not in tokens:
+        if (tokens and m not in tokens) or (shapes and (k, n) not in shapes):
             continue
         res = _baseline_row(m, k, n)
         log(res)
@@ -385,6 +385,7 @@ def main():
     parser.add_argument("--sections", default="exact,baseline,prefill,decode,tq,kv,asm")
     parser.add_argument("--precompile-only", action="store_true", help="only fill the Triton cache")
     parser.add_argument("--tokens", default="", help="only these M (comma-separated; default all)")
+    parser.add_argument("--shapes", default="", help="only these KxN linear shapes (and their K for tq)")
     parser.add_argument("--exclude", default="", help="drop configs with this field set")
     args = parser.parse_args()
     tokens = {int(t) for t in args.tokens.split(",") if t}
@@ -405,6 +406,14 @@ def main():
     sections = args.sections.split(",")
     todo = [c for c in cases() if c["section"] in sections and (not tokens or c.get("m") in tokens)]
     todo = [c for c in todo if not (args.exclude and c["cfg"].get(args.exclude))]
+    shapes = {tuple(int(v) for v in s.split("x")) for s in args.shapes.split(",") if s}
+    if shapes:
+        ks = {k for k, _ in shapes}
+        todo = [
+            c
+            for c in todo
+            if (c.get("k"), c.get("n")) in shapes or (c["section"], c["k"]) in {("tq", k) for k in ks}
+        ]
     if todo and args.workers > 0:
         precompile(todo, args.workers)
     if args.precompile_only:
@@ -419,7 +428,7 @@ def main():
 
     if "exact" in sections:
         guarded(exactness, log)
-    base = (guarded(baselines, log, tokens) if "baseline" in sections else []) or []
+    base = (guarded(baselines, log, tokens, shapes) if "baseline" in sections else []) or []
     results = timing_pass(todo, log)
     guarded(summarize, results, base)
     if "asm" in sections:
