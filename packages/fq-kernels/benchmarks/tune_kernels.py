@@ -55,7 +55,7 @@ def cases():
     for m, k in TQ_SHAPES:
         n1, n2 = kron_factors(k)
         fmt = "packed" if m <= 16 else "int8"
-        for cfg in tqm.candidates(next_pow2(n1), next_pow2(n2), m):
+        for cfg in tqm.candidates(next_pow2(n1), next_pow2(n2)):
             out.append({"section": "tq", "m": m, "k": k, "dot": "bf16", "fmt": fmt, "cfg": asdict(cfg)})
     for b, hq, hkv, s, d in KV_SHAPES:
         for cfg in kv_attention.candidates(hq // hkv):
@@ -284,8 +284,7 @@ def summarize(results, base):
         b = bf.get(key[:3], {})
         c = r["cfg"]
         tile = f"{c['block_m']}x{c['block_n']}x{c['block_k']}"
-        store = " TMA store" if c.get("tma_store") else ""
-        cfg = f"{tile} w{c['num_warps']} s{c['num_stages']} {c['schedule']}{store}"
+        cfg = f"{tile} w{c['num_warps']} s{c['num_stages']} {c['schedule']}"
         tops = 2 * key[0] * key[1] * key[2] / r["median_ms"] / 1e9
         bf16 = b.get("bf16_ms", float("nan"))
         cublas = f"cuBLAS int8 {bf16 / b.get('int8_ms', nan):.2f}, fp8 {bf16 / b.get('fp8_ms', nan):.2f}"
@@ -386,7 +385,6 @@ def main():
     parser.add_argument("--precompile-only", action="store_true", help="only fill the Triton cache")
     parser.add_argument("--tokens", default="", help="only these M (comma-separated; default all)")
     parser.add_argument("--shapes", default="", help="only these KxN linear shapes (and their K for tq)")
-    parser.add_argument("--exclude", default="", help="drop configs with this field set")
     args = parser.parse_args()
     tokens = {int(t) for t in args.tokens.split(",") if t}
     out = Path(args.out)
@@ -405,15 +403,10 @@ def main():
     )
     sections = args.sections.split(",")
     todo = [c for c in cases() if c["section"] in sections and (not tokens or c.get("m") in tokens)]
-    todo = [c for c in todo if not (args.exclude and c["cfg"].get(args.exclude))]
     shapes = {tuple(int(v) for v in s.split("x")) for s in args.shapes.split(",") if s}
-    if shapes:
-        ks = {k for k, _ in shapes}
-        todo = [
-            c
-            for c in todo
-            if (c.get("k"), c.get("n")) in shapes or (c["section"], c["k"]) in {("tq", k) for k in ks}
-        ]
+    if shapes:  # a linear shape's cases, and transform_quant at its K
+        keep = shapes | {(k, None) for k, _ in shapes}
+        todo = [c for c in todo if (c.get("k"), c.get("n")) in keep]
     if todo and args.workers > 0:
         precompile(todo, args.workers)
     if args.precompile_only:

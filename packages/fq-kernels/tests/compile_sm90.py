@@ -89,20 +89,17 @@ def cases() -> list[tuple[str, Callable[[], object]]]:
     prefill run by default (plus the decode GEMM's other unpacking and layout options)."""
     from fq_kernels.reference.activation import clip_pair
     from fq_kernels.triton import gemm_packed, gemm_prefill, kv, kv_attention
-    from fq_kernels.triton import transform_quant as tqm
     from fq_kernels.triton.transform_quant import launch_transform_quant
 
     g = torch.Generator().manual_seed(0)
     clip = clip_pair((0.9, 0.8))
     out: list[tuple[str, Callable[[], object]]] = []
 
-    def tq(name, k, n1, n2, fmt, sym, left=True, right=True, m=3, config=None):
+    def tq(name, k, n1, n2, fmt, sym, left=True, right=True, m=3):
         x = torch.randn(m, k, generator=g).to(torch.bfloat16)
         lf = torch.randn(n1, n1) if left else None
         rf = torch.randn(n2, n2) if right else None
-        out.append(
-            (name, lambda: launch_transform_quant(x, lf, rf, clip, 4, fmt, config=config, symmetric=sym))
-        )
+        out.append((name, lambda: launch_transform_quant(x, lf, rf, clip, 4, fmt, symmetric=sym)))
 
     tq("transform_quant 64x64 int8", 4096, 64, 64, "int8", True)
     tq("transform_quant 64x64 packed", 4096, 64, 64, "packed", True)
@@ -111,36 +108,6 @@ def cases() -> list[tuple[str, Callable[[], object]]]:
     tq("transform_quant 86x128 int8 (down_proj)", 11008, 86, 128, "int8", True)
     tq("transform_quant_asym heads 32x128", 4096, 32, 128, "int8", False, right=False)
     tq("quantize_act (no transform) packed", 4096, 1, 4096, "packed", True, left=False, right=False)
-    for cfg in [c for c in tqm.candidates(128, 128, m=2048) if c.tokens > 1][:1]:
-        tq(
-            f"transform_quant 86x128 int8, {cfg.tokens} tokens a step",
-            11008,
-            86,
-            128,
-            "int8",
-            True,
-            config=cfg,
-        )
-        tq(
-            f"transform_quant_asym 86x128 int8, {cfg.tokens} tokens",
-            11008,
-            86,
-            128,
-            "int8",
-            False,
-            config=cfg,
-        )
-    for cfg in [c for c in tqm.candidates(64, 64, m=2048) if c.tokens > 1][:1]:
-        tq(f"transform_quant 64x64 int8, {cfg.tokens} tokens a step", 4096, 64, 64, "int8", True, config=cfg)
-        tq(
-            f"transform_quant 64x64 packed, {cfg.tokens} tokens a step",
-            4096,
-            64,
-            64,
-            "packed",
-            True,
-            config=cfg,
-        )
 
     def with_pdl(call: Callable[[], object]) -> Callable[[], object]:
         def run() -> object:  # as on an sm_90 device: the kernel signals its dependents
@@ -187,19 +154,17 @@ def cases() -> list[tuple[str, Callable[[], object]]]:
             a8 = torch.randint(-8, 8, (m, k), dtype=torch.int8).to(dtype)
             b8 = torch.randint(-8, 8, (n, k), dtype=torch.int8).to(dtype)
             c = torch.empty(m, n, dtype=torch.bfloat16)
-            configs = gemm_prefill.candidates(m, n, k, kind == "fp8")
-            for cfg in [configs[0], *[c for c in configs if c.tma_store][:1]]:
-                store = ", TMA store" if cfg.tma_store else ""
-                name = f"prefill GEMM {kind} M={m} ({cfg.schedule}{store})"
-                sx = torch.ones(m)
-                out.append(
-                    (
-                        name,
-                        lambda a8=a8, b8=b8, c=c, cfg=cfg, sx=sx: gemm_prefill.launch_prefill(
-                            a8, b8, sx, sw, None, c, cfg
-                        ),
-                    )
+            cfg = gemm_prefill.candidates(m, n, k, kind == "fp8")[0]
+            name = f"prefill GEMM {kind} M={m} ({cfg.schedule})"
+            sx = torch.ones(m)
+            out.append(
+                (
+                    name,
+                    lambda a8=a8, b8=b8, c=c, cfg=cfg, sx=sx: gemm_prefill.launch_prefill(
+                        a8, b8, sx, sw, None, c, cfg
+                    ),
                 )
+            )
 
     xkv = torch.randn(2, 8, 5, 128).to(torch.bfloat16)
     out.append(("quant_kv", lambda: kv.launch_quant_kv(xkv, 128, clip)))

@@ -72,10 +72,9 @@ def test_transform_quant_matches_reference(n1: int, n2: int, variant: str) -> No
         assert s[1] == 1
 
 
-@pytest.mark.parametrize(("reduce_axes", "tokens"), [(False, 1), (True, 1), (False, 2), (False, 4)])
-def test_kernel_configurations_agree(reduce_axes: bool, tokens: int) -> None:
-    """Every configuration gives the reference's codes; several tokens a step included, with a
-    ragged last step (5 tokens) and a non-power-of-two tile (the padding must stay out of the dots)."""
+@pytest.mark.parametrize("reduce_axes", [False, True])
+def test_kernel_configurations_agree(reduce_axes: bool) -> None:
+    """Both reductions give the reference's codes, on a power-of-two tile and on a padded one."""
     from fq_kernels.triton.transform_quant import TQConfig, launch_transform_quant
 
     g = torch.Generator().manual_seed(6)
@@ -84,7 +83,7 @@ def test_kernel_configurations_agree(reduce_axes: bool, tokens: int) -> None:
         x = torch.randint(-40, 40, (5, n1 * n2), generator=g).float() / 4
         x[2, 3] = float("nan")
         x[4] = 0
-        cfg = TQConfig(num_warps=4, programs_per_sm=1, reduce_axes=reduce_axes, tokens=tokens)
+        cfg = TQConfig(num_warps=4, programs_per_sm=1, reduce_axes=reduce_axes)
         for fmt in ("packed", "int8"):
             q, s, _ = launch_transform_quant(x, left, right, ref.clip_pair(0.9), 4, fmt, config=cfg)
             assert_quant_equal(q, s, *ref.transform_quant_ref(x, left, right, 0.9, 4, fmt))
@@ -193,7 +192,7 @@ def test_packed_gemm_is_exact(
 
 @pytest.mark.parametrize(("m", "k", "n"), [(1, 64, 16), (19, 96, 40), (40, 80, 64), (64, 200, 50)])
 @pytest.mark.parametrize("kind", ["int8", "fp8"])
-@pytest.mark.parametrize("schedule", ["tma", "tma-store", "ptr"])
+@pytest.mark.parametrize("schedule", ["tma", "ptr"])
 def test_prefill_gemm_is_exact(m: int, k: int, n: int, kind: str, schedule: str) -> None:
     from fq_kernels.triton.gemm_prefill import PrefillConfig, launch_prefill
 
@@ -201,8 +200,9 @@ def test_prefill_gemm_is_exact(m: int, k: int, n: int, kind: str, schedule: str)
     xv, wv = _operands(m, k, n, g)
     dt = torch.int8 if kind == "int8" else torch.float8_e4m3fn
     a, b = xv.to(dt), wv.to(dt)
-    store = schedule == "tma-store"  # the TMA schedule with its TMA-store epilogue
-    cfg = PrefillConfig(16, 32, 32, 2, 4, 1, schedule.removesuffix("-store"), tma_store=store)
+    cfg = PrefillConfig(
+        block_m=16, block_n=32, block_k=32, group_m=2, num_warps=4, num_stages=1, schedule=schedule
+    )
     one = torch.ones(max(m, n))
     acc = launch_prefill(a, b, one, one, None, torch.empty(m, n, dtype=torch.int32), cfg, raw=True)
     assert torch.equal(acc, ref.int_matmul_ref(xv, wv))

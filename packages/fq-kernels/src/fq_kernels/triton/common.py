@@ -44,39 +44,6 @@ def grouped_tile(tile_id, num_pid_m, num_pid_n, GROUP_M: tl.constexpr):
 
 
 @triton.jit
-def scaled_tile(
-    acc,
-    offs_m,
-    offs_n,
-    M,
-    N,
-    sx_ptr,
-    sw_ptr,
-    bias_ptr,
-    zx_ptr,
-    wsum_ptr,
-    HAS_BIAS: tl.constexpr,
-    HAS_ZERO: tl.constexpr,
-):
-    """((float32(acc) - zx[m] * wsum[n]) * sx[m]) * sw[n] (+ bias[n]) in float32, the zero-point term
-    only for asymmetric activations (HAS_ZERO; exact: `fq_kernels.reference.gemm`)."""
-    mask_m = offs_m < M
-    mask_n = offs_n < N
-    sx = tl.load(sx_ptr + offs_m, mask=mask_m, other=0.0)
-    sw = tl.load(sw_ptr + offs_n, mask=mask_n, other=0.0)
-    out = acc.to(tl.float32)
-    if HAS_ZERO:
-        zx = tl.load(zx_ptr + offs_m, mask=mask_m, other=0.0)
-        wsum = tl.load(wsum_ptr + offs_n, mask=mask_n, other=0.0)
-        out = out - zx[:, None] * wsum[None, :]
-    out = out * sx[:, None] * sw[None, :]
-    if HAS_BIAS:
-        bias = tl.load(bias_ptr + offs_n, mask=mask_n, other=0.0)
-        out = out + bias[None, :]
-    return out
-
-
-@triton.jit
 def scaled_epilogue(
     acc,
     offs_m,
@@ -94,13 +61,25 @@ def scaled_epilogue(
     HAS_ZERO: tl.constexpr,
     RAW: tl.constexpr,
 ):
-    """Store `scaled_tile` cast to c's dtype, or (RAW) int32(acc), masked to the M x N output."""
-    mask = (offs_m < M)[:, None] & (offs_n < N)[None, :]
+    """out = ((float32(acc) - zx[m] * wsum[n]) * sx[m]) * sw[n] (+ bias[n]) cast to c's dtype, the
+    zero-point term only for asymmetric activations (HAS_ZERO; exact: `fq_kernels.reference.gemm`);
+    RAW stores int32(acc)."""
+    mask_m = offs_m < M
+    mask_n = offs_n < N
+    mask = mask_m[:, None] & mask_n[None, :]
     c_ptrs = c_ptr + offs_m[:, None].to(tl.int64) * stride_cm + offs_n[None, :]
     if RAW:
         tl.store(c_ptrs, acc.to(tl.int32), mask=mask)
     else:
-        out = scaled_tile(
-            acc, offs_m, offs_n, M, N, sx_ptr, sw_ptr, bias_ptr, zx_ptr, wsum_ptr, HAS_BIAS, HAS_ZERO
-        )
+        sx = tl.load(sx_ptr + offs_m, mask=mask_m, other=0.0)
+        sw = tl.load(sw_ptr + offs_n, mask=mask_n, other=0.0)
+        out = acc.to(tl.float32)
+        if HAS_ZERO:
+            zx = tl.load(zx_ptr + offs_m, mask=mask_m, other=0.0)
+            wsum = tl.load(wsum_ptr + offs_n, mask=mask_n, other=0.0)
+            out = out - zx[:, None] * wsum[None, :]
+        out = out * sx[:, None] * sw[None, :]
+        if HAS_BIAS:
+            bias = tl.load(bias_ptr + offs_n, mask=mask_n, other=0.0)
+            out = out + bias[None, :]
         tl.store(c_ptrs, out.to(c_ptr.dtype.element_ty), mask=mask)

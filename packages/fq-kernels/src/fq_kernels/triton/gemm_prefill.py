@@ -28,7 +28,7 @@ import triton.language as tl
 
 from fq_kernels import tuning
 from fq_kernels._runtime import interpreting, sm_count
-from fq_kernels.triton.common import grouped_tile, scaled_epilogue, scaled_tile
+from fq_kernels.triton.common import grouped_tile, scaled_epilogue
 
 
 @dataclass(frozen=True)
@@ -41,9 +41,6 @@ class PrefillConfig:
     num_stages: int = 3
     schedule: str = "tma"  # "tma" (persistent) or "ptr"
     imprecise: int | None = 128  # fp8 only: promote to the float32 accumulator every n products
-    # tma only: the output leaves through the TMA engine in two [BM, BN / 2]
-    # halves (from shared memory, whole lines) instead of masked stores from the MMA's registers
-    tma_store: bool = False
 
 
 @triton.jit
@@ -63,7 +60,6 @@ def _mma(a, b, acc, IS_FP8: tl.constexpr, IMPRECISE: tl.constexpr):
 def _prefill_tma_kernel(
     a_desc,
     b_desc,
-    c_desc,
     c_ptr,
     sx_ptr,
     sw_ptr,
@@ -84,7 +80,6 @@ def _prefill_tma_kernel(
     HAS_BIAS: tl.constexpr,
     HAS_ZERO: tl.constexpr,
     RAW: tl.constexpr,
-    TMA_STORE: tl.constexpr,
 ):
     start = tl.program_id(0)
     num_pid_m = tl.cdiv(M, BM)
@@ -108,31 +103,23 @@ def _prefill_tma_kernel(
         pid_m_c, pid_n_c = grouped_tile(tile_c, num_pid_m, num_pid_n, GROUP_M)
         offs_m = pid_m_c * BM + tl.arange(0, BM)
         offs_n = pid_n_c * BN + tl.arange(0, BN)
-        if TMA_STORE:
-            out = scaled_tile(
-                acc, offs_m, offs_n, M, N, sx_ptr, sw_ptr, bias_ptr, zx_ptr, wsum_ptr, HAS_BIAS, HAS_ZERO
-            ).to(c_desc.dtype)
-            left, right = tl.split(tl.permute(tl.reshape(out, (BM, 2, BN // 2)), (0, 2, 1)))
-            c_desc.store([pid_m_c * BM, pid_n_c * BN], left)
-            c_desc.store([pid_m_c * BM, pid_n_c * BN + BN // 2], right)
-        else:
-            scaled_epilogue(
-                acc,
-                offs_m,
-                offs_n,
-                M,
-                N,
-                c_ptr,
-                stride_cm,
-                sx_ptr,
-                sw_ptr,
-                bias_ptr,
-                zx_ptr,
-                wsum_ptr,
-                HAS_BIAS,
-                HAS_ZERO,
-                RAW,
-            )
+        scaled_epilogue(
+            acc,
+            offs_m,
+            offs_n,
+            M,
+            N,
+            c_ptr,
+            stride_cm,
+            sx_ptr,
+            sw_ptr,
+            bias_ptr,
+            zx_ptr,
+            wsum_ptr,
+            HAS_BIAS,
+            HAS_ZERO,
+            RAW,
+        )
 
 
 @triton.jit
@@ -206,8 +193,10 @@ def _prefill_ptr_kernel(
 
 
 def _tma_ok(a: torch.Tensor, b: torch.Tensor) -> bool:
-    """TMA needs 16-byte aligned bases and row strides."""
-    return all(t.stride(0) * t.element_size() % 16 == 0 and t.data_ptr() % 16 == 0 for t in (a, b))
+    """TMA needs 16-byte aligned bases and row strides (K bytes here: int8/fp8 are 1 byte)."""
+    return (
+        a.stride(0) % 16 == 0 and b.stride(0) % 16 == 0 and a.data_ptr() % 16 == 0 and b.data_ptr() % 16 == 0
+    )
 
 
 def launch_prefill(
@@ -269,25 +258,9 @@ def _launch(a, b, sx, sw, bias, zx, wsum, out, config: PrefillConfig, raw: bool)
 
         a_desc = TensorDescriptor.from_tensor(a, [cfg.block_m, cfg.block_k])
         b_desc = TensorDescriptor.from_tensor(b, [cfg.block_n, cfg.block_k])
-        tma_store = cfg.tma_store and not raw and out.stride(1) == 1 and _tma_ok(out, out)
-        # (a_desc stands in for the output descriptor that a pointer-store epilogue never reads)
-        c_desc = TensorDescriptor.from_tensor(out, [cfg.block_m, cfg.block_n // 2]) if tma_store else a_desc
         progs = min(tiles, sm_count(a))
         _prefill_tma_kernel[(progs,)](
-            a_desc,
-            b_desc,
-            c_desc,
-            out,
-            sx,
-            sw,
-            *optional,
-            m,
-            n,
-            k,
-            out.stride(0),
-            progs,
-            TMA_STORE=tma_store,
-            **common,
+            a_desc, b_desc, out, sx, sw, *optional, m, n, k, out.stride(0), progs, **common
         )
     else:
         _prefill_ptr_kernel[(tiles,)](
@@ -327,8 +300,6 @@ def candidates(m: int, n: int, k: int, fp8: bool) -> list[PrefillConfig]:
         c(128, 128, 128, 8, 4, 4, "tma"),
         c(128, 256, 128, 8, 8, 3, "ptr"),
         c(256, 128, 128, 8, 8, 3, "tma"),
-        c(128, 256, 128, 8, 8, 3, "tma", tma_store=True),
-        c(128, 256, 128, 8, 8, 4, "tma", tma_store=True),
     ]
 
 

@@ -51,41 +51,26 @@ class TQConfig:
     num_warps: int = 4
     num_stages: int = 1  # software pipelining of the token loop
     programs_per_sm: int = 8
-    reduce_axes: bool = False  # reduce rows then columns instead of the flattened tile (tokens == 1)
-    # tokens per step (a power of two): above 1, the tokens kernel turns a step's right-factor dots
-    # into one [tokens * b1, b2] product and its left-factor dots into one [b1, tokens * b2] product
-    tokens: int = 1
+    reduce_axes: bool = False  # reduce rows then columns instead of the flattened tile
 
 
-MANY_TOKENS = 256
-"""From this many tokens on, the tokens kernel is among the candidates (it only pays when every
-program gets several steps)."""
-
-
-def candidates(b1: int, b2: int, m: int = 1) -> list[TQConfig]:
-    """Configurations for m tokens of a b1 x b2 tile, the measured best first."""
+def candidates(b1: int, b2: int) -> list[TQConfig]:
+    """Configurations for a token tile of b1 x b2 elements, the measured best first."""
     elems = b1 * b2
     if elems <= 1024:
         return [TQConfig(2), TQConfig(4)]
     if elems <= 4096:
-        many = [TQConfig(8, programs_per_sm=4, tokens=4), TQConfig(4, programs_per_sm=8, tokens=2)]
         return [
             TQConfig(4),
             TQConfig(4, reduce_axes=True),
             TQConfig(8, reduce_axes=True),
             TQConfig(4, 2, 16, True),
-            *(many if m >= MANY_TOKENS else []),
         ]
-    many = [  # (4 tokens of a 128 x 128 tile need more registers than 16 warps may have: ptxas fails)
-        TQConfig(8, programs_per_sm=2, tokens=2),
-        TQConfig(16, programs_per_sm=2, tokens=2),
-    ]
     return [
         TQConfig(16, programs_per_sm=4),
         TQConfig(16, 1, 4, True),
         TQConfig(8, 1, 8, True),
         TQConfig(8, 1, 4),
-        *(many if m >= MANY_TOKENS else []),
     ]
 
 
@@ -187,96 +172,6 @@ def _transform_quant_kernel(
 
 
 @triton.jit
-def _transform_quant_tokens_kernel(
-    x_ptr,
-    left_ptr,
-    right_ptr,
-    clip_ptr,
-    q_ptr,
-    s_ptr,
-    z_ptr,
-    M,
-    stride_xm,
-    stride_qm,
-    N1: tl.constexpr,
-    N2: tl.constexpr,
-    B1: tl.constexpr,
-    B2: tl.constexpr,
-    T: tl.constexpr,
-    HAS_LEFT: tl.constexpr,
-    HAS_RIGHT: tl.constexpr,
-    OUT: tl.constexpr,
-    DOT: tl.constexpr,
-    QMIN: tl.constexpr,
-    QMAX: tl.constexpr,
-    VMIN: tl.constexpr,
-    ASYM: tl.constexpr,
-    NATIVE: tl.constexpr,
-):
-    """The same result as `_transform_quant_kernel`, T tokens per step: their tiles stacked as
-    [T * B1, B2] for the right factor and side by side as [B1, T * B2] for the left one, so each
-    factor is one large tensor-core product instead of T small dependent ones (prefill)."""
-    pid = tl.program_id(0).to(tl.int64)
-    nprog = tl.num_programs(0)
-    rows = tl.arange(0, B1)
-    cols = tl.arange(0, B2)
-    toks = tl.arange(0, T)
-    # tokens outermost on the way in, rows outermost on the way out (the left product's layout)
-    in_offs = toks[:, None, None] * stride_xm + rows[None, :, None] * N2 + cols[None, None, :]
-    in_tile = (rows[None, :, None] < N1) & (cols[None, None, :] < N2)
-    if HAS_RIGHT:
-        right = tl.load(
-            right_ptr + cols[:, None] * N2 + cols[None, :],
-            mask=(cols[:, None] < N2) & (cols[None, :] < N2),
-            other=0.0,
-        )
-    if HAS_LEFT:
-        left_t = tl.load(
-            left_ptr + rows[None, :] * N1 + rows[:, None],
-            mask=(rows[:, None] < N1) & (rows[None, :] < N1),
-            other=0.0,
-        )
-    clip_max = tl.load(clip_ptr)
-    clip_min = tl.load(clip_ptr + 1)
-    for t0 in range(pid * T, M, nprog * T):
-        tok = t0 + toks
-        live = tok < M
-        x = tl.load(x_ptr + t0 * stride_xm + in_offs, mask=in_tile & live[:, None, None], other=0.0)
-        z = tl.reshape(x, [T * B1, B2])
-        if HAS_RIGHT:  # noqa: SIM108 (constexpr branches)
-            z = _dot(z, right, DOT)
-        else:
-            z = z.to(tl.float32)
-        y = tl.reshape(tl.permute(tl.reshape(z, [T, B1, B2]), (1, 0, 2)), [B1, T * B2])
-        if HAS_LEFT:
-            y = _dot(left_t, y, DOT)
-        y = tl.reshape(y, [B1, T, B2])
-        # per-token reductions over rows and columns, kept as [1, T, 1] to broadcast back
-        ymax = tl.max(tl.max(_inf_if_not_finite(y), axis=2, keep_dims=True), axis=0, keep_dims=True)
-        ymin = tl.min(tl.min(y, axis=2, keep_dims=True), axis=0, keep_dims=True)
-        scale, zero, inv, bad = _scale_and_zero(ymax, ymin, clip_max, clip_min, QMAX, ASYM, NATIVE)
-        r, near = _round_codes(y, inv, VMIN, QMAX, NATIVE)
-        if tl.max(tl.max(tl.max(near.to(tl.int32), axis=2), axis=1), axis=0) > 0:
-            r = _round_codes_ieee(y, scale, VMIN, QMAX, NATIVE)
-        q = _codes(r, zero, bad, QMIN, QMAX, ASYM)
-        out_mask = (rows[:, None, None] < N1) & live[None, :, None]
-        if ASYM:
-            tl.store(z_ptr + tok, tl.reshape(tl.where(bad, 0.0, zero - (QMAX + 1) // 2), [T]), mask=live)
-        q_rows = q_ptr + tok[None, :, None] * stride_qm + rows[:, None, None] * (N2 // 2 if OUT == 0 else N2)
-        if OUT == 0:
-            lo, hi = tl.split(tl.reshape(q.to(tl.int32), [B1, T, B2 // 2, 2]))
-            pcols = tl.arange(0, B2 // 2)[None, None, :]
-            tl.store(q_rows + pcols, _pack(lo, hi), mask=out_mask & (pcols < N2 // 2))
-        elif OUT == 1:
-            tl.store(q_rows + cols[None, None, :], q.to(tl.int8), mask=out_mask & (cols[None, None, :] < N2))
-        else:
-            tl.store(
-                q_rows + cols[None, None, :], q.to(tl.float8e4nv), mask=out_mask & (cols[None, None, :] < N2)
-            )
-        tl.store(s_ptr + tok, tl.reshape(tl.where(bad, float("nan"), scale), [T]), mask=live)
-
-
-@triton.jit
 def _inf_if_not_finite(y):
     """y with every non-finite value (NaN compares false) made +inf, so one max finds them."""
     return tl.where(tl.abs(y) < float("inf"), y, float("inf"))
@@ -305,8 +200,8 @@ def _tile_min(x, REDUCE_AXES: tl.constexpr):
 def _scale_and_zero(
     ymax, ymin, clip_max, clip_min, QMAX: tl.constexpr, ASYM: tl.constexpr, NATIVE: tl.constexpr
 ):
-    """Per-token (scale, zero point, 1 / scale, non-finite flag) from the token's max and min (+inf
-    max: non-finite); any shape that broadcasts against the token's values."""
+    """The token's (scale, zero point, 1 / scale, non-finite flag) from its max and min (+inf max:
+    non-finite)."""
     bad = ymax == float("inf")
     ymax = tl.maximum(ymax, 0.0) * clip_max
     ymin = tl.minimum(ymin, 0.0) * clip_min
@@ -401,34 +296,38 @@ def launch_transform_quant(
         right32 = right.to(device=device, dtype=torch.float32).contiguous() if has_right else clip
 
         def run(cfg: TQConfig) -> None:
-            args = (x2, left32, right32, clip, q, scale, scale if zero is None else zero, m, x2.stride(0))
-            common = {
-                "N1": n1,
-                "N2": n2,
-                "B1": b1,
-                "B2": b2,
-                "HAS_LEFT": has_left,
-                "HAS_RIGHT": has_right,
-                "OUT": OUT_CODES[fmt],
-                "DOT": DOT_CODES[dot],
-                "QMIN": qmin,
-                "QMAX": qmax,
-                "VMIN": qmin - 1.0 if symmetric else -qmax - 1.0,
-                "ASYM": not symmetric,
-                "NATIVE": not interpreting(),
-                "num_warps": cfg.num_warps,
-                "num_stages": cfg.num_stages,
-            }
-            steps = triton.cdiv(m, cfg.tokens)
-            grid = (min(steps, sm_count(x2) * cfg.programs_per_sm),)
-            if cfg.tokens > 1:
-                _transform_quant_tokens_kernel[grid](*args, q.stride(0), T=cfg.tokens, **common)
-            else:
-                _transform_quant_kernel[grid](
-                    *args, q.stride(0), REDUCE_AXES=cfg.reduce_axes, PDL=pdl, **common
-                )
+            grid = (min(m, sm_count(x2) * cfg.programs_per_sm),)
+            _transform_quant_kernel[grid](
+                x2,
+                left32,
+                right32,
+                clip,
+                q,
+                scale,
+                scale if zero is None else zero,
+                m,
+                x2.stride(0),
+                q.stride(0),
+                N1=n1,
+                N2=n2,
+                B1=b1,
+                B2=b2,
+                HAS_LEFT=has_left,
+                HAS_RIGHT=has_right,
+                OUT=OUT_CODES[fmt],
+                DOT=DOT_CODES[dot],
+                QMIN=qmin,
+                QMAX=qmax,
+                VMIN=qmin - 1.0 if symmetric else -qmax - 1.0,
+                ASYM=not symmetric,
+                NATIVE=not interpreting(),
+                REDUCE_AXES=cfg.reduce_axes,
+                PDL=pdl,
+                num_warps=cfg.num_warps,
+                num_stages=cfg.num_stages,
+            )
 
-        cands = candidates(b1, b2, m) if config is None else [config]
+        cands = candidates(b1, b2) if config is None else [config]
         key = ("transform_quant", min(next_pow2(m), 4096), n1, n2, has_left, has_right, fmt, dot, symmetric)
         run(tuning.choose(key, cands, run))
     if fmt != out_format:  # packed output of an odd-n2 tile
