@@ -16,7 +16,6 @@ process times every case with CUDA-graph replays.
 from __future__ import annotations
 
 import argparse
-import concurrent.futures as cf
 import json
 import multiprocessing as mp
 import os
@@ -147,15 +146,26 @@ def _precompile(case):
         return f"{type(exc).__name__}: {str(exc)[:200]}"
 
 
-def precompile(all_cases, workers):
+def precompile(all_cases, workers, case_timeout):
+    """Compile and run every case once in worker processes; {index: error} of the cases that raised
+    or did not finish within case_timeout seconds. Those never reach the timing pass: a kernel that
+    faults there would poison the timing process's CUDA context, one that hangs would stall it."""
     t0 = time.time()
-    ctx = mp.get_context("spawn")
-    with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-        errors = list(pool.map(_precompile, all_cases, chunksize=2))
-    bad = [(c, e) for c, e in zip(all_cases, errors, strict=True) if e is not None]
-    print(f"precompiled {len(all_cases)} cases in {time.time() - t0:.1f}s ({len(bad)} failed)", flush=True)
-    for case, error in bad[:12]:
-        print("  failed:", {k: v for k, v in case.items() if k != "section"}, error, flush=True)
+    pool = mp.get_context("spawn").Pool(workers)
+    pending = [pool.apply_async(_precompile, (case,)) for case in all_cases]
+    errors = {}
+    for i, result in enumerate(pending):
+        try:
+            error = result.get(timeout=case_timeout)
+        except mp.TimeoutError:
+            error = f"did not finish within {case_timeout} s (hung or too slow)"
+        if error is not None:
+            errors[i] = error
+    pool.terminate()
+    print(f"precompiled {len(all_cases)} cases in {time.time() - t0:.1f}s ({len(errors)} failed)", flush=True)
+    for i, error in list(errors.items())[:12]:
+        print("  failed:", {k: v for k, v in all_cases[i].items() if k != "section"}, error, flush=True)
+    return errors
 
 
 # ---------------------------------------------------------------------------------------------
@@ -383,6 +393,7 @@ def main():
     parser.add_argument("--workers", type=int, default=12)
     parser.add_argument("--sections", default="exact,baseline,prefill,decode,tq,kv,asm")
     parser.add_argument("--precompile-only", action="store_true", help="only fill the Triton cache")
+    parser.add_argument("--case-timeout", type=float, default=180, help="seconds per case in precompile")
     parser.add_argument("--tokens", default="", help="only these M (comma-separated; default all)")
     parser.add_argument("--shapes", default="", help="only these KxN linear shapes (and their K for tq)")
     args = parser.parse_args()
@@ -408,7 +419,10 @@ def main():
         keep = shapes | {(k, None) for k, _ in shapes}
         todo = [c for c in todo if (c.get("k"), c.get("n")) in keep]
     if todo and args.workers > 0:
-        precompile(todo, args.workers)
+        failed = precompile(todo, args.workers, args.case_timeout)
+        for i, error in failed.items():
+            log({**todo[i], "error": f"precompile: {error}"})
+        todo = [case for i, case in enumerate(todo) if i not in failed]
     if args.precompile_only:
         return 0
 
