@@ -4,7 +4,7 @@
 
 Sections (each appends JSON lines to DIR/tune.jsonl and prints a short table):
   exact    fp8 accumulation exactness on adversarial int4 data (int8 is exact by construction)
-  prefill  int8 / fp8 tensor-core GEMM configs at prefill shapes, with cuBLAS bf16/int8/fp8 rates
+  prefill  int8 tensor-core GEMM configs and the library fp8 GEMM at prefill shapes, with cuBLAS rates
   decode   packed-weight GEMM configs at M = 1 and 16 (rotating weights: no L2 hits), bf16 GEMV
   tq       transform_quant (dot precision, pipelining) at M = 16 and 2048
   kv       kv_attention (int4 cache) block size / warps / stages / programs per SM at decode shapes
@@ -45,9 +45,11 @@ def cases():
     from fq_kernels.triton import transform_quant as tqm
 
     out = []
+    library_fp8 = asdict(gemm_prefill.PrefillConfig(schedule="scaled_mm"))  # the Triton fp8 ones: slower
     for m, k, n in PREFILL_SHAPES:
         for cfg in gemm_prefill.candidates(m, n, k, False):
             out.append({"section": "prefill", "m": m, "k": k, "n": n, "kind": "int8", "cfg": asdict(cfg)})
+        out.append({"section": "prefill", "m": m, "k": k, "n": n, "kind": "fp8", "cfg": library_fp8})
     for m, k, n in DECODE_SHAPES:
         for cfg in gemm_packed.candidates(m, n, k // 2):
             out.append({"section": "decode", "m": m, "k": k, "n": n, "cfg": asdict(cfg)})
@@ -295,6 +297,8 @@ def summarize(results, base):
         c = r["cfg"]
         tile = f"{c['block_m']}x{c['block_n']}x{c['block_k']}"
         cfg = f"{tile} w{c['num_warps']} s{c['num_stages']} {c['schedule']}"
+        if c["schedule"] == "scaled_mm":
+            cfg = "torch._scaled_mm"
         tops = 2 * key[0] * key[1] * key[2] / r["median_ms"] / 1e9
         bf16 = b.get("bf16_ms", float("nan"))
         cublas = f"cuBLAS int8 {bf16 / b.get('int8_ms', nan):.2f}, fp8 {bf16 / b.get('fp8_ms', nan):.2f}"

@@ -192,8 +192,10 @@ def test_packed_gemm_is_exact(
 
 @pytest.mark.parametrize(("m", "k", "n"), [(1, 64, 16), (19, 96, 40), (40, 80, 64), (64, 200, 50)])
 @pytest.mark.parametrize("kind", ["int8", "fp8"])
-@pytest.mark.parametrize("schedule", ["tma", "ptr"])
+@pytest.mark.parametrize("schedule", ["tma", "ptr", "scaled_mm"])
 def test_prefill_gemm_is_exact(m: int, k: int, n: int, kind: str, schedule: str) -> None:
+    """Every schedule; "scaled_mm" (a CUDA library kernel) runs a Triton kernel here, as it does on
+    the GPU for what the library cannot take."""
     from fq_kernels.triton.gemm_prefill import PrefillConfig, launch_prefill
 
     g = torch.Generator().manual_seed(m + k + n)

@@ -400,11 +400,15 @@ def test_every_tiled_decode_candidate_is_exact_on_adversarial_sums(m: int) -> No
             assert torch.equal(out.cpu(), exact), (cfg, k, n)
 
 
-@pytest.mark.parametrize(("m", "k", "n"), [(2048, 4096, 1536), (300, 11008, 4096), (4099, 576, 1000)])
-def test_every_prefill_candidate_is_exact_with_the_reference_epilogue(m: int, k: int, n: int) -> None:
-    """Autotuning may pick any prefill configuration (pointer or TMA schedule, any tile): each must
-    give the exact integers on adversarial sums and the reference epilogue, at tile counts that
-    leave partial tiles and a ragged last wave."""
+@pytest.mark.parametrize("kind", ["int8", "fp8"])
+@pytest.mark.parametrize(
+    ("m", "k", "n"), [(2048, 4096, 1536), (300, 11008, 4096), (4099, 576, 1000), (64, 14336, 256)]
+)
+def test_every_prefill_candidate_is_exact_with_the_reference_epilogue(m, k, n, kind: str) -> None:
+    """Autotuning may pick any prefill configuration (pointer or TMA schedule, any tile, the library's
+    fp8 GEMM): each must give the exact integers on adversarial sums (up to 8.0e5 at K = 14336) and
+    the reference epilogue with and without a bias, at tile counts that leave partial tiles and a
+    ragged last wave."""
     from fq_kernels.triton.gemm_prefill import candidates, launch_prefill
 
     g = torch.Generator().manual_seed(m + k + n)
@@ -415,21 +419,22 @@ def test_every_prefill_candidate_is_exact_with_the_reference_epilogue(m: int, k:
     xr = torch.randint(-8, 8, (m, k), generator=g, dtype=torch.int8)
     sx = (torch.rand(m, generator=g) + 0.1).to(DEV)
     sw = (torch.rand(n, generator=g) * 0.01).to(DEV)
-    bias = torch.randn(n, generator=g).to(DEV)
     exact = ref.int_matmul_ref(xv, wv)
-    terms = epilogue_terms(xr.to(DEV), sx, wv.to(DEV), sw, bias, None, None)
-    expected = ref.w4a4_linear_ref(xr.to(DEV), sx, wv.to(DEV), sw, bias, torch.bfloat16)
-    for cfg in candidates(m, n, k, fp8=False):
-        raw = torch.full((m, n), -1, dtype=torch.int32, device=DEV)
-        out = torch.empty(m, n, dtype=torch.bfloat16, device=DEV)
-        try:
-            launch_prefill(xv.to(DEV), wv.to(DEV), sx, sw, None, raw, cfg, raw=True)
-            launch_prefill(xr.to(DEV), wv.to(DEV), sx, sw, bias, out, cfg)
-            torch.cuda.synchronize()
-        except Exception as exc:  # name the configuration (a fault poisons every later launch)
-            raise AssertionError(f"{cfg}: {exc}") from exc
-        assert torch.equal(raw.cpu(), exact), cfg
-        assert_epilogue_close(out, expected, terms)
+    dt = torch.int8 if kind == "int8" else torch.float8_e4m3fn
+    a, ar, b = (t.to(DEV).to(dt) for t in (xv, xr, wv))
+    for cfg in candidates(m, n, k, fp8=kind == "fp8"):
+        for bias in (None, torch.randn(n, generator=g).to(DEV)):
+            raw = torch.full((m, n), -1, dtype=torch.int32, device=DEV)
+            out = torch.empty(m, n, dtype=torch.bfloat16, device=DEV)
+            try:
+                launch_prefill(a, b, sx, sw, None, raw, cfg, raw=True)
+                launch_prefill(ar, b, sx, sw, bias, out, cfg)
+                torch.cuda.synchronize()
+            except Exception as exc:  # name the configuration (a fault poisons every later launch)
+                raise AssertionError(f"{cfg}: {exc}") from exc
+            assert torch.equal(raw.cpu(), exact), cfg
+            expected = ref.w4a4_linear_ref(xr.to(DEV), sx, wv.to(DEV), sw, bias, torch.bfloat16)
+            assert_epilogue_close(out, expected, epilogue_terms(xr.to(DEV), sx, wv.to(DEV), sw, bias))
 
 
 def test_quant_linear_decodes_with_tiles_on_cuda() -> None:
