@@ -24,6 +24,8 @@ import torch
 from fq_kernels.bench.contenders import CONTENDERS
 from fq_kernels.bench.problems import SHAPES, TOKENS, LinearProblem
 from fq_kernels.bench.timing import time_graph
+from fq_kernels.layout import PREFILL_KINDS
+from fq_kernels.quant_linear import PREFILL_DEFAULT
 
 FLOORS = (
     "full W4A4 linear (transform + quant + GEMM) >= 1.6x bf16 at M=2048, 4096x11008 class (aim 1.8x)",
@@ -47,14 +49,15 @@ def environment() -> dict[str, str]:
     }
 
 
-def measure(shapes, tokens, contenders, log) -> list[dict]:
+def measure(shapes, tokens, contenders, log, prefill: str = PREFILL_DEFAULT) -> list[dict]:
     rows = []
     for k, n in shapes:
         for m in tokens:
             problem = LinearProblem(m=m, k=k, n=n)
             row: dict = {"k": k, "n": n, "m": m}
             for name in contenders:
-                make, variants = CONTENDERS[name](problem)
+                ours = {"prefill": prefill} if name.startswith("ours") else {}
+                make, variants = CONTENDERS[name](problem, **ours)
                 try:
                     row[name] = time_graph(make, variants)["median_ms"]
                 except Exception as exc:  # a contender that cannot run this shape is reported, not fatal
@@ -86,8 +89,8 @@ def markdown(rows: list[dict], env: dict[str, str], chosen: dict[str, str]) -> s
         "Times are medians of CUDA-graph replays (weights rotated through enough copies to miss the "
         "50 MB L2). Ratio = bf16 `F.linear` time / contender time, same run. `ours` = "
         "`transform_quant` + `w4a4_linear` (decode kernel on int4 weights for M <= 16: CUDA decode tiles "
-        "where that kernel runs, else Triton on packed rows; int8 "
-        "tensor-core kernel on the unpacked copy above); `tq share` = transform_quant time / ours.",
+        f"where that kernel runs, else Triton on packed rows; above: the prefill GEMM on the "
+        f"{env.get('prefill', PREFILL_DEFAULT)} copy); `tq share` = transform_quant time / ours.",
         "",
         "| K x N | M | bf16 ms | int8 `_int_mm` | fp8 `_scaled_mm` | unfused | **ours** | ours ms "
         "| tq share |",
@@ -183,6 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shapes", default=",".join(f"{k}x{n}" for k, n in SHAPES))
     parser.add_argument("--tokens", default=",".join(str(m) for m in TOKENS))
     parser.add_argument("--contenders", default=",".join(CONTENDERS))
+    parser.add_argument("--prefill", default=PREFILL_DEFAULT, choices=PREFILL_KINDS, help="ours' weight copy")
     args = parser.parse_args(argv)
     if not torch.cuda.is_available():
         print("the benchmark needs a CUDA device", file=sys.stderr)
@@ -192,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     shapes = [tuple(int(v) for v in s.split("x")) for s in args.shapes.split(",")]
     tokens = [int(v) for v in args.tokens.split(",")]
     contenders = args.contenders.split(",")
-    env = environment()
+    env = {**environment(), "prefill": args.prefill}
     print(json.dumps(env), flush=True)
     log_path = out / "kernels.jsonl"
     with log_path.open("w") as log_file:
@@ -202,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
             log_file.flush()
             print(row, flush=True)
 
-        rows = measure(shapes, tokens, contenders, log)
+        rows = measure(shapes, tokens, contenders, log, args.prefill)
     from fq_kernels import tuning
 
     chosen = tuning.chosen()
