@@ -255,6 +255,39 @@ def test_w4a4_linear_rejects_mismatched_operands() -> None:
 # KV cache
 
 
+def test_strided_rows_describes_views_as_rows_at_one_stride() -> None:
+    from fq_kernels.strided import strided_rows
+
+    b, t, h, d = 2, 5, 3, 32
+    qkv = torch.zeros(b, t, 3 * h * d)
+    v = qkv[..., 2 * h * d :].view(b, t, h, d).transpose(1, 2)  # head-major view of the v slice
+    assert strided_rows(v) == ([0, 2, 1, 3], h * d, 3 * h * d)
+    assert strided_rows(v.contiguous()) == ([0, 1, 2, 3], b * h * t * d, b * h * t * d)
+    cache = torch.zeros(4, h, 9, d)
+    assert strided_rows(cache[:2, :, :5]) == ([0, 1, 2, 3], 5 * d, 9 * d)
+    assert strided_rows(cache[:, :, :, ::2]) is None  # the last dim is not contiguous
+    assert strided_rows(torch.zeros(3, 1, d).expand(3, 4, d)) is None  # repeated rows
+
+
+def test_kv_kernels_read_views_in_place() -> None:
+    """The v slice of a q|k|v projection seen head-major, and a prefix of a cache: the codes of their
+    contiguous copies, with the outputs laid out in the input's memory order."""
+    from fq_kernels import ops
+
+    g = torch.Generator().manual_seed(3)
+    b, t, h, d = 2, 5, 3, 32
+    qkv = torch.randn(b, t, 3 * h * d, generator=g).to(torch.bfloat16)
+    v = qkv[..., 2 * h * d :].view(b, t, h, d).transpose(1, 2)
+    got = ops.quant_kv(v, 16, (0.95, 0.9))
+    for out, want in zip(got, ref.quant_kv_ref(v.contiguous(), 16, (0.95, 0.9)), strict=True):
+        assert torch.equal(out, want)
+        assert out.transpose(1, 2).is_contiguous()  # token-major, like v
+    cache = ops.quant_kv(torch.randn(3, h, 9, d, generator=g), 16)
+    prefix = [part[:2, :, :4] for part in cache]
+    expected = ref.dequant_kv_ref(*(part.contiguous() for part in prefix), 16, torch.float32)
+    assert torch.equal(ops.dequant_kv(*prefix, 16, torch.float32), expected)
+
+
 @pytest.mark.parametrize("group", [8, 16, 24])
 def test_kv_kernels_are_bit_exact(group: int) -> None:
     from fq_kernels import ops

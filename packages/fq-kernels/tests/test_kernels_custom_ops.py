@@ -88,6 +88,9 @@ def test_opcheck_transform_quant_and_kv() -> None:
     for op in (torch.ops.fq_kernels.transform_quant, torch.ops.fq_kernels.transform_quant_asym):
         torch.library.opcheck(op, (x, None, None, torch.tensor([1.0, 0.9]), 4, "int8"))
     torch.library.opcheck(torch.ops.fq_kernels.quant_kv, (x, torch.tensor([1.0, 1.0]), 16))
+    # a head-major view: the fake outputs promise the real ones' (transposed) strides
+    heads = torch.randn(2, 5, 3, 32).transpose(1, 2)
+    torch.library.opcheck(torch.ops.fq_kernels.quant_kv, (heads, torch.tensor([1.0, 1.0]), 16))
     cache = torch.ops.fq_kernels.quant_kv(torch.randn(2, 2, 9, 32), torch.tensor([1.0, 1.0]), 16)
     lengths = torch.tensor([9, 3], dtype=torch.int32)
     torch.library.opcheck(

@@ -35,6 +35,7 @@ from fq_kernels import reference as ref
 from fq_kernels._runtime import use_triton
 from fq_kernels.reference.activation import OUT_FORMATS
 from fq_kernels.reference.gemm import ASYM_MAX_K, gemm_k, gemm_n
+from fq_kernels.strided import quant_kv_outputs
 
 _FORMAT_DTYPES = {"packed": torch.uint8, "int8": torch.int8, "fp8": torch.float8_e4m3fn}
 _GEMM_DTYPES = (torch.uint8, torch.int8, torch.float8_e4m3fn)
@@ -365,18 +366,17 @@ def _quant_kv_op(
         from fq_kernels.triton.kv import launch_quant_kv
 
         return launch_quant_kv(x, group_size, clip.to(x.device, torch.float32))
-    return ref.quant_kv_ref(x, group_size, clip)
+    # the kernel's output layout (x's memory order), which the fake implementation promises
+    outputs = quant_kv_outputs(x, group_size)
+    for out, value in zip(outputs, ref.quant_kv_ref(x, group_size, clip), strict=True):
+        out.copy_(value)
+    return outputs
 
 
 @_quant_kv_op.register_fake
 def _(x, clip, group_size):
     _check_kv(x.shape[-1], group_size)
-    lead, d = x.shape[:-1], x.shape[-1]
-    return (
-        x.new_empty((*lead, d // 2), dtype=torch.uint8),
-        x.new_empty((*lead, d // group_size), dtype=torch.float32),
-        x.new_empty((*lead, d // group_size), dtype=torch.uint8),
-    )
+    return quant_kv_outputs(x, group_size)
 
 
 def quant_kv(
@@ -384,8 +384,9 @@ def quant_kv(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Asymmetric int4 KV-cache quantisation per group of the last dim (fq-core's quantiser).
 
-    Returns (q packed uint8 [..., D/2], scale float32 [..., D/G], zero uint8 [..., D/G]); `clip` is
-    the cache site's (clip_max, clip_min).
+    Returns (q packed uint8 [..., D/2], scale float32 [..., D/G], zero uint8 [..., D/G]) laid out in
+    x's memory order (a transposed x gives transposed outputs; `fq_kernels.strided`); `clip` is the
+    cache site's (clip_max, clip_min).
     """
     return torch.ops.fq_kernels.quant_kv(x, _clip_arg(clip, x.device), group_size)
 

@@ -85,9 +85,10 @@ class Int4Attention(nn.Module):
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
         cos, sin = position_embeddings
         q, k = (rope or self.rope)(q, k, cos, sin)
-        if self.key_map is not None:
-            q = apply_right(q, self.query_map.to(q.dtype))
-            k = apply_right(k, self.key_map.to(k.dtype))
+        if self.key_map is not None:  # per head, on the token-major [B, T, heads, D] order RoPE's
+            # output keeps, where a head's rows are a view (head-major, the matmul would copy them)
+            q = apply_right(q.transpose(1, 2), self.query_map.to(q.dtype)).transpose(1, 2)
+            k = apply_right(k.transpose(1, 2), self.key_map.to(k.dtype)).transpose(1, 2)
         return q, k, v
 
     def forward(

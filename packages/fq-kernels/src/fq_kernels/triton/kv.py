@@ -1,10 +1,13 @@
 """KV-cache quantisation: asymmetric int4 per group of the last dim, packed two per byte.
 
-A contiguous tensor [..., D] is a matrix of groups [R, G] (R = numel / G): each program takes
-BLOCK_R groups, reduces min/max per row, and writes packed bytes [R, G/2], float32 scales and
-uint8 zero points [R]. The rounding and clamping follow fq-core's asymmetric quantiser exactly
-(IEEE division, ties to even), so the integers are bit-exact with `reference.quant_kv_ref`.
-Dequantisation is the inverse layout: (q - zero) * scale in float32, cast to the output dtype.
+A tensor [..., D] is a matrix of groups [R, G] (R = numel / G): each program takes BLOCK_R groups,
+reduces min/max per row, and writes packed bytes [R, G/2], float32 scales and uint8 zero points
+[R]. The input need not be contiguous: any view whose dims, taken in memory order, are rows of
+contiguous values at one stride (a transposed attention tensor, a slice of the q|k|v projection, a
+cache prefix) is read in place, and the outputs are laid out in that same order (`strided_rows`).
+The rounding and clamping follow fq-core's asymmetric quantiser exactly (IEEE division, ties to
+even), so the integers are bit-exact with `reference.quant_kv_ref`. Dequantisation is the inverse
+layout: (q - zero) * scale in float32, cast to the output dtype.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import triton
 import triton.language as tl
 
 from fq_kernels._runtime import next_pow2
+from fq_kernels.strided import quant_kv_outputs, strided_rows
 from fq_kernels.triton.common import round_half_even
 
 
@@ -25,6 +29,8 @@ def _quant_kv_kernel(
     s_ptr,
     z_ptr,
     R,
+    groups_per_row,
+    row_stride,
     G: tl.constexpr,
     BG: tl.constexpr,
     BLOCK_R: tl.constexpr,
@@ -35,7 +41,8 @@ def _quant_kv_kernel(
     cols = tl.arange(0, BG)
     row_mask = rows < R
     mask = row_mask[:, None] & (cols[None, :] < G)
-    x = tl.load(x_ptr + rows[:, None] * G + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+    start = (rows // groups_per_row) * row_stride + (rows % groups_per_row) * G
+    x = tl.load(x_ptr + start[:, None] + cols[None, :], mask=mask, other=0.0).to(tl.float32)
     clip_max = tl.load(clip_ptr)
     clip_min = tl.load(clip_ptr + 1)
     xmax = tl.maximum(tl.max(x, axis=1), 0.0) * clip_max
@@ -71,6 +78,10 @@ def _dequant_kv_kernel(
     z_ptr,
     out_ptr,
     R,
+    groups_per_row,
+    q_stride,
+    s_stride,
+    z_stride,
     G: tl.constexpr,
     BG: tl.constexpr,
     BLOCK_R: tl.constexpr,
@@ -80,9 +91,11 @@ def _dequant_kv_kernel(
     row_mask = rows < R
     pcols = tl.arange(0, BG // 2)
     pmask = row_mask[:, None] & (pcols[None, :] < G // 2)
-    byte = tl.load(q_ptr + rows[:, None] * (G // 2) + pcols[None, :], mask=pmask, other=0).to(tl.int32)
-    scale = tl.load(s_ptr + rows, mask=row_mask, other=0.0)
-    zero = tl.load(z_ptr + rows, mask=row_mask, other=0).to(tl.float32)
+    row, group = rows // groups_per_row, rows % groups_per_row
+    q_start = row * q_stride + group * (G // 2)
+    byte = tl.load(q_ptr + q_start[:, None] + pcols[None, :], mask=pmask, other=0).to(tl.int32)
+    scale = tl.load(s_ptr + row * s_stride + group, mask=row_mask, other=0.0)
+    zero = tl.load(z_ptr + row * z_stride + group, mask=row_mask, other=0).to(tl.float32)
     lo = ((byte & 15).to(tl.float32) - zero[:, None]) * scale[:, None]
     hi = ((byte >> 4).to(tl.float32) - zero[:, None]) * scale[:, None]
     out = tl.reshape(tl.join(lo, hi), [BLOCK_R, BG])
@@ -98,34 +111,69 @@ def _block_rows(bg: int) -> int:
 def launch_quant_kv(
     x: torch.Tensor, group_size: int, clip: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(q uint8 [..., D/2], scale float32 [..., D/G], zero uint8 [..., D/G]) for contiguous x."""
-    d = x.shape[-1]
-    lead = x.shape[:-1]
-    xc = x.contiguous()
-    r = xc.numel() // group_size
-    q = torch.empty((*lead, d // 2), dtype=torch.uint8, device=x.device)
-    scale = torch.empty((*lead, d // group_size), dtype=torch.float32, device=x.device)
-    zero = torch.empty((*lead, d // group_size), dtype=torch.uint8, device=x.device)
+    """(q uint8 [..., D/2], scale float32 [..., D/G], zero uint8 [..., D/G]), laid out in x's memory
+    order (module docstring); x is copied only when it is not rows at one stride."""
+    if strided_rows(x) is None:
+        x = x.contiguous()
+    _, width, stride = strided_rows(x)
+    q, scale, zero = quant_kv_outputs(x, group_size)
+    r = x.numel() // group_size
     if r:
         bg = max(2, next_pow2(group_size))
         block_r = _block_rows(bg)
         _quant_kv_kernel[(triton.cdiv(r, block_r),)](
-            xc, clip, q, scale, zero, r, G=group_size, BG=bg, BLOCK_R=block_r, QMAX=15, num_warps=4
+            x,
+            clip,
+            q,
+            scale,
+            zero,
+            r,
+            width // group_size,
+            stride,
+            G=group_size,
+            BG=bg,
+            BLOCK_R=block_r,
+            QMAX=15,
+            num_warps=4,
         )
     return q, scale, zero
+
+
+def _rows_in_place(parts, group_size: int) -> list[tuple[list[int], int, int]] | None:
+    """The layouts of (q, scale, zero) if the dequant kernel can read them in place: rows at a stride
+    in their logical order, each row holding the same number of groups."""
+    layouts = [strided_rows(t) for t in parts]
+    if any(lay is None or lay[0] != list(range(t.dim())) for lay, t in zip(layouts, parts, strict=True)):
+        return None
+    groups = layouts[0][1] * 2 // group_size
+    return layouts if layouts[1][1] == groups and layouts[2][1] == groups else None
 
 
 def launch_dequant_kv(
     q: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, group_size: int, out_dtype: torch.dtype
 ) -> torch.Tensor:
+    """x [..., D] (contiguous) from quant_kv's outputs, read in place where `_rows_in_place` allows
+    (a prefix of a cache's positions), else from contiguous copies."""
     d = q.shape[-1] * 2
-    qc, sc, zc = q.contiguous(), scale.contiguous().to(torch.float32), zero.contiguous()
+    parts = (q, scale.to(torch.float32), zero)
+    layouts = _rows_in_place(parts, group_size)
+    if layouts is None:
+        parts = tuple(t.contiguous() for t in parts)
+        layouts = _rows_in_place(parts, group_size)
     out = torch.empty((*q.shape[:-1], d), dtype=out_dtype, device=q.device)
     r = out.numel() // group_size
     if r:
         bg = max(2, next_pow2(group_size))
         block_r = _block_rows(bg)
         _dequant_kv_kernel[(triton.cdiv(r, block_r),)](
-            qc, sc, zc, out, r, G=group_size, BG=bg, BLOCK_R=block_r, num_warps=4
+            *parts,
+            out,
+            r,
+            layouts[0][1] * 2 // group_size,
+            *(stride for _, _, stride in layouts),
+            G=group_size,
+            BG=bg,
+            BLOCK_R=block_r,
+            num_warps=4,
         )
     return out
