@@ -76,17 +76,21 @@ class StaticKV:
 
         self.keys, self.values = buffers(), buffers()
 
-    def write(self, k: torch.Tensor, v: torch.Tensor, positions: torch.Tensor) -> None:
-        """Store k, v [b, kv_heads, T, head_dim] at `positions` [T] of the first b sequences."""
+    def write(self, k: torch.Tensor, v: torch.Tensor, positions: torch.Tensor | None) -> None:
+        """Store k, v [b, kv_heads, T, head_dim] at `positions` [T] of the first b sequences, or at
+        0..T-1 (None: a prompt's, one strided copy instead of an indexed one)."""
         if self.quant is None:
             new_keys, new_values = (k,), (v,)
         else:
             group = self.quant.group_size
             new_keys = quant_kv(k, group, self.quant.key_clip)
             new_values = quant_kv(v, group, self.quant.value_clip)
-        b = k.shape[0]
+        b, t = k.shape[0], k.shape[2]
         for stored, new in zip((*self.keys, *self.values), (*new_keys, *new_values), strict=True):
-            stored[:b].index_copy_(2, positions, new)
+            if positions is None:
+                stored[:b, :, :t].copy_(new)
+            else:
+                stored[:b].index_copy_(2, positions, new)
 
     def prefill_attention(self, q: torch.Tensor, scaling: float) -> torch.Tensor:
         """Causal attention of a prompt q [b, heads, T, D] written at positions 0..T-1 (as stored)."""
@@ -98,7 +102,8 @@ class StaticKV:
             k = dequant_kv(*(x[:b, :, :t] for x in self.keys), group, self.dtype)
             v = dequant_kv(*(x[:b, :, :t] for x in self.values), group, self.dtype)
         groups = heads // k.shape[1]
-        k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
+        if groups > 1:  # (repeating once would still copy)
+            k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
         return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scaling)
 
     def decode_attention(self, q: torch.Tensor, lengths: torch.Tensor, scaling: float) -> torch.Tensor:
@@ -241,7 +246,7 @@ class StaticDecoder:
         next_norms = [layer.input_norm for layer in self.layers[1:]] + [self.norm]
         for layer, next_norm in zip(self.layers, next_norms, strict=True):
             q, k, v = layer.attention.project(h, rope, layer.rope)
-            layer.kv.write(k, v, positions)
+            layer.kv.write(k, v, positions if lengths is not None else None)
             scaling = layer.attention.scaling
             if lengths is None:
                 out = layer.kv.prefill_attention(q, scaling)
