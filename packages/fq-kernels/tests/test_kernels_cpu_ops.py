@@ -286,6 +286,9 @@ def test_kv_kernels_read_views_in_place() -> None:
     prefix = [part[:2, :, :4] for part in cache]
     expected = ref.dequant_kv_ref(*(part.contiguous() for part in prefix), 16, torch.float32)
     assert torch.equal(ops.dequant_kv(*prefix, 16, torch.float32), expected)
+    step = ops.quant_kv(torch.randn(2, 1, h, d, generator=g).transpose(1, 2), 16)  # one decode token
+    expected = ref.dequant_kv_ref(*(part.contiguous() for part in step), 16, torch.float32)
+    assert torch.equal(ops.dequant_kv(*step, 16, torch.float32), expected)
 
 
 @pytest.mark.parametrize("group", [8, 16, 24])

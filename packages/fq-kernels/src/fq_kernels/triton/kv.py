@@ -143,8 +143,11 @@ def _rows_in_place(parts, group_size: int) -> list[tuple[list[int], int, int]] |
     """The layouts of (q, scale, zero) if the dequant kernel can read them in place: rows at a stride
     in their logical order, each row holding the same number of groups."""
     layouts = [strided_rows(t) for t in parts]
-    if any(lay is None or lay[0] != list(range(t.dim())) for lay, t in zip(layouts, parts, strict=True)):
-        return None
+    for lay, t in zip(layouts, parts, strict=True):  # (where a size-1 dim sits in memory is moot)
+        if lay is None or [i for i in lay[0] if t.shape[i] != 1] != [
+            i for i in range(t.dim()) if t.shape[i] != 1
+        ]:
+            return None
     groups = layouts[0][1] * 2 // group_size
     return layouts if layouts[1][1] == groups and layouts[2][1] == groups else None
 
