@@ -113,9 +113,11 @@ def launch_quant_kv(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(q uint8 [..., D/2], scale float32 [..., D/G], zero uint8 [..., D/G]), laid out in x's memory
     order (module docstring); x is copied only when it is not rows at one stride."""
-    if strided_rows(x) is None:
+    layout = strided_rows(x)
+    if layout is None:
         x = x.contiguous()
-    _, width, stride = strided_rows(x)
+        layout = strided_rows(x)
+    _, width, stride = layout
     q, scale, zero = quant_kv_outputs(x, group_size)
     r = x.numel() // group_size
     if r:

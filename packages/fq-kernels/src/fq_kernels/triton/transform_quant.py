@@ -148,112 +148,61 @@ def _transform_quant_kernel(
         if HAS_LEFT:
             y = _dot(left_t, y, DOT)
         # One pass of reductions: a non-finite value turns the max into +inf (NaN compares false).
-        ymax = _tile_max(_inf_if_not_finite(y), REDUCE_AXES)
-        ymin = _tile_min(y, REDUCE_AXES)
-        scale, zero, inv, bad = _scale_and_zero(ymax, ymin, clip_max, clip_min, QMAX, ASYM, NATIVE)
-        r, near = _round_codes(y, inv, VMIN, QMAX, NATIVE)
-        if _tile_max(near.to(tl.int32), REDUCE_AXES) > 0:
-            r = _round_codes_ieee(y, scale, VMIN, QMAX, NATIVE)
-        q = _codes(r, zero, bad, QMIN, QMAX, ASYM)
+        if REDUCE_AXES:  # row then column: stays in the dot's register layout
+            ymax = tl.max(tl.max(tl.where(tl.abs(y) < float("inf"), y, float("inf")), axis=1), axis=0)
+            ymin = tl.min(tl.min(y, axis=1), axis=0)
+        else:
+            ymax = tl.max(tl.where(tl.abs(y) < float("inf"), y, float("inf")))
+            ymin = tl.min(y)
+        bad = ymax == float("inf")
+        ymax = tl.maximum(ymax, 0.0) * clip_max
+        ymin = tl.minimum(ymin, 0.0) * clip_min
         if ASYM:
+            empty = (ymax == 0.0) & (ymin == 0.0)
+            ymax = tl.where(empty, 1.0, ymax)
+            ymin = tl.where(empty, -1.0, ymin)
+            scale = tl.math.div_rn(ymax - ymin, tl.full([], QMAX, tl.float32))
+            zero = rint(tl.math.div_rn(-ymin, scale), NATIVE)
+        else:
+            absmax = tl.maximum(ymax, -ymin)
+            scale = tl.math.div_rn(absmax, tl.full([], QMAX, tl.float32))
+            scale = tl.where(absmax == 0.0, 1.0, scale)
+        # y * (1/scale) is within 2 ulp of the IEEE quotient y / scale that the reference rounds, so
+        # the two round to different integers only when a value sits within 2^-18 of a tie; such a
+        # (rare) token is redone with IEEE division, which keeps the result bit-exact.
+        inv = tl.math.div_rn(tl.full([], 1.0, tl.float32), scale)
+        # clamping the quotient to [VMIN, QMAX + 1] first changes no value (the codes clamp anyway)
+        v = tl.minimum(tl.maximum(y * inv, VMIN), QMAX + 1.0)
+        r = rint(v, NATIVE)
+        near = tl.abs(tl.abs(v - r) - 0.5) < 3.814697265625e-06
+        if REDUCE_AXES:
+            n_near = tl.max(tl.max(near.to(tl.int32), axis=1), axis=0)
+        else:
+            n_near = tl.max(near.to(tl.int32))
+        if n_near > 0:
+            v = tl.math.div_rn(y, tl.zeros_like(y) + scale)
+            v = tl.minimum(tl.maximum(v, VMIN), QMAX + 1.0)
+            r = rint(v, NATIVE)
+        if ASYM:
+            q = tl.minimum(tl.maximum(r + zero, QMIN), QMAX) - (QMAX + 1) // 2
             tl.store(z_ptr + t, tl.where(bad, 0.0, zero - (QMAX + 1) // 2))
+        else:
+            q = tl.minimum(tl.maximum(r, QMIN), QMAX)
+        q = tl.where(bad, 0.0, q)
         scale = tl.where(bad, float("nan"), scale)
         q_row = q_ptr + t * stride_qm
         if OUT == 0:
-            lo, hi = tl.split(tl.reshape(q.to(tl.int32), [B1, B2 // 2, 2]))
+            qi = q.to(tl.int32)
+            lo, hi = tl.split(tl.reshape(qi, [B1, B2 // 2, 2]))
+            byte = ((lo & 15) | ((hi & 15) << 4)).to(tl.uint8)
             pcols = tl.arange(0, B2 // 2)
             pmask = (rows[:, None] < N1) & (pcols[None, :] < N2 // 2)
-            tl.store(q_row + rows[:, None] * (N2 // 2) + pcols[None, :], _pack(lo, hi), mask=pmask)
+            tl.store(q_row + rows[:, None] * (N2 // 2) + pcols[None, :], byte, mask=pmask)
         elif OUT == 1:
             tl.store(q_row + tile_offs, q.to(tl.int8), mask=tile_mask)
         else:
             tl.store(q_row + tile_offs, q.to(tl.float8e4nv), mask=tile_mask)
         tl.store(s_ptr + t, scale)
-
-
-@triton.jit
-def _inf_if_not_finite(y):
-    """y with every non-finite value (NaN compares false) made +inf, so one max finds them."""
-    return tl.where(tl.abs(y) < float("inf"), y, float("inf"))
-
-
-@triton.jit
-def _tile_max(x, REDUCE_AXES: tl.constexpr):
-    """Max of a 2-D tile: rows then columns (stays in the dot's register layout) or flattened."""
-    if REDUCE_AXES:  # noqa: SIM108 (constexpr branches)
-        out = tl.max(tl.max(x, axis=1), axis=0)
-    else:
-        out = tl.max(x)
-    return out
-
-
-@triton.jit
-def _tile_min(x, REDUCE_AXES: tl.constexpr):
-    if REDUCE_AXES:  # noqa: SIM108 (constexpr branches)
-        out = tl.min(tl.min(x, axis=1), axis=0)
-    else:
-        out = tl.min(x)
-    return out
-
-
-@triton.jit
-def _scale_and_zero(
-    ymax, ymin, clip_max, clip_min, QMAX: tl.constexpr, ASYM: tl.constexpr, NATIVE: tl.constexpr
-):
-    """The token's (scale, zero point, 1 / scale, non-finite flag) from its max and min (+inf max:
-    non-finite)."""
-    bad = ymax == float("inf")
-    ymax = tl.maximum(ymax, 0.0) * clip_max
-    ymin = tl.minimum(ymin, 0.0) * clip_min
-    if ASYM:
-        empty = (ymax == 0.0) & (ymin == 0.0)
-        ymax = tl.where(empty, 1.0, ymax)
-        ymin = tl.where(empty, -1.0, ymin)
-        scale = tl.math.div_rn(ymax - ymin, tl.full([], QMAX, tl.float32))
-        zero = rint(tl.math.div_rn(-ymin, scale), NATIVE)
-    else:
-        absmax = tl.maximum(ymax, -ymin)
-        scale = tl.math.div_rn(absmax, tl.full([], QMAX, tl.float32))
-        scale = tl.where(absmax == 0.0, 1.0, scale)
-        zero = scale  # symmetric: no zero point (never read)
-    inv = tl.math.div_rn(tl.full([], 1.0, tl.float32), scale)
-    return scale, zero, inv, bad
-
-
-@triton.jit
-def _round_codes(y, inv, VMIN: tl.constexpr, QMAX: tl.constexpr, NATIVE: tl.constexpr):
-    """round(y / scale) through the reciprocal, and where that may differ from the IEEE quotient.
-
-    y * (1/scale) is within 2 ulp of the IEEE quotient y / scale that the reference rounds, so the
-    two round to different integers only when a value sits within 2^-18 of a tie; the caller redoes
-    a step with any such (rare) value with `_round_codes_ieee`, which keeps the result bit-exact.
-    Clamping the quotient to [VMIN, QMAX + 1] first changes no code (the codes clamp anyway)."""
-    v = tl.minimum(tl.maximum(y * inv, VMIN), QMAX + 1.0)
-    r = rint(v, NATIVE)
-    near = tl.abs(tl.abs(v - r) - 0.5) < 3.814697265625e-06
-    return r, near
-
-
-@triton.jit
-def _round_codes_ieee(y, scale, VMIN: tl.constexpr, QMAX: tl.constexpr, NATIVE: tl.constexpr):
-    v = tl.math.div_rn(y, tl.zeros_like(y) + scale)
-    return rint(tl.minimum(tl.maximum(v, VMIN), QMAX + 1.0), NATIVE)
-
-
-@triton.jit
-def _codes(r, zero, bad, QMIN: tl.constexpr, QMAX: tl.constexpr, ASYM: tl.constexpr):
-    """Clamped codes in the signed range (asymmetric ones shifted by 2^(b-1)); 0 for a non-finite token."""
-    if ASYM:
-        q = tl.minimum(tl.maximum(r + zero, QMIN), QMAX) - (QMAX + 1) // 2
-    else:
-        q = tl.minimum(tl.maximum(r, QMIN), QMAX)
-    return tl.where(bad, 0.0, q)
-
-
-@triton.jit
-def _pack(lo, hi):
-    """Two int4 codes per byte, the even column in the low nibble."""
-    return ((lo & 15) | ((hi & 15) << 4)).to(tl.uint8)
 
 
 def launch_transform_quant(
