@@ -155,16 +155,18 @@ def cases() -> list[tuple[str, Callable[[], object]]]:
             b8 = torch.randint(-8, 8, (n, k), dtype=torch.int8).to(dtype)
             c = torch.empty(m, n, dtype=torch.bfloat16)
             cfg = gemm_prefill.candidates(m, n, k, kind == "fp8")[0]
-            name = f"prefill GEMM {kind} M={m} ({cfg.schedule})"
             sx = torch.ones(m)
-            out.append(
-                (
-                    name,
-                    lambda a8=a8, b8=b8, c=c, cfg=cfg, sx=sx: gemm_prefill.launch_prefill(
-                        a8, b8, sx, sw, None, c, cfg
-                    ),
+            for swiglu in (False, True):
+                name = f"prefill GEMM {kind} M={m} ({cfg.schedule}{', swiglu' if swiglu else ''})"
+                c = torch.empty(m, n // 2 if swiglu else n, dtype=torch.bfloat16)
+                out.append(
+                    (
+                        name,
+                        lambda a8=a8, b8=b8, c=c, cfg=cfg, sx=sx, swiglu=swiglu: gemm_prefill.launch_prefill(
+                            a8, b8, sx, sw, None, c, cfg, swiglu=swiglu
+                        ),
+                    )
                 )
-            )
 
     xkv = torch.randn(2, 8, 5, 128).to(torch.bfloat16)
     out.append(("quant_kv", lambda: kv.launch_quant_kv(xkv, 128, clip)))

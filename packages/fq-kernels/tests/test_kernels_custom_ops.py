@@ -49,6 +49,8 @@ def test_fake_kernels_give_shapes_and_dtypes() -> None:
             qa, sa, torch.empty(48, 64, dtype=torch.int8), torch.empty(48), None, zx=za, wsum=wsum
         )
         assert out.shape == (2, 5, 48) and out.dtype == torch.bfloat16
+        glu = ops.w4a4_linear(qa, sa, torch.empty(48, 64, dtype=torch.int8), torch.empty(48), swiglu=True)
+        assert glu.shape == (2, 5, 24)
         kq, ks, kz = ops.quant_kv(torch.empty(3, 4, 256), 128, torch.empty(2))
         assert kq.shape == (3, 4, 128) and ks.shape == kz.shape == (3, 4, 2) and kz.dtype == torch.uint8
         assert ops.dequant_kv(kq, ks, kz, 128, torch.float32).shape == (3, 4, 256)
@@ -81,6 +83,18 @@ def test_a_layer_compiles_with_fullgraph() -> None:
 
     compiled = torch.compile(asym_layer, fullgraph=True, backend="aot_eager")
     assert torch.equal(compiled(x), asym_layer(x))
+
+
+def test_opcheck_w4a4_linear_swiglu() -> None:
+    """Both kinds of weights: packed (activation after the decode kernel) and int8 (in the epilogue)."""
+    from fq_kernels.layout import prefill_weight
+
+    g = torch.Generator().manual_seed(3)
+    wq = torch.randint(0, 256, (16, 16), dtype=torch.uint8, generator=g)
+    xq, sx = torch.randint(-8, 8, (3, 32), dtype=torch.int8, generator=g), torch.rand(3, generator=g)
+    for w in (wq, prefill_weight(wq, "int8")):
+        args = (xq, sx, w, torch.rand(16, generator=g), None, torch.float32, None, None, True)
+        torch.library.opcheck(torch.ops.fq_kernels.w4a4_linear, args)
 
 
 def test_opcheck_transform_quant_and_kv() -> None:

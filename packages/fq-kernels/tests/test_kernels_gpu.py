@@ -437,6 +437,31 @@ def test_every_prefill_candidate_is_exact_with_the_reference_epilogue(m, k, n, k
             assert_epilogue_close(out, expected, epilogue_terms(xr.to(DEV), sx, wv.to(DEV), sw, bias))
 
 
+@pytest.mark.parametrize("kind", ["int8", "fp8"])
+@pytest.mark.parametrize(("m", "k", "n"), [(2048, 4096, 22016), (333, 576, 3000)])
+def test_every_prefill_candidate_applies_swiglu_as_the_unfused_layer(m, k, n, kind: str) -> None:
+    """The SwiGLU epilogue of every prefill configuration (asymmetric activations, a bias, bfloat16)
+    = silu(gate) * up of the reference's rounded gate and up: bit-equal but for the rare value
+    where the kernel's exp or a fused multiply-add rounds across a bfloat16 boundary."""
+    from fq_kernels.triton.gemm_prefill import candidates, launch_prefill
+
+    g = torch.Generator().manual_seed(m + n)
+    xv = torch.randint(-8, 8, (m, k), generator=g, dtype=torch.int8)
+    wv = torch.randint(-8, 8, (n, k), generator=g, dtype=torch.int8)
+    sx = (torch.rand(m, generator=g) + 0.1).to(DEV)
+    sw = (torch.rand(n, generator=g) * 0.003).to(DEV)
+    bias = torch.randn(n, generator=g).to(DEV)
+    zx, wsum = torch.randint(-8, 8, (m,), generator=g).float().to(DEV), wv.sum(1).float().to(DEV)
+    expected = ref.w4a4_linear_ref(xv.to(DEV), sx, wv.to(DEV), sw, bias, torch.bfloat16, zx, wsum, True)
+    dt = torch.int8 if kind == "int8" else torch.float8_e4m3fn
+    a, b = xv.to(DEV).to(dt), wv.to(DEV).to(dt)
+    for cfg in candidates(m, n, k, fp8=kind == "fp8"):
+        out = torch.full((m, n // 2), float("nan"), dtype=torch.bfloat16, device=DEV)
+        launch_prefill(a, b, sx, sw, bias, out, cfg, zx=zx, wsum=wsum, swiglu=True)
+        torch.testing.assert_close(out.float(), expected.float(), rtol=4 * 2**-8, atol=1e-5, msg=str(cfg))
+        assert (out != expected).float().mean().item() < 0.01, cfg
+
+
 def test_quant_linear_decodes_with_tiles_on_cuda() -> None:
     """On CUDA a QuantLinear stores decode tiles and gives what the Triton kernel on packed rows gives."""
     from fq_kernels.quant_linear import QuantLinear

@@ -117,6 +117,27 @@ def test_fused_qkv_concatenates_outputs_and_biases(checkpoint) -> None:
     assert fused.bias is not None and fused.out_features == sum(p.out_features for p in parts)
 
 
+@pytest.mark.parametrize("prefill", [None, "int8", "fp8"])
+def test_swiglu_layer_returns_the_gated_activation_of_gate_and_up(checkpoints, prefill) -> None:
+    """QuantLinear(swiglu=True) over gate|up = silu(gate(x)) * up(x) of the unfused layer, in the
+    decode path (activation after the GEMM) and the prefill path (in the GEMM's epilogue)."""
+    names = ["layers.1.mlp.gate_proj", "layers.1.mlp.up_proj"]
+    ckpt = checkpoints["asym"]
+    fused = QuantLinear.from_checkpoint(ckpt, names, prefill=prefill, decode_max_tokens=3, swiglu=True)
+    plain = QuantLinear.from_checkpoint(ckpt, names, prefill=prefill, decode_max_tokens=3)
+    assert fused.out_features == plain.out_features // 2 and "swiglu=True" in repr(fused)
+    half = plain.out_features // 2
+    g = torch.Generator().manual_seed(5)
+    for tokens in (2, 7):
+        x = torch.randn(tokens, fused.in_features, generator=g)
+        y = plain(x)
+        expected = torch.nn.functional.silu(y[:, :half]) * y[:, half:]
+        torch.testing.assert_close(fused(x), expected, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(fused.reference_forward(x), expected, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="gate and an up"):
+        QuantLinear.from_checkpoint(ckpt, names[:1], swiglu=True)
+
+
 def test_rtn_checkpoint_has_clip_but_no_transform(tmp_path) -> None:
     cfg = tiny_config(method="rtn")
     save_checkpoint(tmp_path / "rtn", cfg, random_tensors(cfg))

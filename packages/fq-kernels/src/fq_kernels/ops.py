@@ -9,7 +9,7 @@ reference otherwise (`fq_kernels._runtime.use_triton`). The reference defines th
 |---|---|---|
 | `transform_quant` | x [..., K] float; left [n1, n1], right [n2, n2] (or None); clip [2] | values, scales |
 | `transform_quant_asym` | as `transform_quant` | values, scales, zeros [...] |
-| `w4a4_linear` | xq, sx [...]; wq, sw [N]; bias [N] or None; zx [...], wsum [N] or None | out [..., N] |
+| `w4a4_linear` | xq, sx [...]; wq, sw [N]; bias, zx, wsum or None; swiglu | out [..., N] (N/2: swiglu) |
 | `quant_kv` | x [..., D] float; clip [2] | q uint8 [..., D/2], scale fp32, zero uint8 [..., D/G] |
 | `dequant_kv` | q, scale, zero | x [..., D] |
 
@@ -217,7 +217,7 @@ def transform_quant_heads(
 # w4a4_linear
 
 
-def _check_gemm_args(xq, sx, wq, sw, bias, out_dtype, zx, wsum) -> int:
+def _check_gemm_args(xq, sx, wq, sw, bias, out_dtype, zx, wsum, swiglu=False) -> int:
     tiled = wq.dim() == 3 and wq.dtype == torch.uint8 and wq.shape[-1] == 512
     if wq.dim() != 2 and not tiled:
         raise ValueError(
@@ -249,6 +249,8 @@ def _check_gemm_args(xq, sx, wq, sw, bias, out_dtype, zx, wsum) -> int:
         raise ValueError(f"bias must hold {n} values, got {bias.numel()}")
     if out_dtype not in _OUT_DTYPES:
         raise ValueError(f"out_dtype must be bfloat16, float16 or float32, got {out_dtype}")
+    if swiglu and n % 2:
+        raise ValueError(f"swiglu pairs gate and up rows: N must be even, got {n}")
     if (zx is None) != (wsum is None):
         raise ValueError("asymmetric activations need both zx (their zero points) and wsum (weight row sums)")
     if zx is not None:
@@ -271,19 +273,25 @@ def _w4a4_linear_op(
     out_dtype: torch.dtype,
     zx: torch.Tensor | None = None,
     wsum: torch.Tensor | None = None,
+    swiglu: bool = False,
 ) -> torch.Tensor:
-    _check_gemm_args(xq, sx, wq, sw, bias, out_dtype, zx, wsum)
+    _check_gemm_args(xq, sx, wq, sw, bias, out_dtype, zx, wsum, swiglu)
     if not _use_kernel(xq, wq):
-        return ref.w4a4_linear_ref(xq, sx, wq, sw, bias, out_dtype, zx, wsum)
+        return ref.w4a4_linear_ref(xq, sx, wq, sw, bias, out_dtype, zx, wsum, swiglu)
     lead = xq.shape[:-1]
     a = xq.reshape(-1, xq.shape[-1])
     if a.stride(-1) != 1:
         a = a.contiguous()
     b = wq if wq.stride(-1) == 1 and (wq.dim() == 2 or wq.is_contiguous()) else wq.contiguous()
     sx32, sw32, bias32, zx32, wsum32 = (_f32_vector(t) for t in (sx, sw, bias, zx, wsum))
-    out = torch.empty((a.shape[0], gemm_n(b)), dtype=out_dtype, device=xq.device)
-    _gemm(a, b, sx32, sw32, bias32, out, False, zx32, wsum32)
-    return out.reshape(*lead, gemm_n(b))
+    n = gemm_n(b)
+    # The prefill kernel applies SwiGLU in its epilogue; the decode kernels' output gets it after.
+    fused = swiglu and b.dim() == 2 and b.dtype != torch.uint8
+    out = torch.empty((a.shape[0], n // 2 if fused else n), dtype=out_dtype, device=xq.device)
+    _gemm(a, b, sx32, sw32, bias32, out, False, zx32, wsum32, fused)
+    if swiglu and not fused:
+        out = ref.swiglu_pairs(out)
+    return out.reshape(*lead, out.shape[-1])
 
 
 def _use_kernel(xq: torch.Tensor, wq: torch.Tensor) -> bool:
@@ -295,7 +303,7 @@ def _f32_vector(t: torch.Tensor | None) -> torch.Tensor | None:
     return None if t is None else t.reshape(-1).to(torch.float32).contiguous()
 
 
-def _gemm(a, b, sx, sw, bias, out, raw: bool, zx=None, wsum=None) -> torch.Tensor:
+def _gemm(a, b, sx, sw, bias, out, raw: bool, zx=None, wsum=None, swiglu: bool = False) -> torch.Tensor:
     if b.dim() == 3:
         from fq_kernels.cuda import decode_gemm
 
@@ -306,13 +314,14 @@ def _gemm(a, b, sx, sw, bias, out, raw: bool, zx=None, wsum=None) -> torch.Tenso
         return gemm_packed.launch_tuned(a, b, sx, sw, bias, out, raw, zx, wsum)
     from fq_kernels.triton import gemm_prefill
 
-    return gemm_prefill.launch_tuned(a, b, sx, sw, bias, out, raw, zx, wsum)
+    return gemm_prefill.launch_tuned(a, b, sx, sw, bias, out, raw, zx, wsum, swiglu)
 
 
 @_w4a4_linear_op.register_fake
-def _(xq, sx, wq, sw, bias, out_dtype, zx=None, wsum=None):
-    _check_gemm_args(xq, sx, wq, sw, bias, out_dtype, zx, wsum)
-    return xq.new_empty((*xq.shape[:-1], gemm_n(wq)), dtype=out_dtype)
+def _(xq, sx, wq, sw, bias, out_dtype, zx=None, wsum=None, swiglu=False):
+    _check_gemm_args(xq, sx, wq, sw, bias, out_dtype, zx, wsum, swiglu)
+    n = gemm_n(wq)
+    return xq.new_empty((*xq.shape[:-1], n // 2 if swiglu else n), dtype=out_dtype)
 
 
 def w4a4_linear(
@@ -324,6 +333,7 @@ def w4a4_linear(
     out_dtype: torch.dtype = torch.bfloat16,
     zx: torch.Tensor | None = None,
     wsum: torch.Tensor | None = None,
+    swiglu: bool = False,
 ) -> torch.Tensor:
     """out = (xq @ wqᵀ as an exact integer sum) * sx[token] * sw[channel] (+ bias), as out_dtype.
 
@@ -331,8 +341,11 @@ def w4a4_linear(
     the tensor-core prefill kernel). A token whose scale is NaN (non-finite input) gives a NaN row.
     Asymmetric activations (`transform_quant_asym`): zx [...] their zero points, wsum [N] the
     weights' row sums (`fq_kernels.layout.weight_sums`); out = (acc - zx * wsum) * sx * sw (+ bias).
+    swiglu: wq's rows are (gate, up) pairs (`fq_kernels.layout.interleave_pairs`) and the result is
+    silu(gate) * up [..., N/2]: the prefill kernel does it in its epilogue, so a gated MLP's
+    intermediate is written once, at half the width.
     """
-    return torch.ops.fq_kernels.w4a4_linear(xq, sx, wq, sw, bias, out_dtype, zx, wsum)
+    return torch.ops.fq_kernels.w4a4_linear(xq, sx, wq, sw, bias, out_dtype, zx, wsum, swiglu)
 
 
 def w4a4_matmul_int(xq: torch.Tensor, wq: torch.Tensor) -> torch.Tensor:

@@ -12,6 +12,10 @@ Two paths, one result:
   so the tensor cores read both operands straight from shared memory; the activation kernel
   writes the same storage type.
 
+A fused gate|up projection of a gated MLP can return silu(gate) * up instead (`swiglu=True`): its
+rows are stored as (gate, up) pairs and the prefill kernel applies the activation in its epilogue,
+so the MLP's intermediate is written once, at half the width, with no separate activation pass.
+
 Activations are quantised as the checkpoint says, symmetric or asymmetric per token; an asymmetric
 layer keeps its weights' row sums (made at load) for the GEMM epilogue's zero-point term
 (`fq_kernels.reference.gemm`).
@@ -35,6 +39,7 @@ from fq_kernels.layout import (
     PREFILL_KINDS,
     activation_format,
     fits_decode_tiles,
+    interleave_pairs,
     packed_weight,
     prefill_weight,
     tile_decode_weight,
@@ -90,6 +95,8 @@ class QuantLinear(nn.Module):
     into whole tiles). The `qweight` buffer holds the decode layout; `packed_qweight()` gives [N, K/2].
     decode_max_tokens: the most tokens the decode path takes when there is a prefill copy; None picks
     by the decode layout (TILES_MAX_TOKENS for tiles, DECODE_MAX_TOKENS for packed rows).
+    swiglu: the N rows are a gate projection's then an up projection's (N/2 each); the layer returns
+    silu(gate) * up [..., N/2] and stores the rows as (gate, up) pairs (`layout.interleave_pairs`).
     """
 
     def __init__(
@@ -105,6 +112,7 @@ class QuantLinear(nn.Module):
         prefill: str | None = "auto",
         decode: str = "auto",
         decode_max_tokens: int | None = None,
+        swiglu: bool = False,
     ) -> None:
         super().__init__()
         if qweight.dtype != torch.uint8 or qweight.dim() != 2:
@@ -116,7 +124,11 @@ class QuantLinear(nn.Module):
             raise ValueError(
                 f"scale must hold one value per output channel ({n}), got shape {tuple(scale.shape)}"
             )
-        self.in_features, self.out_features = 2 * kp, n
+        if swiglu:
+            qweight, scale = interleave_pairs(qweight), interleave_pairs(scale.reshape(n))
+            bias = None if bias is None else interleave_pairs(bias.reshape(n))
+        self.swiglu = swiglu
+        self.in_features, self.out_features = 2 * kp, n // 2 if swiglu else n
         device = qweight.device
         self.register_buffer("qweight", qweight.contiguous())
         self.register_buffer("weight_scale", scale.reshape(n).to(device, torch.float32).contiguous())
@@ -140,13 +152,14 @@ class QuantLinear(nn.Module):
             )
         if decode not in (*DECODE_LAYOUTS, "auto"):
             raise ValueError(f"decode must be one of {', '.join(DECODE_LAYOUTS)} or 'auto', got {decode!r}")
-        fits = fits_decode_tiles(self.out_features, self.in_features)
+        rows = self.weight_scale.numel()
+        fits = fits_decode_tiles(rows, self.in_features)
         if decode == "auto":
             decode = "tiles" if fits and _tiles_run_on(self.qweight.device) else "packed"
         if decode == "tiles" and not fits:
             raise ValueError(
                 f"decode tiles need out_features % 16 == 0 and in_features % 64 == 0, "
-                f"got {self.out_features} x {self.in_features}: use decode='packed'"
+                f"got {rows} x {self.in_features}: use decode='packed'"
             )
         packed = packed_weight(self.qweight)
         if decode == "packed":
@@ -157,7 +170,8 @@ class QuantLinear(nn.Module):
         return self
 
     def packed_qweight(self) -> torch.Tensor:
-        """The weights as the checkpoint packs them, [N, K/2], whatever the decode layout."""
+        """The weights packed as the checkpoint packs them, [N, K/2], whatever the decode layout (rows
+        in this module's order: (gate, up) pairs when `swiglu`)."""
         return packed_weight(self.qweight)
 
     @property
@@ -178,7 +192,7 @@ class QuantLinear(nn.Module):
         )
         return (
             f"in_features={self.in_features}, out_features={self.out_features}, "
-            f"bias={self.bias is not None}, "
+            f"bias={self.bias is not None}, swiglu={self.swiglu}, "
             f"transform={self.transform}, act={'sym' if self.act_symmetric else 'asym'}, "
             f"decode={'tiles' if self.qweight.dim() == 3 else 'packed'}, "
             f"prefill={prefill}, decode_max_tokens={self.decode_limit}"
@@ -205,7 +219,9 @@ class QuantLinear(nn.Module):
             (xq, sx), zx = transform_quant(x, self.left, self.right, self.clip, 4, fmt), None
         else:
             xq, sx, zx = transform_quant_asym(x, self.left, self.right, self.clip, 4, fmt)
-        return w4a4_linear(xq, sx, weight, self.weight_scale, self.bias, out_dtype, zx, self.weight_sum)
+        return w4a4_linear(
+            xq, sx, weight, self.weight_scale, self.bias, out_dtype, zx, self.weight_sum, self.swiglu
+        )
 
     def reference_forward(self, x: torch.Tensor) -> torch.Tensor:
         """The same layer through the pure-PyTorch references (transform in float64)."""
@@ -215,7 +231,7 @@ class QuantLinear(nn.Module):
         else:
             xq, sx, zx = ref.transform_quant_asym_ref(x, self.left, self.right, self.clip, 4, "int8")
         return ref.w4a4_linear_ref(
-            xq, sx, self.qweight, self.weight_scale, self.bias, out_dtype, zx, self.weight_sum
+            xq, sx, self.qweight, self.weight_scale, self.bias, out_dtype, zx, self.weight_sum, self.swiglu
         )
 
     @classmethod
@@ -229,13 +245,15 @@ class QuantLinear(nn.Module):
         prefill: str | None = "auto",
         decode: str = "auto",
         decode_max_tokens: int | None = None,
+        swiglu: bool = False,
     ) -> QuantLinear:
         """Build from a checkpoint (a loaded `Checkpoint`, or its directory) and linear name(s).
 
         names: e.g. "layers.0.self_attn.q_proj"; several names (q, k, v) give one fused linear with
             their outputs concatenated in order (they must share the input and its site);
         site: "layers.0.attn_in" etc.; "auto" infers it from the name; None means no transform and
-            no clipping. The site's transform is `left`/`right` (Kronecker), or `heads` (o_in).
+            no clipping. The site's transform is `left`/`right` (Kronecker), or `heads` (o_in);
+        swiglu: names are a gate and an up projection, and the layer returns silu(gate) * up.
         """
         if isinstance(checkpoint, (str, os.PathLike, Path)):
             checkpoint = load_checkpoint(checkpoint)
@@ -253,6 +271,8 @@ class QuantLinear(nn.Module):
         names = [names] if isinstance(names, str) else list(names)
         if not names:
             raise ValueError("no linear name given")
+        if swiglu and len(names) != 2:
+            raise ValueError(f"swiglu needs two names, a gate and an up projection, got {names}")
         if site == "auto":
             sites = {site_for(name) for name in names}
             if len(sites) != 1:
@@ -268,6 +288,8 @@ class QuantLinear(nn.Module):
 
         qweights = [get(f"{name}.qweight") for name in names]
         scales = [get(f"{name}.scale").reshape(-1) for name in names]
+        if swiglu and qweights[0].shape[0] != qweights[1].shape[0]:
+            raise ValueError(f"swiglu needs gate and up of one size, got {[q.shape[0] for q in qweights]}")
         in_sizes = {q.shape[1] for q in qweights}
         if len(in_sizes) != 1:
             raise ValueError(f"{names} have different input sizes and cannot be fused")
@@ -302,6 +324,7 @@ class QuantLinear(nn.Module):
             prefill=prefill,
             decode=decode,
             decode_max_tokens=decode_max_tokens,
+            swiglu=swiglu,
         )
 
 

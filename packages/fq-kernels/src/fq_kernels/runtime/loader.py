@@ -67,11 +67,12 @@ def int4_model(
     quantise_kv = config.quant.key.enabled and kv_bits != 16
     adapter = get_adapter(model)
     names = adapter.names
+    swiglu = getattr(model.config, "hidden_act", None) in SILU_NAMES
     for index, layer in enumerate(adapter.decoder_layers(model)):
         attention = getattr(layer, names.attention)
         setattr(layer, names.attention, _attention(attention, adapter, checkpoint, index, quantise_kv))
         mlp = getattr(layer, names.mlp)
-        setattr(layer, names.mlp, _mlp(mlp.act_fn, checkpoint, index))
+        setattr(layer, names.mlp, _mlp(mlp.act_fn, checkpoint, index, swiglu))
     _load_base_tensors(model, checkpoint, dtype, device)
     kv = {} if quantise_kv else {"key": NO_QUANT, "value": NO_QUANT}
     model.fq_quant = replace(config.quant, **kv)  # what it runs (the fields of a FlatConfig's specs)
@@ -128,9 +129,14 @@ def _attention(
     )
 
 
-def _mlp(act_fn: Activation, checkpoint: Checkpoint, index: int) -> Int4MLP:
+SILU_NAMES = ("silu", "swish")
+"""`hidden_act` values whose gated MLP is SwiGLU: its gate|up GEMM applies the activation itself."""
+
+
+def _mlp(act_fn: Activation, checkpoint: Checkpoint, index: int, swiglu: bool) -> Int4MLP:
     prefix = f"layers.{index}.mlp."
-    gate_up = QuantLinear.from_checkpoint(checkpoint, [f"{prefix}gate_proj", f"{prefix}up_proj"])
+    names = [f"{prefix}gate_proj", f"{prefix}up_proj"]
+    gate_up = QuantLinear.from_checkpoint(checkpoint, names, swiglu=swiglu)
     return Int4MLP(act_fn, gate_up, QuantLinear.from_checkpoint(checkpoint, f"{prefix}down_proj"))
 
 

@@ -256,7 +256,7 @@ class StaticDecoder:
                 layer.post_norm, x, layer.attention.o_proj(out.transpose(1, 2).reshape(b, t, -1))
             )
             mlp = layer.mlp
-            x, h = residual_norm(next_norm, x, mlp.down_proj(gated(mlp.act_fn, mlp.gate_up_proj(h))))
+            x, h = residual_norm(next_norm, x, mlp.down_proj(mlp.activated(h, gated)))
         return self.head(h[:, -1:])[:, -1]
 
     def _decode_step(self, batch: int) -> None:

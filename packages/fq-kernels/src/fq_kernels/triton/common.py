@@ -60,16 +60,17 @@ def scaled_epilogue(
     HAS_BIAS: tl.constexpr,
     HAS_ZERO: tl.constexpr,
     RAW: tl.constexpr,
+    SWIGLU: tl.constexpr,
 ):
     """out = ((float32(acc) - zx[m] * wsum[n]) * sx[m]) * sw[n] (+ bias[n]) cast to c's dtype, the
     zero-point term only for asymmetric activations (HAS_ZERO; exact: `fq_kernels.reference.gemm`);
-    RAW stores int32(acc)."""
+    RAW stores int32(acc). SWIGLU: columns are (gate, up) pairs and c [M, N/2] gets silu(gate) * up,
+    rounded to c's dtype step by step as the unfused layer rounds (`reference.gemm.swiglu_pairs`)."""
     mask_m = offs_m < M
     mask_n = offs_n < N
-    mask = mask_m[:, None] & mask_n[None, :]
-    c_ptrs = c_ptr + offs_m[:, None].to(tl.int64) * stride_cm + offs_n[None, :]
     if RAW:
-        tl.store(c_ptrs, acc.to(tl.int32), mask=mask)
+        c_ptrs = c_ptr + offs_m[:, None].to(tl.int64) * stride_cm + offs_n[None, :]
+        tl.store(c_ptrs, acc.to(tl.int32), mask=mask_m[:, None] & mask_n[None, :])
     else:
         sx = tl.load(sx_ptr + offs_m, mask=mask_m, other=0.0)
         sw = tl.load(sw_ptr + offs_n, mask=mask_n, other=0.0)
@@ -82,4 +83,16 @@ def scaled_epilogue(
         if HAS_BIAS:
             bias = tl.load(bias_ptr + offs_n, mask=mask_n, other=0.0)
             out = out + bias[None, :]
-        tl.store(c_ptrs, out.to(c_ptr.dtype.element_ty), mask=mask)
+        dtype = c_ptr.dtype.element_ty
+        if SWIGLU:
+            BM: tl.constexpr = out.shape[0]
+            BN: tl.constexpr = out.shape[1]
+            gate, up = tl.split(tl.reshape(out.to(dtype).to(tl.float32), [BM, BN // 2, 2]))
+            act = (gate / (1.0 + tl.exp(-gate))).to(dtype).to(tl.float32)
+            gate_cols, _ = tl.split(tl.reshape(offs_n, [BN // 2, 2]))
+            cols = gate_cols // 2
+            c_ptrs = c_ptr + offs_m[:, None].to(tl.int64) * stride_cm + cols[None, :]
+            tl.store(c_ptrs, (act * up).to(dtype), mask=mask_m[:, None] & (cols < N // 2)[None, :])
+        else:
+            c_ptrs = c_ptr + offs_m[:, None].to(tl.int64) * stride_cm + offs_n[None, :]
+            tl.store(c_ptrs, out.to(dtype), mask=mask_m[:, None] & mask_n[None, :])

@@ -243,6 +243,7 @@ def _finish(
             HAS_BIAS,
             HAS_ZERO,
             RAW,
+            False,
         )
     else:
         mask = (offs_m[:, None] < M) & (offs_n[None, :] < N)
@@ -269,6 +270,7 @@ def _finish(
                 HAS_BIAS,
                 HAS_ZERO,
                 RAW,
+                False,
             )
 
 

@@ -87,6 +87,7 @@ def _prefill_tma_kernel(
     HAS_BIAS: tl.constexpr,
     HAS_ZERO: tl.constexpr,
     RAW: tl.constexpr,
+    SWIGLU: tl.constexpr,
 ):
     start = tl.program_id(0)
     num_pid_m = tl.cdiv(M, BM)
@@ -126,6 +127,7 @@ def _prefill_tma_kernel(
             HAS_BIAS,
             HAS_ZERO,
             RAW,
+            SWIGLU,
         )
 
 
@@ -154,6 +156,7 @@ def _prefill_ptr_kernel(
     HAS_BIAS: tl.constexpr,
     HAS_ZERO: tl.constexpr,
     RAW: tl.constexpr,
+    SWIGLU: tl.constexpr,
     EVEN_K: tl.constexpr,
 ):
     pid = tl.program_id(0)
@@ -196,6 +199,7 @@ def _prefill_ptr_kernel(
         HAS_BIAS,
         HAS_ZERO,
         RAW,
+        SWIGLU,
     )
 
 
@@ -217,17 +221,19 @@ def launch_prefill(
     raw: bool = False,
     zx: torch.Tensor | None = None,
     wsum: torch.Tensor | None = None,
+    swiglu: bool = False,
 ) -> torch.Tensor:
     """out [M, N] = epilogue(a [M, K] @ b [N, K]ᵀ); a and b both int8 or both fp8, last dim contiguous.
 
     raw=True writes the int32 accumulators instead (out must be int32): the exactness checks use it.
     zx [M], wsum [N] (float32): asymmetric activations' shifted zero points and the weights' row sums.
+    swiglu: b's rows are (gate, up) pairs and out [M, N/2] gets silu(gate) * up (`reference.gemm`).
     """
     m, n = a.shape[0], b.shape[0]
     if m == 0 or n == 0:
         return out
     if config.schedule == "scaled_mm":
-        if _scaled_mm_ok(a, b, bias, zx, out):
+        if not swiglu and _scaled_mm_ok(a, b, bias, zx, out):
             return _launch_scaled_mm(a, b, sx, sw, out, raw)
         # what the library's epilogue cannot do: the first Triton kernel for this problem
         config = next(c for c in candidates(m, n, a.shape[1], True) if c.schedule != "scaled_mm")
@@ -236,7 +242,7 @@ def launch_prefill(
         config = replace(config, block_n=128)
     while True:
         try:
-            return _launch(a, b, sx, sw, bias, zx, wsum, out, config, raw)
+            return _launch(a, b, sx, sw, bias, zx, wsum, out, config, raw, swiglu)
         except triton.runtime.errors.OutOfResources:
             if config.num_stages <= 2:
                 raise
@@ -266,7 +272,9 @@ def _launch_scaled_mm(a, b, sx, sw, out, raw: bool) -> torch.Tensor:
     return torch._scaled_mm(a, b.t(), scale_a, scale_b, out_dtype=out.dtype, out=out)
 
 
-def _launch(a, b, sx, sw, bias, zx, wsum, out, config: PrefillConfig, raw: bool) -> torch.Tensor:
+def _launch(
+    a, b, sx, sw, bias, zx, wsum, out, config: PrefillConfig, raw: bool, swiglu: bool
+) -> torch.Tensor:
     m, k = a.shape
     n = b.shape[0]
     is_fp8 = a.dtype == torch.float8_e4m3fn
@@ -284,6 +292,7 @@ def _launch(a, b, sx, sw, bias, zx, wsum, out, config: PrefillConfig, raw: bool)
         "HAS_BIAS": bias is not None,
         "HAS_ZERO": zx is not None,
         "RAW": raw,
+        "SWIGLU": swiglu,
         "num_warps": cfg.num_warps,
         "num_stages": cfg.num_stages,
     }
@@ -351,14 +360,15 @@ def launch_tuned(
     raw: bool = False,
     zx: torch.Tensor | None = None,
     wsum: torch.Tensor | None = None,
+    swiglu: bool = False,
 ) -> torch.Tensor:
     """`launch_prefill` with the configuration from `candidates` (timed at first use if autotuning)."""
     m, k = a.shape
     n = b.shape[0]
     fp8 = a.dtype == torch.float8_e4m3fn
-    key = ("prefill", 1 << max(m - 1, 0).bit_length(), n, k, a.dtype, out.dtype, raw)
+    key = ("prefill", 1 << max(m - 1, 0).bit_length(), n, k, a.dtype, out.dtype, raw, swiglu)
 
     def run(cfg: PrefillConfig) -> torch.Tensor:
-        return launch_prefill(a, b, sx, sw, bias, out, cfg, raw, zx, wsum)
+        return launch_prefill(a, b, sx, sw, bias, out, cfg, raw, zx, wsum, swiglu)
 
     return run(tuning.choose(key, candidates(m, n, k, fp8), run))
