@@ -223,7 +223,7 @@ def test_prefill_gemm_is_exact(m: int, k: int, n: int, kind: str, schedule: str)
 def test_prefill_gemm_swiglu_epilogue_is_the_unfused_layer(schedule: str, act: str, out_dtype) -> None:
     """silu(gate) * up from the epilogue = the reference's step-by-step rounding (gate, up, silu,
     product in out_dtype) up to the last bit or two: its exp and the library's may round apart.
-    N/2 = 24 columns over tiles of 16 pairs: the second tile is half masked. (Not bfloat16 here:
+    N/2 = 24 columns over tiles of 16 gate + 16 up columns: the second is half masked. (Not bfloat16 here:
     the interpreter casts float32 to it by truncation, the GPU to nearest; the GPU test covers it.)"""
     from fq_kernels.triton.gemm_prefill import PrefillConfig, launch_prefill
 

@@ -36,16 +36,6 @@ def prefill_weight(qweight: torch.Tensor, kind: str) -> torch.Tensor:
     raise ValueError(f"prefill weight kind must be one of {', '.join(PREFILL_KINDS)}, got {kind!r}")
 
 
-def interleave_pairs(t: torch.Tensor) -> torch.Tensor:
-    """Rows [a_0..a_{n-1}, b_0..b_{n-1}] (e.g. gate then up projections) as pairs a_0, b_0, a_1, b_1,
-    ...: the order whose GEMM output tile holds each gate column beside its up column, so the
-    epilogue can apply SwiGLU (`fq_kernels.reference.gemm`). Works on packed rows, scales, biases."""
-    n = t.shape[0]
-    if n % 2:
-        raise ValueError(f"pairing rows needs an even number of them, got {n}")
-    return t.reshape(2, n // 2, *t.shape[1:]).transpose(0, 1).reshape(t.shape).contiguous()
-
-
 def weight_sums(qweight: torch.Tensor) -> torch.Tensor:
     """wsum [N] float32 of packed int4 weights [N, K/2] or decode tiles: sum_k w[n, k], exact
     (|wsum| <= 8 K < 2^24)."""

@@ -290,7 +290,7 @@ def _w4a4_linear_op(
     out = torch.empty((a.shape[0], n // 2 if fused else n), dtype=out_dtype, device=xq.device)
     _gemm(a, b, sx32, sw32, bias32, out, False, zx32, wsum32, fused)
     if swiglu and not fused:
-        out = ref.swiglu_pairs(out)
+        out = ref.swiglu_halves(out)
     return out.reshape(*lead, out.shape[-1])
 
 
@@ -341,7 +341,7 @@ def w4a4_linear(
     the tensor-core prefill kernel). A token whose scale is NaN (non-finite input) gives a NaN row.
     Asymmetric activations (`transform_quant_asym`): zx [...] their zero points, wsum [N] the
     weights' row sums (`fq_kernels.layout.weight_sums`); out = (acc - zx * wsum) * sx * sw (+ bias).
-    swiglu: wq's rows are (gate, up) pairs (`fq_kernels.layout.interleave_pairs`) and the result is
+    swiglu: wq's rows are a gate projection's then an up projection's (N/2 each) and the result is
     silu(gate) * up [..., N/2]: the prefill kernel does it in its epilogue, so a gated MLP's
     intermediate is written once, at half the width.
     """

@@ -12,9 +12,9 @@ Two paths, one result:
   so the tensor cores read both operands straight from shared memory; the activation kernel
   writes the same storage type.
 
-A fused gate|up projection of a gated MLP can return silu(gate) * up instead (`swiglu=True`): its
-rows are stored as (gate, up) pairs and the prefill kernel applies the activation in its epilogue,
-so the MLP's intermediate is written once, at half the width, with no separate activation pass.
+A fused gate|up projection of a gated MLP can return silu(gate) * up instead (`swiglu=True`): the
+prefill kernel computes each gate column beside its up column and applies the activation in its
+epilogue, so the MLP's intermediate is written once, at half the width, with no activation pass.
 
 Activations are quantised as the checkpoint says, symmetric or asymmetric per token; an asymmetric
 layer keeps its weights' row sums (made at load) for the GEMM epilogue's zero-point term
@@ -39,7 +39,6 @@ from fq_kernels.layout import (
     PREFILL_KINDS,
     activation_format,
     fits_decode_tiles,
-    interleave_pairs,
     packed_weight,
     prefill_weight,
     tile_decode_weight,
@@ -96,7 +95,7 @@ class QuantLinear(nn.Module):
     decode_max_tokens: the most tokens the decode path takes when there is a prefill copy; None picks
     by the decode layout (TILES_MAX_TOKENS for tiles, DECODE_MAX_TOKENS for packed rows).
     swiglu: the N rows are a gate projection's then an up projection's (N/2 each); the layer returns
-    silu(gate) * up [..., N/2] and stores the rows as (gate, up) pairs (`layout.interleave_pairs`).
+    silu(gate) * up [..., N/2].
     """
 
     def __init__(
@@ -124,9 +123,8 @@ class QuantLinear(nn.Module):
             raise ValueError(
                 f"scale must hold one value per output channel ({n}), got shape {tuple(scale.shape)}"
             )
-        if swiglu:
-            qweight, scale = interleave_pairs(qweight), interleave_pairs(scale.reshape(n))
-            bias = None if bias is None else interleave_pairs(bias.reshape(n))
+        if swiglu and n % 2:
+            raise ValueError(f"swiglu needs gate and up rows of one size, got {n} rows in all")
         self.swiglu = swiglu
         self.in_features, self.out_features = 2 * kp, n // 2 if swiglu else n
         device = qweight.device
@@ -170,8 +168,7 @@ class QuantLinear(nn.Module):
         return self
 
     def packed_qweight(self) -> torch.Tensor:
-        """The weights packed as the checkpoint packs them, [N, K/2], whatever the decode layout (rows
-        in this module's order: (gate, up) pairs when `swiglu`)."""
+        """The weights as the checkpoint packs them, [N, K/2], whatever the decode layout."""
         return packed_weight(self.qweight)
 
     @property

@@ -22,7 +22,7 @@ from fq_kernels.reference.gemm import (
     ASYM_MAX_K,
     int_matmul_ref,
     operand_values,
-    swiglu_pairs,
+    swiglu_halves,
     w4a4_linear_ref,
 )
 from fq_kernels.reference.kv import QuantizedKV, dequant_kv_ref, kv_attention_ref, kv_spec, quant_kv_ref
@@ -44,7 +44,7 @@ __all__ = [
     "quant_kv_ref",
     "quantize_tokens",
     "quantize_tokens_asym",
-    "swiglu_pairs",
+    "swiglu_halves",
     "transform_quant_asym_ref",
     "transform_quant_ref",
     "w4a4_linear_ref",

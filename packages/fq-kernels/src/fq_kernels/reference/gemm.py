@@ -26,9 +26,9 @@ matmuls do not). A kernel's integer accumulator must equal `int_matmul_ref` exac
 output may differ from this by one rounding of the float32 epilogue (it may fuse the bias add into
 a fused multiply-add) before the cast to `out_dtype`.
 
-SwiGLU (`swiglu=True`): the weight rows are (gate, up) pairs, row 2j gate j and row 2j + 1 up j
-(`fq_kernels.layout.interleave_pairs`), and the result is silu(gate) * up [..., N/2], rounded as the
-unfused layer rounds it: gate and up to `out_dtype`, silu(gate) to `out_dtype`, then the product.
+SwiGLU (`swiglu=True`): the weight rows are a gate projection's then an up projection's, N/2 each
+(a fused gate|up linear), and the result is silu(gate) * up [..., N/2], rounded as the unfused
+layer rounds it: gate and up to `out_dtype`, silu(gate) to `out_dtype`, then the product.
 """
 
 from __future__ import annotations
@@ -88,7 +88,7 @@ def w4a4_linear_ref(
 ) -> torch.Tensor:
     """out [..., N] = epilogue(exact acc); xq [..., K or K/2], sx [...], wq [N, K or K/2], sw [N];
     asymmetric activations add their shifted zero points zx [...] and the weights' wsum [N];
-    swiglu: silu(gate) * up of the paired rows, [..., N/2] (module docstring)."""
+    swiglu: silu(gate) * up of the two halves of the rows, [..., N/2] (module docstring)."""
     lead = xq.shape[:-1]
     acc = int_matmul_ref(xq, wq).to(torch.float32)
     if zx is not None:
@@ -99,10 +99,11 @@ def w4a4_linear_ref(
     if bias is not None:
         out = out + bias.reshape(1, -1).to(torch.float32)
     out = out.to(out_dtype).reshape(*lead, gemm_n(wq))
-    return swiglu_pairs(out) if swiglu else out
+    return swiglu_halves(out) if swiglu else out
 
 
-def swiglu_pairs(y: torch.Tensor) -> torch.Tensor:
-    """silu(gate) * up [..., N/2] of y [..., N] whose columns are (gate, up) pairs, in y's dtype
-    (silu rounds to it, then the product: what `act_fn(gate) * up` on the unfused output does)."""
-    return F.silu(y[..., 0::2]) * y[..., 1::2]
+def swiglu_halves(y: torch.Tensor) -> torch.Tensor:
+    """silu(gate) * up [..., N/2] of y [..., N] = gate | up, in y's dtype (silu rounds to it, then
+    the product: what `act_fn(gate) * up` does on the unfused layer's output)."""
+    gate, up = y.chunk(2, dim=-1)
+    return F.silu(gate) * up

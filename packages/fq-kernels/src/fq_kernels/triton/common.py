@@ -44,6 +44,39 @@ def grouped_tile(tile_id, num_pid_m, num_pid_n, GROUP_M: tl.constexpr):
 
 
 @triton.jit
+def scaled_tile(
+    acc,
+    offs_m,
+    offs_n,
+    M,
+    N,
+    sx_ptr,
+    sw_ptr,
+    bias_ptr,
+    zx_ptr,
+    wsum_ptr,
+    HAS_BIAS: tl.constexpr,
+    HAS_ZERO: tl.constexpr,
+):
+    """float32 ((acc - zx[m] * wsum[n]) * sx[m]) * sw[n] (+ bias[n]) of one output tile, the
+    zero-point term only for asymmetric activations (HAS_ZERO; exact: `fq_kernels.reference.gemm`)."""
+    mask_m = offs_m < M
+    mask_n = offs_n < N
+    sx = tl.load(sx_ptr + offs_m, mask=mask_m, other=0.0)
+    sw = tl.load(sw_ptr + offs_n, mask=mask_n, other=0.0)
+    out = acc.to(tl.float32)
+    if HAS_ZERO:
+        zx = tl.load(zx_ptr + offs_m, mask=mask_m, other=0.0)
+        wsum = tl.load(wsum_ptr + offs_n, mask=mask_n, other=0.0)
+        out = out - zx[:, None] * wsum[None, :]
+    out = out * sx[:, None] * sw[None, :]
+    if HAS_BIAS:
+        bias = tl.load(bias_ptr + offs_n, mask=mask_n, other=0.0)
+        out = out + bias[None, :]
+    return out
+
+
+@triton.jit
 def scaled_epilogue(
     acc,
     offs_m,
@@ -60,39 +93,50 @@ def scaled_epilogue(
     HAS_BIAS: tl.constexpr,
     HAS_ZERO: tl.constexpr,
     RAW: tl.constexpr,
-    SWIGLU: tl.constexpr,
 ):
-    """out = ((float32(acc) - zx[m] * wsum[n]) * sx[m]) * sw[n] (+ bias[n]) cast to c's dtype, the
-    zero-point term only for asymmetric activations (HAS_ZERO; exact: `fq_kernels.reference.gemm`);
-    RAW stores int32(acc). SWIGLU: columns are (gate, up) pairs and c [M, N/2] gets silu(gate) * up,
-    rounded to c's dtype step by step as the unfused layer rounds (`reference.gemm.swiglu_pairs`)."""
-    mask_m = offs_m < M
-    mask_n = offs_n < N
+    """c = `scaled_tile` cast to c's dtype; RAW stores int32(acc)."""
+    mask = (offs_m < M)[:, None] & (offs_n < N)[None, :]
+    c_ptrs = c_ptr + offs_m[:, None].to(tl.int64) * stride_cm + offs_n[None, :]
     if RAW:
-        c_ptrs = c_ptr + offs_m[:, None].to(tl.int64) * stride_cm + offs_n[None, :]
-        tl.store(c_ptrs, acc.to(tl.int32), mask=mask_m[:, None] & mask_n[None, :])
+        tl.store(c_ptrs, acc.to(tl.int32), mask=mask)
     else:
-        sx = tl.load(sx_ptr + offs_m, mask=mask_m, other=0.0)
-        sw = tl.load(sw_ptr + offs_n, mask=mask_n, other=0.0)
-        out = acc.to(tl.float32)
-        if HAS_ZERO:
-            zx = tl.load(zx_ptr + offs_m, mask=mask_m, other=0.0)
-            wsum = tl.load(wsum_ptr + offs_n, mask=mask_n, other=0.0)
-            out = out - zx[:, None] * wsum[None, :]
-        out = out * sx[:, None] * sw[None, :]
-        if HAS_BIAS:
-            bias = tl.load(bias_ptr + offs_n, mask=mask_n, other=0.0)
-            out = out + bias[None, :]
-        dtype = c_ptr.dtype.element_ty
-        if SWIGLU:
-            BM: tl.constexpr = out.shape[0]
-            BN: tl.constexpr = out.shape[1]
-            gate, up = tl.split(tl.reshape(out.to(dtype).to(tl.float32), [BM, BN // 2, 2]))
-            act = (gate / (1.0 + tl.exp(-gate))).to(dtype).to(tl.float32)
-            gate_cols, _ = tl.split(tl.reshape(offs_n, [BN // 2, 2]))
-            cols = gate_cols // 2
-            c_ptrs = c_ptr + offs_m[:, None].to(tl.int64) * stride_cm + cols[None, :]
-            tl.store(c_ptrs, (act * up).to(dtype), mask=mask_m[:, None] & (cols < N // 2)[None, :])
-        else:
-            c_ptrs = c_ptr + offs_m[:, None].to(tl.int64) * stride_cm + offs_n[None, :]
-            tl.store(c_ptrs, out.to(dtype), mask=mask_m[:, None] & mask_n[None, :])
+        out = scaled_tile(
+            acc, offs_m, offs_n, M, N, sx_ptr, sw_ptr, bias_ptr, zx_ptr, wsum_ptr, HAS_BIAS, HAS_ZERO
+        )
+        tl.store(c_ptrs, out.to(c_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def swiglu_epilogue(
+    acc_gate,
+    acc_up,
+    offs_m,
+    offs_n,
+    M,
+    N_OUT,
+    c_ptr,
+    stride_cm,
+    sx_ptr,
+    sw_ptr,
+    bias_ptr,
+    zx_ptr,
+    wsum_ptr,
+    HAS_BIAS: tl.constexpr,
+    HAS_ZERO: tl.constexpr,
+):
+    """c[m, j] = silu(gate) * up for gate = output column j and up = column N_OUT + j of the scaled
+    GEMM (`scaled_tile`), rounded to c's dtype step by step as the unfused layer rounds: gate and up,
+    silu(gate), the product (`fq_kernels.reference.gemm.swiglu_halves`)."""
+    dtype = c_ptr.dtype.element_ty
+    n = 2 * N_OUT
+    gate = scaled_tile(
+        acc_gate, offs_m, offs_n, M, N_OUT, sx_ptr, sw_ptr, bias_ptr, zx_ptr, wsum_ptr, HAS_BIAS, HAS_ZERO
+    )
+    up = scaled_tile(
+        acc_up, offs_m, offs_n + N_OUT, M, n, sx_ptr, sw_ptr, bias_ptr, zx_ptr, wsum_ptr, HAS_BIAS, HAS_ZERO
+    )
+    gate = gate.to(dtype).to(tl.float32)
+    act = (gate / (1.0 + tl.exp(-gate))).to(dtype).to(tl.float32)
+    out = (act * up.to(dtype).to(tl.float32)).to(dtype)
+    mask = (offs_m < M)[:, None] & (offs_n < N_OUT)[None, :]
+    tl.store(c_ptr + offs_m[:, None].to(tl.int64) * stride_cm + offs_n[None, :], out, mask=mask)

@@ -243,7 +243,6 @@ def _finish(
             HAS_BIAS,
             HAS_ZERO,
             RAW,
-            False,
         )
     else:
         mask = (offs_m[:, None] < M) & (offs_n[None, :] < N)
@@ -270,7 +269,6 @@ def _finish(
                 HAS_BIAS,
                 HAS_ZERO,
                 RAW,
-                False,
             )
 
 

@@ -35,7 +35,7 @@ import triton.language as tl
 
 from fq_kernels import tuning
 from fq_kernels._runtime import interpreting, sm_count
-from fq_kernels.triton.common import grouped_tile, scaled_epilogue
+from fq_kernels.triton.common import grouped_tile, scaled_epilogue, swiglu_epilogue
 
 
 @dataclass(frozen=True)
@@ -61,6 +61,40 @@ def _mma(a, b, acc, IS_FP8: tl.constexpr, IMPRECISE: tl.constexpr):
     else:
         acc = tl.dot(a, b.T, acc, out_dtype=tl.int32)
     return acc
+
+
+@triton.jit
+def _epilogue(
+    acc,
+    acc_up,
+    offs_m,
+    offs_n,
+    M,
+    N,
+    c_ptr,
+    stride_cm,
+    sx_ptr,
+    sw_ptr,
+    bias_ptr,
+    zx_ptr,
+    wsum_ptr,
+    HAS_BIAS: tl.constexpr,
+    HAS_ZERO: tl.constexpr,
+    RAW: tl.constexpr,
+    SWIGLU: tl.constexpr,
+):
+    """The scale epilogue of a tile, or SwiGLU of its gate and up accumulators (`triton.common`)."""
+    if SWIGLU:
+        n_out = N // 2
+        swiglu_epilogue(
+            acc, acc_up, offs_m, offs_n, M, n_out, c_ptr, stride_cm,
+            sx_ptr, sw_ptr, bias_ptr, zx_ptr, wsum_ptr, HAS_BIAS, HAS_ZERO,
+        )  # fmt: skip
+    else:
+        scaled_epilogue(
+            acc, offs_m, offs_n, M, N, c_ptr, stride_cm, sx_ptr, sw_ptr, bias_ptr, zx_ptr, wsum_ptr,
+            HAS_BIAS, HAS_ZERO, RAW,
+        )  # fmt: skip
 
 
 @triton.jit
@@ -90,8 +124,10 @@ def _prefill_tma_kernel(
     SWIGLU: tl.constexpr,
 ):
     start = tl.program_id(0)
+    # SWIGLU: a tile is BN gate columns and the BN up columns N/2 rows further down the weights
+    n_tiled = N // 2 if SWIGLU else N
     num_pid_m = tl.cdiv(M, BM)
-    num_pid_n = tl.cdiv(N, BN)
+    num_pid_n = tl.cdiv(n_tiled, BN)
     k_tiles = tl.cdiv(K, BK)
     num_tiles = num_pid_m * num_pid_n
     acc_dtype = tl.float32 if IS_FP8 else tl.int32
@@ -103,32 +139,22 @@ def _prefill_tma_kernel(
         off_m = pid_m * BM
         off_n = pid_n * BN
         acc = tl.zeros((BM, BN), dtype=acc_dtype)
+        acc_up = tl.zeros((BM, BN), dtype=acc_dtype)
         for ki in range(k_tiles):
             a = a_desc.load([off_m, ki * BK])
             b = b_desc.load([off_n, ki * BK])
             acc = _mma(a, b, acc, IS_FP8, IMPRECISE)
+            if SWIGLU:
+                b_up = b_desc.load([off_n + n_tiled, ki * BK])
+                acc_up = _mma(a, b_up, acc_up, IS_FP8, IMPRECISE)
         tile_c += num_progs
         pid_m_c, pid_n_c = grouped_tile(tile_c, num_pid_m, num_pid_n, GROUP_M)
         offs_m = pid_m_c * BM + tl.arange(0, BM)
         offs_n = pid_n_c * BN + tl.arange(0, BN)
-        scaled_epilogue(
-            acc,
-            offs_m,
-            offs_n,
-            M,
-            N,
-            c_ptr,
-            stride_cm,
-            sx_ptr,
-            sw_ptr,
-            bias_ptr,
-            zx_ptr,
-            wsum_ptr,
-            HAS_BIAS,
-            HAS_ZERO,
-            RAW,
-            SWIGLU,
-        )
+        _epilogue(
+            acc, acc_up, offs_m, offs_n, M, N, c_ptr, stride_cm, sx_ptr, sw_ptr, bias_ptr, zx_ptr, wsum_ptr,
+            HAS_BIAS, HAS_ZERO, RAW, SWIGLU,
+        )  # fmt: skip
 
 
 @triton.jit
@@ -160,18 +186,21 @@ def _prefill_ptr_kernel(
     EVEN_K: tl.constexpr,
 ):
     pid = tl.program_id(0)
+    n_tiled = N // 2 if SWIGLU else N  # as in the TMA kernel
     num_pid_m = tl.cdiv(M, BM)
-    num_pid_n = tl.cdiv(N, BN)
+    num_pid_n = tl.cdiv(n_tiled, BN)
     pid_m, pid_n = grouped_tile(pid, num_pid_m, num_pid_n, GROUP_M)
     offs_m = pid_m * BM + tl.arange(0, BM)
     offs_n = pid_n * BN + tl.arange(0, BN)
     offs_k = tl.arange(0, BK)
     # Out-of-range rows/columns read row 0 (valid memory) and are masked at the store.
     rows_a = tl.where(offs_m < M, offs_m, 0).to(tl.int64)
-    rows_b = tl.where(offs_n < N, offs_n, 0).to(tl.int64)
+    rows_b = tl.where(offs_n < n_tiled, offs_n, 0).to(tl.int64)
     a_ptrs = a_ptr + rows_a[:, None] * stride_am + offs_k[None, :]
     b_ptrs = b_ptr + rows_b[:, None] * stride_bn + offs_k[None, :]
+    up_ptrs = b_ptrs + n_tiled * stride_bn
     acc = tl.zeros((BM, BN), dtype=tl.float32 if IS_FP8 else tl.int32)
+    acc_up = tl.zeros((BM, BN), dtype=tl.float32 if IS_FP8 else tl.int32)
     for ki in range(tl.cdiv(K, BK)):
         if EVEN_K:
             a = tl.load(a_ptrs)
@@ -181,26 +210,19 @@ def _prefill_ptr_kernel(
             a = tl.load(a_ptrs, mask=k_mask[None, :], other=0.0)
             b = tl.load(b_ptrs, mask=k_mask[None, :], other=0.0)
         acc = _mma(a, b, acc, IS_FP8, IMPRECISE)
+        if SWIGLU:
+            if EVEN_K:  # noqa: SIM108 (constexpr branches, one load each)
+                b_up = tl.load(up_ptrs)
+            else:
+                b_up = tl.load(up_ptrs, mask=k_mask[None, :], other=0.0)
+            acc_up = _mma(a, b_up, acc_up, IS_FP8, IMPRECISE)
+            up_ptrs += BK
         a_ptrs += BK
         b_ptrs += BK
-    scaled_epilogue(
-        acc,
-        offs_m,
-        offs_n,
-        M,
-        N,
-        c_ptr,
-        stride_cm,
-        sx_ptr,
-        sw_ptr,
-        bias_ptr,
-        zx_ptr,
-        wsum_ptr,
-        HAS_BIAS,
-        HAS_ZERO,
-        RAW,
-        SWIGLU,
-    )
+    _epilogue(
+        acc, acc_up, offs_m, offs_n, M, N, c_ptr, stride_cm, sx_ptr, sw_ptr, bias_ptr, zx_ptr, wsum_ptr,
+        HAS_BIAS, HAS_ZERO, RAW, SWIGLU,
+    )  # fmt: skip
 
 
 def _tma_ok(a: torch.Tensor, b: torch.Tensor) -> bool:
@@ -227,7 +249,8 @@ def launch_prefill(
 
     raw=True writes the int32 accumulators instead (out must be int32): the exactness checks use it.
     zx [M], wsum [N] (float32): asymmetric activations' shifted zero points and the weights' row sums.
-    swiglu: b's rows are (gate, up) pairs and out [M, N/2] gets silu(gate) * up (`reference.gemm`).
+    swiglu: b's rows are gate then up rows (N/2 each) and out [M, N/2] gets silu(gate) * up
+    (`reference.gemm`): a tile computes block_n / 2 gate columns and the matching up columns.
     """
     m, n = a.shape[0], b.shape[0]
     if m == 0 or n == 0:
@@ -282,9 +305,11 @@ def _launch(
     # absent operands point at sw: never read (their constexpr flag is off)
     optional = [t if t is not None else sw for t in (bias, zx, wsum)]
     cfg = config
+    # SwiGLU: each tile is block_n / 2 gate columns plus their up columns (two dots of half width)
+    bn, n_tiled = (cfg.block_n // 2, n // 2) if swiglu else (cfg.block_n, n)
     common = {
         "BM": cfg.block_m,
-        "BN": cfg.block_n,
+        "BN": bn,
         "BK": cfg.block_k,
         "GROUP_M": cfg.group_m,
         "IS_FP8": is_fp8,
@@ -296,12 +321,12 @@ def _launch(
         "num_warps": cfg.num_warps,
         "num_stages": cfg.num_stages,
     }
-    tiles = triton.cdiv(m, cfg.block_m) * triton.cdiv(n, cfg.block_n)
+    tiles = triton.cdiv(m, cfg.block_m) * triton.cdiv(n_tiled, bn)
     if cfg.schedule == "tma" and _tma_ok(a, b):
         from triton.tools.tensor_descriptor import TensorDescriptor
 
         a_desc = TensorDescriptor.from_tensor(a, [cfg.block_m, cfg.block_k])
-        b_desc = TensorDescriptor.from_tensor(b, [cfg.block_n, cfg.block_k])
+        b_desc = TensorDescriptor.from_tensor(b, [bn, cfg.block_k])
         progs = min(tiles, sm_count(a))
         _prefill_tma_kernel[(progs,)](
             a_desc, b_desc, out, sx, sw, *optional, m, n, k, out.stride(0), progs, **common
