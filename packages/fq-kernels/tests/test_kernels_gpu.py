@@ -441,8 +441,9 @@ def test_every_prefill_candidate_is_exact_with_the_reference_epilogue(m, k, n, k
 @pytest.mark.parametrize(("m", "k", "n"), [(2048, 4096, 22016), (333, 576, 3000)])
 def test_every_prefill_candidate_applies_swiglu_as_the_unfused_layer(m, k, n, kind: str) -> None:
     """The SwiGLU epilogue of every prefill configuration (asymmetric activations, a bias, bfloat16)
-    = silu(gate) * up of the reference's rounded gate and up: bit-equal but for the rare value
-    where the kernel's exp or a fused multiply-add rounds across a bfloat16 boundary."""
+    is bit-equal to the same kernel's plain output followed by silu(gate) * up, and so within the
+    plain epilogue's tolerance of the reference: its rare last-bit gate differences (a fused
+    multiply-add) are what separates the two (H200: 0.002% of the values at 2048 x 4096 x 22016)."""
     from fq_kernels.triton.gemm_prefill import candidates, launch_prefill
 
     g = torch.Generator().manual_seed(m + n)
@@ -458,9 +459,11 @@ def test_every_prefill_candidate_applies_swiglu_as_the_unfused_layer(m, k, n, ki
     for cfg in candidates(m, n, k, fp8=kind == "fp8"):
         out = torch.full((m, n // 2), float("nan"), dtype=torch.bfloat16, device=DEV)
         launch_prefill(a, b, sx, sw, bias, out, cfg, zx=zx, wsum=wsum, swiglu=True)
-        torch.testing.assert_close(out.float(), expected.float(), rtol=4 * 2**-8, atol=1e-5, msg=str(cfg))
+        plain = torch.empty(m, n, dtype=torch.bfloat16, device=DEV)
+        launch_prefill(a, b, sx, sw, bias, plain, cfg, zx=zx, wsum=wsum)
+        assert torch.equal(out, ref.swiglu_halves(plain)), cfg
         differ = (out != expected).float().mean().item()
-        assert differ < 0.05, f"{cfg}: {differ:.2%} of the values differ in their last bit"
+        assert differ < 1e-3, f"{cfg}: {differ:.4%} of the values differ from the reference"
 
 
 def test_quant_linear_decodes_with_tiles_on_cuda() -> None:

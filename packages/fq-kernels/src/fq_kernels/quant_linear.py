@@ -12,9 +12,9 @@ Two paths, one result:
   so the tensor cores read both operands straight from shared memory; the activation kernel
   writes the same storage type.
 
-A fused gate|up projection of a gated MLP can return silu(gate) * up instead (`swiglu=True`): the
-prefill kernel computes each gate column beside its up column and applies the activation in its
-epilogue, so the MLP's intermediate is written once, at half the width, with no activation pass.
+A fused gate|up projection of a gated MLP can return silu(gate) * up instead (`layer(x, swiglu=True)`):
+the prefill kernel computes each gate column beside its up column and applies the activation in
+its epilogue, so the MLP's intermediate is written once, at half the width, with no extra pass.
 
 Activations are quantised as the checkpoint says, symmetric or asymmetric per token; an asymmetric
 layer keeps its weights' row sums (made at load) for the GEMM epilogue's zero-point term
@@ -54,9 +54,14 @@ TILES_MAX_TOKENS = 32
 (docs/benchmarks/kernels.md, run K)."""
 DECODE_LAYOUTS: tuple[str, ...] = ("tiles", "packed")
 """How the decode path stores its weights: CUDA decode tiles, or the checkpoint's packed rows."""
-PREFILL_DEFAULT = "int8"
-"""Storage of the prefill weight copy when `prefill="auto"` on CUDA: int8 was the faster *exact* one
-on the H100 (fp8 with exact accumulation is ~20% slower; docs/benchmarks/kernels.md)."""
+PREFILL_DEFAULT = "fp8"
+"""Storage of the prefill weight copy when `prefill="auto"` on CUDA, for layers whose GEMM the
+library's fp8 kernel takes (symmetric activations, no bias): cuBLASLt's (`torch._scaled_mm`, exact on
+int4 values in the GPU tests) took 13% / 15% / 3% less time than our int8 kernel at M = 2048 on the
+H200 (4096x11008 / 4096x14336 / 11008x4096; docs/benchmarks/kernels.md, run O)."""
+PREFILL_WITH_EPILOGUE = "int8"
+"""The same for the other layers (zero points or a bias: an epilogue cuBLASLt lacks), which run our
+kernels: int8 is the faster exact one (fp8 with exact accumulation is ~20% slower; kernels.md)."""
 
 SITE_OF: dict[str, str] = {
     "self_attn.q_proj": "attn_in",
@@ -89,13 +94,12 @@ class QuantLinear(nn.Module):
     weight scales; left/right: the online Kronecker factors (left alone: o_proj's heads factor);
     clip: the activation clipping pair (clip_max, clip_min); act_symmetric: False quantises the
     activations asymmetrically (fq-core's QuantSpec(4, False, "token")); prefill: "int8", "fp8", None
-    (decode kernel for every token count) or "auto" (PREFILL_DEFAULT when the weights are on CUDA);
+    (decode kernel for every token count) or "auto" (on CUDA: PREFILL_DEFAULT, or
+    PREFILL_WITH_EPILOGUE for asymmetric activations or a bias);
     decode: "tiles", "packed" or "auto" (tiles where the CUDA decode kernel runs and the shape splits
     into whole tiles). The `qweight` buffer holds the decode layout; `packed_qweight()` gives [N, K/2].
     decode_max_tokens: the most tokens the decode path takes when there is a prefill copy; None picks
     by the decode layout (TILES_MAX_TOKENS for tiles, DECODE_MAX_TOKENS for packed rows).
-    swiglu: the N rows are a gate projection's then an up projection's (N/2 each); the layer returns
-    silu(gate) * up [..., N/2].
     """
 
     def __init__(
@@ -111,7 +115,6 @@ class QuantLinear(nn.Module):
         prefill: str | None = "auto",
         decode: str = "auto",
         decode_max_tokens: int | None = None,
-        swiglu: bool = False,
     ) -> None:
         super().__init__()
         if qweight.dtype != torch.uint8 or qweight.dim() != 2:
@@ -123,10 +126,7 @@ class QuantLinear(nn.Module):
             raise ValueError(
                 f"scale must hold one value per output channel ({n}), got shape {tuple(scale.shape)}"
             )
-        if swiglu and n % 2:
-            raise ValueError(f"swiglu needs gate and up rows of one size, got {n} rows in all")
-        self.swiglu = swiglu
-        self.in_features, self.out_features = 2 * kp, n // 2 if swiglu else n
+        self.in_features, self.out_features = 2 * kp, n
         device = qweight.device
         self.register_buffer("qweight", qweight.contiguous())
         self.register_buffer("weight_scale", scale.reshape(n).to(device, torch.float32).contiguous())
@@ -143,21 +143,23 @@ class QuantLinear(nn.Module):
         """(Re)build the device-specific weight layouts, e.g. after moving the module to another device:
         the prefill copy and the decode layout (see the class docstring for the choices)."""
         if prefill == "auto":
-            prefill = PREFILL_DEFAULT if self.qweight.is_cuda else None
+            library_gemm = self.act_symmetric and self.bias is None
+            prefill = None
+            if self.qweight.is_cuda:
+                prefill = PREFILL_DEFAULT if library_gemm else PREFILL_WITH_EPILOGUE
         if prefill is not None and prefill not in PREFILL_KINDS:
             raise ValueError(
                 f"prefill must be one of {', '.join(PREFILL_KINDS)}, None or 'auto', got {prefill!r}"
             )
         if decode not in (*DECODE_LAYOUTS, "auto"):
             raise ValueError(f"decode must be one of {', '.join(DECODE_LAYOUTS)} or 'auto', got {decode!r}")
-        rows = self.weight_scale.numel()
-        fits = fits_decode_tiles(rows, self.in_features)
+        fits = fits_decode_tiles(self.out_features, self.in_features)
         if decode == "auto":
             decode = "tiles" if fits and _tiles_run_on(self.qweight.device) else "packed"
         if decode == "tiles" and not fits:
             raise ValueError(
                 f"decode tiles need out_features % 16 == 0 and in_features % 64 == 0, "
-                f"got {rows} x {self.in_features}: use decode='packed'"
+                f"got {self.out_features} x {self.in_features}: use decode='packed'"
             )
         packed = packed_weight(self.qweight)
         if decode == "packed":
@@ -189,7 +191,7 @@ class QuantLinear(nn.Module):
         )
         return (
             f"in_features={self.in_features}, out_features={self.out_features}, "
-            f"bias={self.bias is not None}, swiglu={self.swiglu}, "
+            f"bias={self.bias is not None}, "
             f"transform={self.transform}, act={'sym' if self.act_symmetric else 'asym'}, "
             f"decode={'tiles' if self.qweight.dim() == 3 else 'packed'}, "
             f"prefill={prefill}, decode_max_tokens={self.decode_limit}"
@@ -205,7 +207,10 @@ class QuantLinear(nn.Module):
     def uses_decode_path(self, tokens: int) -> bool:
         return self.prefill_weight is None or tokens <= self.decode_limit
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, swiglu: bool = False) -> torch.Tensor:
+        """x [..., in_features] -> [..., out_features]; swiglu: the rows are a gate projection's then
+        an up projection's, and the result is silu(gate) * up [..., out_features / 2] (in the prefill
+        kernel's epilogue; after the GEMM in the decode path)."""
         if x.shape[-1] != self.in_features:
             raise ValueError(f"expected {self.in_features} input features, got {x.shape[-1]}")
         tokens = x.numel() // self.in_features
@@ -217,10 +222,10 @@ class QuantLinear(nn.Module):
         else:
             xq, sx, zx = transform_quant_asym(x, self.left, self.right, self.clip, 4, fmt)
         return w4a4_linear(
-            xq, sx, weight, self.weight_scale, self.bias, out_dtype, zx, self.weight_sum, self.swiglu
+            xq, sx, weight, self.weight_scale, self.bias, out_dtype, zx, self.weight_sum, swiglu
         )
 
-    def reference_forward(self, x: torch.Tensor) -> torch.Tensor:
+    def reference_forward(self, x: torch.Tensor, swiglu: bool = False) -> torch.Tensor:
         """The same layer through the pure-PyTorch references (transform in float64)."""
         out_dtype = x.dtype if x.dtype in (torch.bfloat16, torch.float16, torch.float32) else torch.bfloat16
         if self.act_symmetric:
@@ -228,7 +233,7 @@ class QuantLinear(nn.Module):
         else:
             xq, sx, zx = ref.transform_quant_asym_ref(x, self.left, self.right, self.clip, 4, "int8")
         return ref.w4a4_linear_ref(
-            xq, sx, self.qweight, self.weight_scale, self.bias, out_dtype, zx, self.weight_sum, self.swiglu
+            xq, sx, self.qweight, self.weight_scale, self.bias, out_dtype, zx, self.weight_sum, swiglu
         )
 
     @classmethod
@@ -242,15 +247,13 @@ class QuantLinear(nn.Module):
         prefill: str | None = "auto",
         decode: str = "auto",
         decode_max_tokens: int | None = None,
-        swiglu: bool = False,
     ) -> QuantLinear:
         """Build from a checkpoint (a loaded `Checkpoint`, or its directory) and linear name(s).
 
         names: e.g. "layers.0.self_attn.q_proj"; several names (q, k, v) give one fused linear with
             their outputs concatenated in order (they must share the input and its site);
         site: "layers.0.attn_in" etc.; "auto" infers it from the name; None means no transform and
-            no clipping. The site's transform is `left`/`right` (Kronecker), or `heads` (o_in);
-        swiglu: names are a gate and an up projection, and the layer returns silu(gate) * up.
+            no clipping. The site's transform is `left`/`right` (Kronecker), or `heads` (o_in).
         """
         if isinstance(checkpoint, (str, os.PathLike, Path)):
             checkpoint = load_checkpoint(checkpoint)
@@ -268,8 +271,6 @@ class QuantLinear(nn.Module):
         names = [names] if isinstance(names, str) else list(names)
         if not names:
             raise ValueError("no linear name given")
-        if swiglu and len(names) != 2:
-            raise ValueError(f"swiglu needs two names, a gate and an up projection, got {names}")
         if site == "auto":
             sites = {site_for(name) for name in names}
             if len(sites) != 1:
@@ -285,8 +286,6 @@ class QuantLinear(nn.Module):
 
         qweights = [get(f"{name}.qweight") for name in names]
         scales = [get(f"{name}.scale").reshape(-1) for name in names]
-        if swiglu and qweights[0].shape[0] != qweights[1].shape[0]:
-            raise ValueError(f"swiglu needs gate and up of one size, got {[q.shape[0] for q in qweights]}")
         in_sizes = {q.shape[1] for q in qweights}
         if len(in_sizes) != 1:
             raise ValueError(f"{names} have different input sizes and cannot be fused")
@@ -321,7 +320,6 @@ class QuantLinear(nn.Module):
             prefill=prefill,
             decode=decode,
             decode_max_tokens=decode_max_tokens,
-            swiglu=swiglu,
         )
 
 

@@ -130,14 +130,14 @@ def _attention(
 
 
 SILU_NAMES = ("silu", "swish")
-"""`hidden_act` values whose gated MLP is SwiGLU: its gate|up GEMM applies the activation itself."""
+"""`hidden_act` values whose gated MLP is SwiGLU: a prompt's gate|up GEMM applies the activation."""
 
 
 def _mlp(act_fn: Activation, checkpoint: Checkpoint, index: int, swiglu: bool) -> Int4MLP:
     prefix = f"layers.{index}.mlp."
     names = [f"{prefix}gate_proj", f"{prefix}up_proj"]
-    gate_up = QuantLinear.from_checkpoint(checkpoint, names, swiglu=swiglu)
-    return Int4MLP(act_fn, gate_up, QuantLinear.from_checkpoint(checkpoint, f"{prefix}down_proj"))
+    gate_up = QuantLinear.from_checkpoint(checkpoint, names)
+    return Int4MLP(act_fn, gate_up, QuantLinear.from_checkpoint(checkpoint, f"{prefix}down_proj"), swiglu)
 
 
 def _clip(tensors: dict[str, torch.Tensor], site: str) -> torch.Tensor:

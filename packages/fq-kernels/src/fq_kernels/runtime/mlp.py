@@ -12,24 +12,30 @@ from fq_kernels.runtime.elementwise import Activation, gated_activation
 class Int4MLP(nn.Module):
     """down(act(gate(x)) * up(x)); each QuantLinear applies its site's online transform and clipping.
 
-    A gate|up QuantLinear built with `swiglu=True` returns silu(gate) * up itself (its GEMM's
-    epilogue); otherwise the activation runs on its output. Plain `nn.Linear`s in place of the
-    QuantLinears give the full-precision baseline of the static decoder."""
+    swiglu: act is SiLU, so a prompt's gate|up GEMM applies it in its epilogue (`QuantLinear`'s
+    `swiglu`); a decode step's runs it as the fused elementwise pass it always was. Plain
+    `nn.Linear`s in place of the QuantLinears give the full-precision baseline of the static decoder."""
 
     def __init__(
-        self, act_fn: Activation, gate_up_proj: QuantLinear | nn.Linear, down_proj: QuantLinear | nn.Linear
+        self,
+        act_fn: Activation,
+        gate_up_proj: QuantLinear | nn.Linear,
+        down_proj: QuantLinear | nn.Linear,
+        swiglu: bool = False,
     ) -> None:
         super().__init__()
         self.act_fn = act_fn
         self.gate_up_proj = gate_up_proj
         self.down_proj = down_proj
+        self.swiglu = swiglu and isinstance(gate_up_proj, QuantLinear)
 
     def activated(self, x: torch.Tensor, gated: Activation | None = None) -> torch.Tensor:
         """act(gate(x)) * up(x), the down projection's input; `gated` replaces `gated_activation`
         (the static decoder passes its compiled form)."""
-        if getattr(self.gate_up_proj, "swiglu", False):
-            return self.gate_up_proj(x)
-        return (gated or gated_activation)(self.act_fn, self.gate_up_proj(x))
+        proj = self.gate_up_proj
+        if self.swiglu and not proj.uses_decode_path(x.numel() // x.shape[-1]):
+            return proj(x, swiglu=True)
+        return (gated or gated_activation)(self.act_fn, proj(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.down_proj(self.activated(x))
