@@ -88,7 +88,7 @@ def cases() -> list[tuple[str, Callable[[], object]]]:
     """(name, call) for each kernel and each variant with its own constexprs that decode and
     prefill run by default (plus the decode GEMM's other unpacking and layout options)."""
     from fq_kernels.reference.activation import clip_pair
-    from fq_kernels.triton import gemm_packed, gemm_prefill, kv, kv_attention
+    from fq_kernels.triton import gemm_packed, gemm_prefill, kv, kv_attention, rope
     from fq_kernels.triton.transform_quant import launch_transform_quant
 
     g = torch.Generator().manual_seed(0)
@@ -154,7 +154,8 @@ def cases() -> list[tuple[str, Callable[[], object]]]:
             a8 = torch.randint(-8, 8, (m, k), dtype=torch.int8).to(dtype)
             b8 = torch.randint(-8, 8, (n, k), dtype=torch.int8).to(dtype)
             c = torch.empty(m, n, dtype=torch.bfloat16)
-            cfg = gemm_prefill.candidates(m, n, k, kind == "fp8")[0]
+            cfgs = gemm_prefill.candidates(m, n, k, kind == "fp8")
+            cfg = next(c for c in cfgs if c.schedule != "scaled_mm")  # (the library's is not Triton)
             sx = torch.ones(m)
             for swiglu in (False, True):
                 name = f"prefill GEMM {kind} M={m} ({cfg.schedule}{', swiglu' if swiglu else ''})"
@@ -167,6 +168,13 @@ def cases() -> list[tuple[str, Callable[[], object]]]:
                         ),
                     )
                 )
+
+    qkv = torch.randn(1, 40, 3 * 32 * 128).to(torch.bfloat16)
+    rope_x, cos = qkv[..., : 32 * 128].view(1, 40, 32, 128), torch.randn(1, 40, 128).to(torch.bfloat16)
+    for mapped in (True, False):
+        head_map = torch.randn(128, 128) if mapped else None
+        name = f"rope_map ({'with' if mapped else 'no'} head map)"
+        out.append((name, lambda m=head_map: rope.launch_rope_map(rope_x, cos, cos, m)))
 
     xkv = torch.randn(2, 8, 5, 128).to(torch.bfloat16)
     out.append(("quant_kv", lambda: kv.launch_quant_kv(xkv, 128, clip)))

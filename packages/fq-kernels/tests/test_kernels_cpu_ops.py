@@ -343,3 +343,29 @@ def test_kv_kernels_are_bit_exact(group: int) -> None:
     # the interpreter truncates float32 -> bfloat16 (the GPU rounds to nearest): one ulp allowed here
     d16 = ops.dequant_kv(q, s, z, group, torch.bfloat16)
     assert_epilogue_close(d16, ref.dequant_kv_ref(q_ref, s_ref, z_ref, group, torch.bfloat16))
+
+
+# ---------------------------------------------------------------------------------------------
+# rope_map
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("mapped", [True, False])
+@pytest.mark.parametrize(("b", "t", "heads", "d"), [(2, 19, 3, 64), (1, 1, 2, 32)])
+def test_rope_map_kernel_matches_the_reference(b, t, heads, d, mapped: bool, dtype) -> None:
+    """x as a slice of a q|k|v projection (token and head strides), cos / sin of one batch row
+    broadcast, ragged token blocks; float32 agrees to rounding, float16 to its last bit or so (the
+    kernel rotates in float32 and rounds once, the reference after each operation)."""
+    from fq_kernels.triton.rope import launch_rope_map
+
+    g = torch.Generator().manual_seed(b * t + d)
+    qkv = torch.randn(b, t, 3 * heads * d + 8, generator=g).to(dtype)
+    x = qkv[..., heads * d : 2 * heads * d].view(b, t, heads, d)
+    angles = torch.rand(1, t, d // 2, generator=g) * 6
+    cos, sin = torch.cat([angles.cos()] * 2, -1).to(dtype), torch.cat([angles.sin()] * 2, -1).to(dtype)
+    head_map = random_orthogonal(d, g) if mapped else None
+    expected = ref.rope_map_ref(x, cos, sin, head_map)
+    out = launch_rope_map(x, cos.expand(b, t, d), sin.expand(b, t, d), head_map)
+    assert out.shape == (b, t, heads, d) and out.is_contiguous() and out.dtype == dtype
+    tol = {"rtol": 1e-5, "atol": 1e-5} if dtype == torch.float32 else {"rtol": 2e-3, "atol": 4e-3}
+    torch.testing.assert_close(out, expected, **tol)

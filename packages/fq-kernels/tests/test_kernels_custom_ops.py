@@ -17,7 +17,15 @@ from fq_kernels import ops
 from fq_kernels.layout import weight_sums
 from fq_kernels.testing import random_orthogonal
 
-OPS = ("transform_quant", "transform_quant_asym", "w4a4_linear", "quant_kv", "dequant_kv", "kv_attention")
+OPS = (
+    "transform_quant",
+    "transform_quant_asym",
+    "w4a4_linear",
+    "quant_kv",
+    "dequant_kv",
+    "kv_attention",
+    "rope_map",
+)
 
 
 @pytest.mark.parametrize("name", OPS)
@@ -95,6 +103,16 @@ def test_opcheck_w4a4_linear_swiglu() -> None:
     for w in (wq, prefill_weight(wq, "int8")):
         args = (xq, sx, w, torch.rand(16, generator=g), None, torch.float32, None, None, True)
         torch.library.opcheck(torch.ops.fq_kernels.w4a4_linear, args)
+
+
+def test_opcheck_rope_map() -> None:
+    """A strided slice of a projection in, a contiguous token-major tensor out; batch-1 cos / sin."""
+    x = torch.randn(2, 3, 4 * 16 + 5)[..., :64].view(2, 3, 4, 16)
+    cos, sin = torch.rand(1, 3, 16), torch.rand(1, 3, 16)
+    for head_map in (None, torch.randn(16, 16)):
+        torch.library.opcheck(torch.ops.fq_kernels.rope_map, (x, cos, sin, head_map))
+    with pytest.raises(ValueError, match="cos must be"):
+        ops.rope_map(x, cos[:, :2], sin)
 
 
 def test_opcheck_transform_quant_and_kv() -> None:

@@ -564,6 +564,26 @@ def test_zero_token_gives_bias_row(act: str) -> None:
 # KV cache, QuantLinear, torch.compile
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize(("b", "t"), [(1, 2048), (16, 1), (3, 333)])
+def test_rope_map_at_llama_shapes(b: int, t: int, dtype) -> None:
+    """RoPE + key map on slices of a 7B q|k|v projection (32 heads of 128), prompt and decode
+    shapes, against the reference in float32 rounded to the type (the kernel rounds once)."""
+    from fq_kernels.ops import rope_map
+
+    g = torch.Generator().manual_seed(b + t)
+    qkv = torch.randn(b, t, 3 * 4096, generator=g).to(DEV, dtype)
+    k = qkv[..., 4096:8192].view(b, t, 32, 128)
+    angles = torch.rand(b, t, 64, generator=g) * 100
+    cos, sin = (torch.cat([f(angles)] * 2, -1).to(DEV, dtype) for f in (torch.cos, torch.sin))
+    head_map = random_orthogonal(128, g).to(DEV)
+    for m in (None, head_map):
+        out = rope_map(k, cos, sin, m)
+        exact = ref.rope_map_ref(k.float(), cos.float(), sin.float(), m).to(dtype)
+        torch.testing.assert_close(out, exact, rtol=2e-2, atol=2e-2)
+        assert (out.float() - exact.float()).abs().mean() < 2e-3
+
+
 @pytest.mark.parametrize("group", [64, 128])
 def test_kv_cache_round_trip_is_bit_exact(group: int) -> None:
     g = torch.Generator().manual_seed(group)

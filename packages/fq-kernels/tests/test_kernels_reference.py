@@ -135,3 +135,22 @@ def test_kv_non_finite_group() -> None:
     assert torch.isnan(s[2, 1]) and not torch.isnan(s[2, 0]) and z[2, 1] == 0
     d = ref.dequant_kv_ref(q, s, z, 16, torch.float32)
     assert torch.isnan(d[2, 16:]).all() and not torch.isnan(d[2, :16]).any()
+
+
+@pytest.mark.parametrize("family", ["llama", "mistral", "qwen2", "qwen3"])
+def test_rope_map_reference_is_each_familys_rope_then_the_head_map(family: str) -> None:
+    """The runtime replaces each family's `apply_rotary_pos_emb` + the key map with `rope_map`:
+    the reference must be that, bit for bit (float32, the CPU path)."""
+    import importlib
+
+    from fq_core.transforms.kronecker import apply_right
+
+    rope = importlib.import_module(f"transformers.models.{family}.modeling_{family}").apply_rotary_pos_emb
+    g = torch.Generator().manual_seed(1)
+    q, k = torch.randn(2, 5, 4, 16, generator=g), torch.randn(2, 5, 2, 16, generator=g)
+    angles = torch.rand(2, 5, 8, generator=g) * 6
+    cos, sin = torch.cat([angles.cos()] * 2, -1), torch.cat([angles.sin()] * 2, -1)
+    head_map = torch.randn(16, 16, generator=g)
+    q_hf, k_hf = rope(q.transpose(1, 2), k.transpose(1, 2), cos, sin)
+    assert torch.equal(ref.rope_map_ref(q, cos, sin), q_hf.transpose(1, 2))
+    assert torch.equal(ref.rope_map_ref(k, cos, sin, head_map), apply_right(k_hf.transpose(1, 2), head_map))

@@ -12,6 +12,7 @@ reference otherwise (`fq_kernels._runtime.use_triton`). The reference defines th
 | `w4a4_linear` | xq, sx [...]; wq, sw [N]; bias, zx, wsum or None; swiglu | out [..., N] (N/2: swiglu) |
 | `quant_kv` | x [..., D] float; clip [2] | q uint8 [..., D/2], scale fp32, zero uint8 [..., D/G] |
 | `dequant_kv` | q, scale, zero | x [..., D] |
+| `rope_map` | x [B, T, heads, D]; cos, sin [B or 1, T, D]; head_map [D, D] or None | out [B, T, heads, D] |
 
 Operand layouts of `w4a4_linear` (all hold the same int4 values; pick by path):
 - decode (memory-bound, few tokens): wq packed uint8 [N, K/2], xq int8 [M, K] or packed [M, K/2]
@@ -508,3 +509,53 @@ def kv_attention(
     replays for any length). Contract: `reference.kv_attention_ref`.
     """
     return torch.ops.fq_kernels.kv_attention(q, *keys, *values, lengths, group_size, float(scaling))
+
+
+# ---------------------------------------------------------------------------------------------
+# RoPE + the key / query map
+
+
+def _check_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, head_map: torch.Tensor | None) -> None:
+    if x.dim() != 4 or x.shape[-1] % 2 or x.stride(-1) != 1:
+        raise ValueError(
+            f"x must be [B, T, heads, D] with an even, contiguous last dim, got {tuple(x.shape)} "
+            f"strides {x.stride()}"
+        )
+    b, t, _, d = x.shape
+    for name, c in (("cos", cos), ("sin", sin)):
+        if c.dim() != 3 or c.shape[0] not in (1, b) or tuple(c.shape[1:]) != (t, d):
+            raise ValueError(f"{name} must be [{b} or 1, {t}, {d}], got {tuple(c.shape)}")
+    if head_map is not None and tuple(head_map.shape) != (d, d):
+        raise ValueError(f"head_map must be [{d}, {d}], got {tuple(head_map.shape)}")
+
+
+@torch.library.custom_op("fq_kernels::rope_map", mutates_args=())
+def _rope_map_op(
+    x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, head_map: torch.Tensor | None
+) -> torch.Tensor:
+    _check_rope(x, cos, sin, head_map)
+    if not use_triton(x):
+        return ref.rope_map_ref(x, cos, sin, head_map)
+    from fq_kernels.triton.rope import launch_rope_map
+
+    b, t, _, d = x.shape
+    cos, sin = (c.to(x.dtype).expand(b, t, d) for c in (cos, sin))
+    if cos.stride() != sin.stride() or cos.stride(-1) != 1:
+        cos, sin = cos.contiguous(), sin.contiguous()
+    return launch_rope_map(x, cos, sin, head_map)
+
+
+@_rope_map_op.register_fake
+def _(x, cos, sin, head_map):
+    _check_rope(x, cos, sin, head_map)
+    return x.new_empty(x.shape)
+
+
+def rope_map(
+    x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, head_map: torch.Tensor | None = None
+) -> torch.Tensor:
+    """RoPE of x [B, T, heads, D] (a view of the q|k|v projection: any token/head strides) with
+    cos / sin [B or 1, T, D], then `@ head_map` [D, D] per head if given (the KV cache's key map,
+    or the queries' inverse-transposed one): out [B, T, heads, D], contiguous. One kernel on the GPU;
+    contract: `reference.rope_map_ref`."""
+    return torch.ops.fq_kernels.rope_map(x, cos, sin, head_map)

@@ -26,6 +26,7 @@ from fq_kernels.reference.gemm import (
     w4a4_linear_ref,
 )
 from fq_kernels.reference.kv import QuantizedKV, dequant_kv_ref, kv_attention_ref, kv_spec, quant_kv_ref
+from fq_kernels.reference.rope import rope_map_ref
 
 __all__ = [
     "ASYM_MAX_K",
@@ -44,6 +45,7 @@ __all__ = [
     "quant_kv_ref",
     "quantize_tokens",
     "quantize_tokens_asym",
+    "rope_map_ref",
     "swiglu_halves",
     "transform_quant_asym_ref",
     "transform_quant_ref",

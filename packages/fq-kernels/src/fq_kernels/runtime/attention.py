@@ -2,15 +2,15 @@
 
 The same computation as fq-core's frozen `FlatAttention` (docs/architecture.md, the sites table),
 with real kernels in place of fake quantisation:
-  x -> [attn_in transform + int4 quant, once] -> q|k|v as one int4 GEMM -> [q/k norm] -> RoPE
-    -> k @ P_k, q @ P_k^-T (scores unchanged) -> int4 KV cache -> attention
+  x -> [attn_in transform + int4 quant, once] -> q|k|v as one int4 GEMM -> [q/k norm]
+    -> RoPE, then k @ P_k, q @ P_k^-T (scores unchanged; one `rope_map` kernel each)
+    -> int4 KV cache -> attention
     -> [o_in heads transform + int4 quant] -> o_proj int4 GEMM
 The HF decoder layer around it (norms, residuals, masks, cache plumbing) is untouched.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -20,7 +20,7 @@ from transformers.cache_utils import Cache
 from fq_core.adapters.base import DecoderAdapter
 from fq_core.adapters.hf_names import given_cache
 from fq_core.flat.attention import hf_attention
-from fq_core.transforms.kronecker import apply_right
+from fq_kernels.ops import rope_map
 from fq_kernels.quant_linear import QuantLinear
 from fq_kernels.runtime.kv_cache import KVQuant, int4_layer
 
@@ -55,7 +55,6 @@ class Int4Attention(nn.Module):
         self.is_causal = True
 
         self.sliding_window = adapter.sliding_window(attention)
-        self.rope: Callable = adapter.rope_function(attention)
         names = adapter.names
         self.q_norm = getattr(attention, names.q_norm) if adapter.qk_norm else None
         self.k_norm = getattr(attention, names.k_norm) if adapter.qk_norm else None
@@ -69,27 +68,20 @@ class Int4Attention(nn.Module):
         self.register_buffer("query_map", None if key_inverse is None else key_inverse.T.contiguous())
 
     def project(
-        self,
-        hidden_states: torch.Tensor,
-        position_embeddings: tuple[torch.Tensor, torch.Tensor],
-        rope: Callable | None = None,
+        self, hidden_states: torch.Tensor, position_embeddings: tuple[torch.Tensor, torch.Tensor]
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """q, k, v [B, heads, T, head_dim] as attention reads them: after q/k norms, RoPE and the
-        cache's key transform (what the KV cache stores). The static decoder calls this too, with
-        `rope` its compiled form of `self.rope`."""
+        cache's key transform (what the KV cache stores). The static decoder calls this too.
+        Every supported family rotates halves (transformers' `rotate_half`), which `rope_map` does."""
         hidden_shape = (*hidden_states.shape[:-1], -1, self.head_dim)
         q, k, v = self.qkv_proj(hidden_states).split(self.split, dim=-1)
         q, k, v = q.view(hidden_shape), k.view(hidden_shape), v.view(hidden_shape)
         if self.q_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
-        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
         cos, sin = position_embeddings
-        q, k = (rope or self.rope)(q, k, cos, sin)
-        if self.key_map is not None:  # per head, on the token-major [B, T, heads, D] order RoPE's
-            # output keeps, where a head's rows are a view (head-major, the matmul would copy them)
-            q = apply_right(q.transpose(1, 2), self.query_map.to(q.dtype)).transpose(1, 2)
-            k = apply_right(k.transpose(1, 2), self.key_map.to(k.dtype)).transpose(1, 2)
-        return q, k, v
+        # token-major [B, T, heads, D] in and out: views of the projection in, no copy before it
+        q, k = rope_map(q, cos, sin, self.query_map), rope_map(k, cos, sin, self.key_map)
+        return q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
 
     def forward(
         self,

@@ -4,9 +4,9 @@ Between the int4 GEMMs a layer runs a residual add, an RMSNorm (in transformers:
 square, mean, rsqrt, two multiplies and a cast back, each a pass over the hidden states) and the
 gated activation. At a 2048-token prompt these passes cost about as much GPU time in the int4 model
 as in FP16 (docs/benchmarks/e2e.md), and at one token per step they are a hundred tiny launches.
-`torch.compile` fuses each group into one kernel (RoPE too: transformers' `rotate_half` builds
-its halves with concatenations); the eager functions are the reference, used on
-the CPU, with `FQ_COMPILE=0`, and by the HF-module path.
+`torch.compile` fuses each group into one kernel (RoPE has its own kernel, `fq_kernels.rope_map`,
+fused with the key map); the eager functions are the reference, used on the CPU, with
+`FQ_COMPILE=0`, and by the HF-module path.
 """
 
 from __future__ import annotations

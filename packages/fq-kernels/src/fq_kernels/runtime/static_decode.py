@@ -18,8 +18,9 @@ layers with the host out of the loop:
   on CUDA it is captured once per batch size and replayed per token with no host work; elsewhere
   (or with graph=False) the same step runs eagerly.
 
-On CUDA the residual adds, norms, RoPE and gated activations between the GEMMs run as torch.compile'd
-fused kernels (`runtime.elementwise`), in the prefill and inside the decode graph.
+On CUDA the residual adds, norms and gated activations between the GEMMs run as torch.compile'd
+fused kernels (`runtime.elementwise`), in the prefill and inside the decode graph; RoPE and the
+key map run as one `rope_map` kernel per q and k (as in the HF-module path).
 
 Prompts of one call share a length (no padding); the full-precision cache is read at its whole
 `max_len` every step (masked), as transformers' StaticCache is, while the int4 kernel reads only the
@@ -129,7 +130,6 @@ class _Layer:
     post_norm: nn.Module
     mlp: Int4MLP
     kv: StaticKV
-    rope: Callable  # the attention's RoPE function, compiled on CUDA
 
 
 def _fused_linear(linears: Sequence[nn.Linear]) -> nn.Linear:
@@ -220,8 +220,7 @@ class StaticDecoder:
                 attention.kv_quant,
             )
             norms = getattr(layer, names.input_norm), getattr(layer, names.post_attention_norm)
-            rope = for_device(attention.rope, self.device)
-            self.layers.append(_Layer(norms[0], attention, norms[1], mlp, kv, rope))
+            self.layers.append(_Layer(norms[0], attention, norms[1], mlp, kv))
         # The decode step's state lives on the device: it reads the last tokens and their position
         # and writes the next tokens (also into the history, at their position) and position + 1.
         self._tokens = torch.zeros(max_batch, 1, dtype=torch.long, device=self.device)
@@ -245,7 +244,7 @@ class StaticDecoder:
         h = self.layers[0].input_norm(x)
         next_norms = [layer.input_norm for layer in self.layers[1:]] + [self.norm]
         for layer, next_norm in zip(self.layers, next_norms, strict=True):
-            q, k, v = layer.attention.project(h, rope, layer.rope)
+            q, k, v = layer.attention.project(h, rope)
             layer.kv.write(k, v, positions if lengths is not None else None)
             scaling = layer.attention.scaling
             if lengths is None:
