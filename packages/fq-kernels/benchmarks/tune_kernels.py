@@ -5,6 +5,7 @@
 Sections (each appends JSON lines to DIR/tune.jsonl and prints a short table):
   exact    fp8 accumulation exactness on adversarial int4 data (int8 is exact by construction)
   prefill  int8 tensor-core GEMM configs and the library fp8 GEMM at prefill shapes, with cuBLAS rates
+  swiglu   a gated MLP's gate|up GEMM (int8, asymmetric activations) plain and with SwiGLU in its epilogue
   decode   packed-weight GEMM configs at M = 1 and 16 (rotating weights: no L2 hits), bf16 GEMV
   tq       transform_quant (dot precision, pipelining) at M = 16 and 2048
   kv       kv_attention (int4 cache) block size / warps / stages / programs per SM at decode shapes
@@ -32,6 +33,8 @@ BENCH_SHAPES = [(4096, 4096), (4096, 11008), (11008, 4096), (4096, 14336), (1433
 PREFILL_SHAPES = [(m, k, n) for m in (128, 2048, 8192) for k, n in BENCH_SHAPES]
 DECODE_SHAPES = [(m, k, n) for m in (1, 16) for k, n in BENCH_SHAPES]
 TQ_SHAPES = [(m, k) for m in (1, 16, 128, 2048, 8192) for k in (4096, 11008, 14336)]
+SWIGLU_SHAPES = [(2048, 4096, 2 * 11008), (2048, 4096, 2 * 14336)]
+"""A 2048-token prompt through LLaMA-2-7B's / LLaMA-3-8B's gate|up projection (N = gate + up rows)."""
 KV_SHAPES = [(b, hq, hkv, 2304, 128) for b in (1, 16, 64) for hq, hkv in ((32, 32), (32, 8))]
 """(batch, query heads, kv heads, cached positions, head_dim): LLaMA-2-7B / LLaMA-3-8B after a
 2048-token prompt and 256 new tokens."""
@@ -50,6 +53,11 @@ def cases():
         for cfg in gemm_prefill.candidates(m, n, k, False):
             out.append({"section": "prefill", "m": m, "k": k, "n": n, "kind": "int8", "cfg": asdict(cfg)})
         out.append({"section": "prefill", "m": m, "k": k, "n": n, "kind": "fp8", "cfg": library_fp8})
+    for m, k, n in SWIGLU_SHAPES:
+        for cfg in gemm_prefill.candidates(m, n, k, False):
+            for swiglu in (False, True):
+                case = {"section": "swiglu", "m": m, "k": k, "n": n, "swiglu": swiglu}
+                out.append({**case, "cfg": asdict(cfg)})
     for m, k, n in DECODE_SHAPES:
         for cfg in gemm_packed.candidates(m, n, k // 2):
             out.append({"section": "decode", "m": m, "k": k, "n": n, "cfg": asdict(cfg)})
@@ -104,6 +112,18 @@ def make_call(case, copies=1):
         a = t["a8"] if case["kind"] == "int8" else t["af8"]
         ws = t["w8"] if case["kind"] == "int8" else t["wf8"]
         return lambda i: lambda: gemm_prefill.launch_prefill(a, ws[i], t["sx"], t["sw"], None, t["out"], cfg)
+    if case["section"] == "swiglu":
+        cfg = gemm_prefill.PrefillConfig(**case["cfg"])
+        m, k, n, swiglu = case["m"], case["k"], case["n"], case["swiglu"]
+        t = _inputs(m, k, n, copies)
+        zx = torch.randint(-8, 8, (m,), device="cuda").float()
+        wsum = t["w8"][0].sum(1, dtype=torch.int32).float()
+        out = torch.empty(m, n // 2 if swiglu else n, device="cuda", dtype=torch.bfloat16)
+        return lambda i: (
+            lambda: gemm_prefill.launch_prefill(
+                t["a8"], t["w8"][i], t["sx"], t["sw"], None, out, cfg, zx=zx, wsum=wsum, swiglu=swiglu
+            )
+        )
     if case["section"] == "decode":
         cfg = gemm_packed.PackedConfig(**case["cfg"])
         t = _inputs(case["m"], case["k"], case["n"], copies)
@@ -279,6 +299,13 @@ def timing_pass(all_cases, log):
     return results
 
 
+def _prefill_config_name(c: dict) -> str:
+    if c["schedule"] == "scaled_mm":
+        return "torch._scaled_mm"
+    tile = f"{c['block_m']}x{c['block_n']}x{c['block_k']}"
+    return f"{tile} w{c['num_warps']} s{c['num_stages']} {c['schedule']}"
+
+
 def summarize(results, base):
     from fq_kernels.triton import kv_attention
 
@@ -294,17 +321,26 @@ def summarize(results, base):
             best[key] = r
     for key, r in sorted(best.items(), key=lambda kv: (kv[0][:3], str(kv[0][3:]))):
         b = bf.get(key[:3], {})
-        c = r["cfg"]
-        tile = f"{c['block_m']}x{c['block_n']}x{c['block_k']}"
-        cfg = f"{tile} w{c['num_warps']} s{c['num_stages']} {c['schedule']}"
-        if c["schedule"] == "scaled_mm":
-            cfg = "torch._scaled_mm"
+        cfg = _prefill_config_name(r["cfg"])
         tops = 2 * key[0] * key[1] * key[2] / r["median_ms"] / 1e9
         bf16 = b.get("bf16_ms", float("nan"))
         cublas = f"cuBLAS int8 {bf16 / b.get('int8_ms', nan):.2f}, fp8 {bf16 / b.get('fp8_ms', nan):.2f}"
         print(
             f"M={key[0]:5d} K={key[1]:5d} N={key[2]:5d} {key[3]}/{key[4]}: {r['median_ms']:.4f} ms "
             f"{tops:6.0f} TOP/s ratio {bf16 / r['median_ms']:.2f} [{cfg}] ({cublas})"
+        )
+    print("\n== gate|up GEMM, plain and with SwiGLU in the epilogue (best configuration of each)")
+    best = {}
+    for r in results:
+        if r["section"] != "swiglu" or "error" in r:
+            continue
+        key = (r["m"], r["k"], r["n"], r["swiglu"])
+        if key not in best or r["median_ms"] < best[key]["median_ms"]:
+            best[key] = r
+    for key, r in sorted(best.items()):
+        print(
+            f"M={key[0]:5d} K={key[1]:5d} N={key[2]:5d} swiglu={key[3]}: {r['median_ms']:.4f} ms "
+            f"[{_prefill_config_name(r['cfg'])}]"
         )
     print("\n== decode (best per shape; GB/s of packed weights)")
     best = {}
@@ -395,7 +431,7 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", default="tune-out")
     parser.add_argument("--workers", type=int, default=12)
-    parser.add_argument("--sections", default="exact,baseline,prefill,decode,tq,kv,asm")
+    parser.add_argument("--sections", default="exact,baseline,prefill,swiglu,decode,tq,kv,asm")
     parser.add_argument("--precompile-only", action="store_true", help="only fill the Triton cache")
     parser.add_argument("--case-timeout", type=float, default=180, help="seconds per case in precompile")
     parser.add_argument("--tokens", default="", help="only these M (comma-separated; default all)")

@@ -251,7 +251,7 @@ def _check_gemm_args(xq, sx, wq, sw, bias, out_dtype, zx, wsum, swiglu=False) ->
     if out_dtype not in _OUT_DTYPES:
         raise ValueError(f"out_dtype must be bfloat16, float16 or float32, got {out_dtype}")
     if swiglu and n % 2:
-        raise ValueError(f"swiglu pairs gate and up rows: N must be even, got {n}")
+        raise ValueError(f"swiglu splits the rows into gate and up halves: N must be even, got {n}")
     if (zx is None) != (wsum is None):
         raise ValueError("asymmetric activations need both zx (their zero points) and wsum (weight row sums)")
     if zx is not None:

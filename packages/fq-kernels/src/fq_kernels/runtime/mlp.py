@@ -12,8 +12,9 @@ from fq_kernels.runtime.elementwise import Activation, gated_activation
 class Int4MLP(nn.Module):
     """down(act(gate(x)) * up(x)); each QuantLinear applies its site's online transform and clipping.
 
-    swiglu: act is SiLU, so a prompt's gate|up GEMM applies it in its epilogue (`QuantLinear`'s
-    `swiglu`); a decode step's runs it as the fused elementwise pass it always was. Plain
+    swiglu: act is SiLU, so a prompt's gate|up GEMM applies it in its epilogue
+    (`QuantLinear.forward(x, swiglu=True)`); a decode step's runs it as the fused elementwise pass
+    it always was. Plain
     `nn.Linear`s in place of the QuantLinears give the full-precision baseline of the static decoder."""
 
     def __init__(
