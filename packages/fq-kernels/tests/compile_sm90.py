@@ -178,6 +178,13 @@ def cases() -> list[tuple[str, Callable[[], object]]]:
 
     xkv = torch.randn(2, 8, 5, 128).to(torch.bfloat16)
     out.append(("quant_kv", lambda: kv.launch_quant_kv(xkv, 128, clip)))
+    cache = (
+        torch.zeros(4, 8, 16, 64, dtype=torch.uint8),
+        torch.ones(4, 8, 16, 1),
+        torch.zeros(4, 8, 16, 1, dtype=torch.uint8),
+    )
+    where = torch.arange(5)
+    out.append(("quant_kv_into", lambda: kv.launch_quant_kv_into(xkv, 128, clip, cache, where)))
     qkv = kv.launch_quant_kv(xkv, 128, clip)
     out.append(("dequant_kv", lambda: kv.launch_dequant_kv(*qkv, 128, torch.bfloat16)))
     lengths = torch.tensor([5, 3], dtype=torch.int32)

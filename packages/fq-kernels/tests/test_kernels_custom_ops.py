@@ -25,6 +25,7 @@ OPS = (
     "dequant_kv",
     "kv_attention",
     "rope_map",
+    "quant_kv_into",
 )
 
 
@@ -103,6 +104,18 @@ def test_opcheck_w4a4_linear_swiglu() -> None:
     for w in (wq, prefill_weight(wq, "int8")):
         args = (xq, sx, w, torch.rand(16, generator=g), None, torch.float32, None, None, True)
         torch.library.opcheck(torch.ops.fq_kernels.w4a4_linear, args)
+
+
+def test_opcheck_quant_kv_into() -> None:
+    """A mutating op: opcheck checks its declared mutations and its fake against the real one."""
+    k = torch.randn(2, 3, 2, 32).transpose(1, 2)
+    cache = (
+        torch.zeros(3, 2, 8, 16, dtype=torch.uint8),
+        torch.ones(3, 2, 8, 2),
+        torch.zeros(3, 2, 8, 2, dtype=torch.uint8),
+    )
+    args = (k, torch.tensor([1.0, 0.9]), 16, *cache, torch.tensor([5, 1, 2]))
+    torch.library.opcheck(torch.ops.fq_kernels.quant_kv_into, args)
 
 
 def test_opcheck_rope_map() -> None:

@@ -405,6 +405,64 @@ def quant_kv(
     return torch.ops.fq_kernels.quant_kv(x, _clip_arg(clip, x.device), group_size)
 
 
+def _check_kv_into(x, group_size, codes, scales, zeros, positions) -> None:
+    _check_kv(x.shape[-1], group_size)
+    b, h, t, d = x.shape
+    if x.stride(-1) != 1:
+        raise ValueError(f"x's last dim must be contiguous, got strides {x.stride()}")
+    groups = d // group_size
+    widths = {"codes": (codes, d // 2), "scales": (scales, groups), "zeros": (zeros, groups)}
+    for name, (cache, width) in widths.items():
+        if cache.dim() != 4 or cache.shape[0] < b or cache.shape[1] != h or cache.shape[3] != width:
+            raise ValueError(
+                f"{name} must be a cache [>= {b}, {h}, positions, {width}] for x {tuple(x.shape)}, "
+                f"got {tuple(cache.shape)}"
+            )
+    if positions.shape != (t,):
+        raise ValueError(f"positions must hold one position per token ({t}), got {tuple(positions.shape)}")
+
+
+@torch.library.custom_op("fq_kernels::quant_kv_into", mutates_args=("codes", "scales", "zeros"))
+def _quant_kv_into_op(
+    x: torch.Tensor,
+    clip: torch.Tensor,
+    group_size: int,
+    codes: torch.Tensor,
+    scales: torch.Tensor,
+    zeros: torch.Tensor,
+    positions: torch.Tensor,
+) -> None:
+    _check_kv_into(x, group_size, codes, scales, zeros, positions)
+    if use_triton(x):
+        from fq_kernels.triton.kv import launch_quant_kv_into
+
+        clip = clip.to(x.device, torch.float32)
+        launch_quant_kv_into(x, group_size, clip, (codes, scales, zeros), positions)
+        return
+    b = x.shape[0]
+    for cache, value in zip((codes, scales, zeros), ref.quant_kv_ref(x, group_size, clip), strict=True):
+        cache[:b].index_copy_(2, positions, value)
+
+
+@_quant_kv_into_op.register_fake
+def _(x, clip, group_size, codes, scales, zeros, positions):
+    _check_kv_into(x, group_size, codes, scales, zeros, positions)
+
+
+def quant_kv_into(
+    x: torch.Tensor,
+    cache: ref.QuantizedKV,
+    positions: torch.Tensor,
+    group_size: int = 128,
+    clip: torch.Tensor | float | tuple[float, float] = 1.0,
+) -> None:
+    """`quant_kv` of x [B, H, T, D] written straight into a cache (codes [max_B, H, L, D/2], scales
+    and zeros [max_B, H, L, D/G], `quant_kv`'s layout per position) at positions [T] (int64, on the
+    device: a CUDA graph replays it for new positions) of its first B sequences. One kernel in place
+    of the quantisation and three indexed copies."""
+    torch.ops.fq_kernels.quant_kv_into(x, _clip_arg(clip, x.device), group_size, *cache, positions)
+
+
 @torch.library.custom_op("fq_kernels::dequant_kv", mutates_args=())
 def _dequant_kv_op(
     q: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, group_size: int, out_dtype: torch.dtype

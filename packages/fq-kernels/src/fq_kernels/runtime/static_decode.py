@@ -41,7 +41,7 @@ from torch import nn
 from fq_core.adapters import get_adapter
 from fq_core.adapters.base import DecoderAdapter, LayerNames
 from fq_core.errors import ConfigError
-from fq_kernels.ops import dequant_kv, kv_attention, quant_kv
+from fq_kernels.ops import dequant_kv, kv_attention, quant_kv_into
 from fq_kernels.runtime.attention import Int4Attention
 from fq_kernels.runtime.elementwise import for_device, gated_activation, residual_norm
 from fq_kernels.runtime.kv_cache import KVQuant
@@ -79,16 +79,17 @@ class StaticKV:
 
     def write(self, k: torch.Tensor, v: torch.Tensor, positions: torch.Tensor | None) -> None:
         """Store k, v [b, kv_heads, T, head_dim] at `positions` [T] of the first b sequences, or at
-        0..T-1 (None: a prompt's, one strided copy instead of an indexed one)."""
-        if self.quant is None:
-            new_keys, new_values = (k,), (v,)
-        else:
-            group = self.quant.group_size
-            new_keys = quant_kv(k, group, self.quant.key_clip)
-            new_values = quant_kv(v, group, self.quant.value_clip)
+        0..T-1 (None: a prompt's). An int4 cache is written by the quantiser itself (`quant_kv_into`)."""
         b, t = k.shape[0], k.shape[2]
-        for stored, new in zip((*self.keys, *self.values), (*new_keys, *new_values), strict=True):
+        if self.quant is not None:
             if positions is None:
+                positions = torch.arange(t, device=k.device)
+            group = self.quant.group_size
+            quant_kv_into(k, self.keys, positions, group, self.quant.key_clip)
+            quant_kv_into(v, self.values, positions, group, self.quant.value_clip)
+            return
+        for stored, new in ((self.keys[0], k), (self.values[0], v)):
+            if positions is None:  # one strided copy instead of an indexed one
                 stored[:b, :, :t].copy_(new)
             else:
                 stored[:b].index_copy_(2, positions, new)

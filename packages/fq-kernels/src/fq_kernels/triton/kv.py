@@ -22,6 +22,32 @@ from fq_kernels.triton.common import round_half_even
 
 
 @triton.jit
+def _quantize_groups(
+    x, clip_ptr, G: tl.constexpr, BLOCK_R: tl.constexpr, BG: tl.constexpr, QMAX: tl.constexpr
+):
+    """(packed bytes [BLOCK_R, BG/2], scale, zero) of BLOCK_R groups x [BLOCK_R, BG] (float32, zero
+    beyond G): fq-core's asymmetric quantiser, a group with a non-finite value gets NaN and zeros."""
+    clip_max = tl.load(clip_ptr)
+    clip_min = tl.load(clip_ptr + 1)
+    xmax = tl.maximum(tl.max(x, axis=1), 0.0) * clip_max
+    xmin = tl.minimum(tl.min(x, axis=1), 0.0) * clip_min
+    empty = (xmin == 0.0) & (xmax == 0.0)
+    xmin = tl.where(empty, -1.0, xmin)
+    xmax = tl.where(empty, 1.0, xmax)
+    scale = tl.math.div_rn(xmax - xmin, tl.zeros_like(xmax) + QMAX)
+    zero = round_half_even(tl.math.div_rn(-xmin, scale))
+    v = tl.math.div_rn(x, tl.zeros_like(x) + scale[:, None])
+    v = tl.minimum(tl.maximum(v, -(QMAX + 2.0)), QMAX + 2.0)
+    q = tl.minimum(tl.maximum(round_half_even(v) + zero[:, None], 0.0), QMAX)
+    bad = tl.sum(tl.where(tl.abs(x) < float("inf"), 0, 1), axis=1) > 0
+    q = tl.where(bad[:, None], 0.0, q)
+    zero = tl.where(bad, 0.0, zero)
+    scale = tl.where(bad, float("nan"), scale)
+    lo, hi = tl.split(tl.reshape(q.to(tl.int32), [BLOCK_R, BG // 2, 2]))
+    return (lo | (hi << 4)).to(tl.uint8), scale, zero.to(tl.uint8)
+
+
+@triton.jit
 def _quant_kv_kernel(
     x_ptr,
     clip_ptr,
@@ -43,24 +69,7 @@ def _quant_kv_kernel(
     mask = row_mask[:, None] & (cols[None, :] < G)
     start = (rows // groups_per_row) * row_stride + (rows % groups_per_row) * G
     x = tl.load(x_ptr + start[:, None] + cols[None, :], mask=mask, other=0.0).to(tl.float32)
-    clip_max = tl.load(clip_ptr)
-    clip_min = tl.load(clip_ptr + 1)
-    xmax = tl.maximum(tl.max(x, axis=1), 0.0) * clip_max
-    xmin = tl.minimum(tl.min(x, axis=1), 0.0) * clip_min
-    empty = (xmin == 0.0) & (xmax == 0.0)
-    xmin = tl.where(empty, -1.0, xmin)
-    xmax = tl.where(empty, 1.0, xmax)
-    scale = tl.math.div_rn(xmax - xmin, tl.zeros_like(xmax) + QMAX)
-    zero = round_half_even(tl.math.div_rn(-xmin, scale))
-    v = tl.math.div_rn(x, tl.zeros_like(x) + scale[:, None])
-    v = tl.minimum(tl.maximum(v, -(QMAX + 2.0)), QMAX + 2.0)
-    q = tl.minimum(tl.maximum(round_half_even(v) + zero[:, None], 0.0), QMAX)
-    bad = tl.sum(tl.where(tl.abs(x) < float("inf"), 0, 1), axis=1) > 0
-    q = tl.where(bad[:, None], 0.0, q)
-    zero = tl.where(bad, 0.0, zero)
-    scale = tl.where(bad, float("nan"), scale)
-    lo, hi = tl.split(tl.reshape(q.to(tl.int32), [BLOCK_R, BG // 2, 2]))
-    byte = (lo | (hi << 4)).to(tl.uint8)
+    byte, scale, zero = _quantize_groups(x, clip_ptr, G, BLOCK_R, BG, QMAX)
     pcols = tl.arange(0, BG // 2)
     tl.store(
         q_ptr + rows[:, None] * (G // 2) + pcols[None, :],
@@ -68,7 +77,59 @@ def _quant_kv_kernel(
         mask=row_mask[:, None] & (pcols[None, :] < G // 2),
     )
     tl.store(s_ptr + rows, scale, mask=row_mask)
-    tl.store(z_ptr + rows, zero.to(tl.uint8), mask=row_mask)
+    tl.store(z_ptr + rows, zero, mask=row_mask)
+
+
+@triton.jit
+def _quant_kv_into_kernel(
+    x_ptr,
+    clip_ptr,
+    pos_ptr,
+    q_ptr,
+    s_ptr,
+    z_ptr,
+    R,
+    H,
+    T,
+    GROUPS,
+    sx_b,
+    sx_h,
+    sx_t,
+    sq_b,
+    sq_h,
+    sq_l,
+    ss_b,
+    ss_h,
+    ss_l,
+    sz_b,
+    sz_h,
+    sz_l,
+    G: tl.constexpr,
+    BG: tl.constexpr,
+    BLOCK_R: tl.constexpr,
+    QMAX: tl.constexpr,
+):
+    """Groups of x [B, H, T, D] (any strides but the last) quantised straight into a cache
+    [max_B, H, L, ...] at positions pos[t]: codes, scales and zeros each at their own strides."""
+    rows = tl.program_id(0).to(tl.int64) * BLOCK_R + tl.arange(0, BLOCK_R)
+    row_mask = rows < R
+    group = rows % GROUPS
+    t = (rows // GROUPS) % T
+    h = (rows // (GROUPS * T)) % H
+    b = rows // (GROUPS * T * H)
+    cols = tl.arange(0, BG)
+    mask = row_mask[:, None] & (cols[None, :] < G)
+    x_start = b * sx_b + h * sx_h + t * sx_t + group * G
+    x = tl.load(x_ptr + x_start[:, None] + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+    byte, scale, zero = _quantize_groups(x, clip_ptr, G, BLOCK_R, BG, QMAX)
+    pos = tl.load(pos_ptr + t, mask=row_mask, other=0).to(tl.int64)
+    pcols = tl.arange(0, BG // 2)
+    q_start = b * sq_b + h * sq_h + pos * sq_l + group * (G // 2)
+    tl.store(
+        q_ptr + q_start[:, None] + pcols[None, :], byte, mask=row_mask[:, None] & (pcols[None, :] < G // 2)
+    )
+    tl.store(s_ptr + b * ss_b + h * ss_h + pos * ss_l + group, scale, mask=row_mask)
+    tl.store(z_ptr + b * sz_b + h * sz_h + pos * sz_l + group, zero, mask=row_mask)
 
 
 @triton.jit
@@ -139,6 +200,46 @@ def launch_quant_kv(
             num_warps=4,
         )
     return q, scale, zero
+
+
+def launch_quant_kv_into(
+    x: torch.Tensor,
+    group_size: int,
+    clip: torch.Tensor,
+    cache: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    positions: torch.Tensor,
+) -> None:
+    """Quantise x [B, H, T, D] (last dim contiguous) into cache (codes [max_B, H, L, D/2], scales and
+    zeros [max_B, H, L, D/G]) at positions [T] of the first B sequences: one kernel, no copies."""
+    b, h, t, d = x.shape
+    groups = d // group_size
+    r = b * h * t * groups
+    if not r:
+        return
+    codes, scales, zeros = cache
+    bg = max(2, next_pow2(group_size))
+    block_r = _block_rows(bg)
+    _quant_kv_into_kernel[(triton.cdiv(r, block_r),)](
+        x,
+        clip,
+        positions,
+        codes,
+        scales,
+        zeros,
+        r,
+        h,
+        t,
+        groups,
+        *x.stride()[:3],
+        *codes.stride()[:3],
+        *scales.stride()[:3],
+        *zeros.stride()[:3],
+        G=group_size,
+        BG=bg,
+        BLOCK_R=block_r,
+        QMAX=15,
+        num_warps=4,
+    )
 
 
 def _rows_in_place(parts, group_size: int) -> list[tuple[list[int], int, int]] | None:
