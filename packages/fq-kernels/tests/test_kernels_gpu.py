@@ -600,6 +600,24 @@ def test_kv_cache_round_trip_is_bit_exact(group: int) -> None:
         assert torch.equal(d.cpu().nan_to_num(7.0), d_ref.nan_to_num(7.0))
 
 
+@pytest.mark.parametrize(("b", "t"), [(1, 2048), (16, 1)])
+def test_quant_kv_into_a_7b_cache_is_bit_exact(b: int, t: int) -> None:
+    """A prompt's and a decode step's keys (head-major views of the projection) written into a
+    7B-shaped cache [16, 32, 4096, ...] at their positions: exactly `quant_kv_ref`'s values there."""
+    g = torch.Generator().manual_seed(b + t)
+    qkv = (torch.randn(b, t, 3 * 4096, generator=g) * 3).to(torch.bfloat16)
+    k = qkv[..., 4096:8192].view(b, t, 32, 128).transpose(1, 2)
+    cache = (
+        torch.zeros(16, 32, 4096, 64, dtype=torch.uint8, device=DEV),
+        torch.zeros(16, 32, 4096, 1, device=DEV),
+        torch.zeros(16, 32, 4096, 1, dtype=torch.uint8, device=DEV),
+    )
+    positions = torch.arange(t) if t > 1 else torch.tensor([3000])
+    _ops().quant_kv_into(k.to(DEV), cache, positions.to(DEV), 128, (0.95, 0.9))
+    for stored, want in zip(cache, ref.quant_kv_ref(k, 128, (0.95, 0.9)), strict=True):
+        assert torch.equal(stored[:b].index_select(2, positions.to(DEV)).cpu(), want)
+
+
 @pytest.mark.parametrize("act", ACTS)
 def test_quant_linear_from_checkpoint_on_cuda(tmp_path, act: str) -> None:
     from fq_core.checkpoint import load_checkpoint, save_checkpoint

@@ -23,7 +23,9 @@ _LAZY = {
     "w4a4_matmul_int": "fq_kernels.ops",
     "quant_kv": "fq_kernels.ops",
     "dequant_kv": "fq_kernels.ops",
+    "quant_kv_into": "fq_kernels.ops",
     "kv_attention": "fq_kernels.ops",
+    "rope_map": "fq_kernels.ops",
     "QuantLinear": "fq_kernels.quant_linear",
     "prefill_weight": "fq_kernels.layout",
 }
