@@ -383,11 +383,12 @@ def test_kv_kernels_are_bit_exact(group: int) -> None:
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
 @pytest.mark.parametrize("mapped", [True, False])
-@pytest.mark.parametrize(("b", "t", "heads", "d"), [(2, 19, 3, 64), (1, 1, 2, 32)])
+@pytest.mark.parametrize(("b", "t", "heads", "d"), [(2, 19, 3, 64), (1, 1, 2, 32), (1, 4100, 1, 32)])
 def test_rope_map_kernel_matches_the_reference(b, t, heads, d, mapped: bool, dtype) -> None:
     """x as a slice of a q|k|v projection (token and head strides), cos / sin of one batch row
-    broadcast, ragged token blocks; float32 agrees to rounding, float16 to its last bit or so (the
-    kernel rotates in float32 and rounds once, the reference after each operation)."""
+    broadcast, ragged token blocks (of 16 and, from 4096 tokens, 64); float32 agrees to rounding,
+    float16 to its last bit or so (the kernel rotates in float32 and rounds once, the reference after
+    each operation)."""
     from fq_kernels.triton.rope import launch_rope_map
 
     g = torch.Generator().manual_seed(b * t + d)
