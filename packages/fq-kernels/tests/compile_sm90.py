@@ -169,12 +169,13 @@ def cases() -> list[tuple[str, Callable[[], object]]]:
                     )
                 )
 
-    qkv = torch.randn(1, 40, 3 * 32 * 128).to(torch.bfloat16)
-    rope_x, cos = qkv[..., : 32 * 128].view(1, 40, 32, 128), torch.randn(1, 40, 128).to(torch.bfloat16)
-    for mapped in (True, False):
-        head_map = torch.randn(128, 128) if mapped else None
-        name = f"rope_map ({'with' if mapped else 'no'} head map)"
-        out.append((name, lambda m=head_map: rope.launch_rope_map(rope_x, cos, cos, m)))
+    for tokens in (40, 4096):  # 16- and 64-token programs
+        qkv = torch.randn(1, tokens, 3 * 32 * 128).to(torch.bfloat16)
+        x, cos = qkv[..., : 32 * 128].view(1, tokens, 32, 128), torch.randn(1, tokens, 128).to(torch.bfloat16)
+        for mapped in (True, False):
+            head_map = torch.randn(128, 128) if mapped else None
+            name = f"rope_map {tokens} tokens ({'with' if mapped else 'no'} head map)"
+            out.append((name, lambda x=x, c=cos, m=head_map: rope.launch_rope_map(x, c, c, m)))
 
     xkv = torch.randn(2, 8, 5, 128).to(torch.bfloat16)
     out.append(("quant_kv", lambda: kv.launch_quant_kv(xkv, 128, clip)))
