@@ -142,6 +142,17 @@ def test_swiglu_returns_the_gated_activation_of_gate_and_up(checkpoints, prefill
         torch.testing.assert_close(mlp(x), plain(x), rtol=1e-4, atol=1e-4)  # a last bit may flip a code
 
 
+def test_auto_prefill_copy_is_fp8_only_where_cublaslt_takes_the_layer() -> None:
+    from fq_kernels.quant_linear import auto_prefill
+
+    assert auto_prefill(None, True, False) is None  # not CUDA: the decode path for every token count
+    assert auto_prefill((9, 0), True, False) == "fp8"  # Hopper, symmetric, no bias
+    assert auto_prefill((8, 9), True, False) == "fp8"
+    assert auto_prefill((9, 0), False, False) == "int8"  # zero points: our epilogue
+    assert auto_prefill((9, 0), True, True) == "int8"  # a bias: our epilogue
+    assert auto_prefill((8, 0), True, False) == "int8"  # no fp8 tensor cores
+
+
 def test_rtn_checkpoint_has_clip_but_no_transform(tmp_path) -> None:
     cfg = tiny_config(method="rtn")
     save_checkpoint(tmp_path / "rtn", cfg, random_tensors(cfg))

@@ -55,13 +55,26 @@ TILES_MAX_TOKENS = 32
 DECODE_LAYOUTS: tuple[str, ...] = ("tiles", "packed")
 """How the decode path stores its weights: CUDA decode tiles, or the checkpoint's packed rows."""
 PREFILL_DEFAULT = "fp8"
-"""Storage of the prefill weight copy when `prefill="auto"` on CUDA, for layers whose GEMM the
-library's fp8 kernel takes (symmetric activations, no bias): cuBLASLt's (`torch._scaled_mm`, exact on
+"""Storage of the prefill weight copy when `prefill="auto"` on a GPU with fp8 tensor cores (compute
+capability 8.9+), for layers whose GEMM the library's fp8 kernel takes (symmetric activations, no
+bias): cuBLASLt's (`torch._scaled_mm`, exact on
 int4 values in the GPU tests) took 13% / 15% / 3% less time than our int8 kernel at M = 2048 on the
 H200 (4096x11008 / 4096x14336 / 11008x4096; docs/benchmarks/kernels.md, run O)."""
 PREFILL_WITH_EPILOGUE = "int8"
-"""The same for the other layers (zero points or a bias: an epilogue cuBLASLt lacks), which run our
-kernels: int8 is the faster exact one (fp8 with exact accumulation is ~20% slower; kernels.md)."""
+"""The same for the other layers (zero points or a bias: an epilogue cuBLASLt lacks) and older GPUs,
+which run our kernels: int8 is the faster exact one (fp8 with exact accumulation is ~20% slower;
+kernels.md)."""
+
+
+def auto_prefill(capability: tuple[int, int] | None, act_symmetric: bool, has_bias: bool) -> str | None:
+    """`prefill="auto"`'s storage for a layer on a CUDA device of this compute capability (None: not
+    CUDA, no prefill copy): fp8 for cuBLASLt's GEMM where fp8 tensor cores (8.9+) and the layer's
+    epilogue allow it, else int8 for our kernel."""
+    if capability is None:
+        return None
+    library_gemm = act_symmetric and not has_bias and capability >= (8, 9)
+    return PREFILL_DEFAULT if library_gemm else PREFILL_WITH_EPILOGUE
+
 
 SITE_OF: dict[str, str] = {
     "self_attn.q_proj": "attn_in",
@@ -95,7 +108,7 @@ class QuantLinear(nn.Module):
     clip: the activation clipping pair (clip_max, clip_min); act_symmetric: False quantises the
     activations asymmetrically (fq-core's QuantSpec(4, False, "token")); prefill: "int8", "fp8", None
     (decode kernel for every token count) or "auto" (on CUDA: PREFILL_DEFAULT, or
-    PREFILL_WITH_EPILOGUE for asymmetric activations or a bias);
+    PREFILL_WITH_EPILOGUE for asymmetric activations, a bias or a GPU without fp8 tensor cores);
     decode: "tiles", "packed" or "auto" (tiles where the CUDA decode kernel runs and the shape splits
     into whole tiles). The `qweight` buffer holds the decode layout; `packed_qweight()` gives [N, K/2].
     decode_max_tokens: the most tokens the decode path takes when there is a prefill copy; None picks
@@ -143,10 +156,9 @@ class QuantLinear(nn.Module):
         """(Re)build the device-specific weight layouts, e.g. after moving the module to another device:
         the prefill copy and the decode layout (see the class docstring for the choices)."""
         if prefill == "auto":
-            library_gemm = self.act_symmetric and self.bias is None
-            prefill = None
-            if self.qweight.is_cuda:
-                prefill = PREFILL_DEFAULT if library_gemm else PREFILL_WITH_EPILOGUE
+            device = self.qweight.device
+            capability = torch.cuda.get_device_capability(device) if device.type == "cuda" else None
+            prefill = auto_prefill(capability, self.act_symmetric, self.bias is not None)
         if prefill is not None and prefill not in PREFILL_KINDS:
             raise ValueError(
                 f"prefill must be one of {', '.join(PREFILL_KINDS)}, None or 'auto', got {prefill!r}"

@@ -25,7 +25,7 @@ from fq_kernels.bench.contenders import CONTENDERS
 from fq_kernels.bench.problems import SHAPES, TOKENS, LinearProblem
 from fq_kernels.bench.timing import time_graph
 from fq_kernels.layout import PREFILL_KINDS
-from fq_kernels.quant_linear import PREFILL_DEFAULT
+from fq_kernels.quant_linear import PREFILL_DEFAULT, auto_prefill
 
 FLOORS = (
     "full W4A4 linear (transform + quant + GEMM) >= 1.6x bf16 at M=2048, 4096x11008 class (aim 1.8x)",
@@ -186,7 +186,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shapes", default=",".join(f"{k}x{n}" for k, n in SHAPES))
     parser.add_argument("--tokens", default=",".join(str(m) for m in TOKENS))
     parser.add_argument("--contenders", default=",".join(CONTENDERS))
-    parser.add_argument("--prefill", default=PREFILL_DEFAULT, choices=PREFILL_KINDS, help="ours' weight copy")
+    parser.add_argument(
+        "--prefill", default=None, choices=PREFILL_KINDS, help="ours' weight copy (default: QuantLinear's)"
+    )
     args = parser.parse_args(argv)
     if not torch.cuda.is_available():
         print("the benchmark needs a CUDA device", file=sys.stderr)
@@ -196,6 +198,8 @@ def main(argv: list[str] | None = None) -> int:
     shapes = [tuple(int(v) for v in s.split("x")) for s in args.shapes.split(",")]
     tokens = [int(v) for v in args.tokens.split(",")]
     contenders = args.contenders.split(",")
+    if args.prefill is None:  # what QuantLinear picks for these symmetric, bias-free layers here
+        args.prefill = auto_prefill(torch.cuda.get_device_capability(), True, False)
     env = {**environment(), "prefill": args.prefill}
     print(json.dumps(env), flush=True)
     log_path = out / "kernels.jsonl"
