@@ -77,19 +77,17 @@ class StaticKV:
 
         self.keys, self.values = buffers(), buffers()
 
-    def write(self, k: torch.Tensor, v: torch.Tensor, positions: torch.Tensor | None) -> None:
-        """Store k, v [b, kv_heads, T, head_dim] at `positions` [T] of the first b sequences, or at
-        0..T-1 (None: a prompt's). An int4 cache is written by the quantiser itself (`quant_kv_into`)."""
+    def write(self, k: torch.Tensor, v: torch.Tensor, positions: torch.Tensor, prompt: bool) -> None:
+        """Store k, v [b, kv_heads, T, head_dim] at `positions` [T] of the first b sequences (prompt:
+        they are 0..T-1). An int4 cache is written by the quantiser itself (`quant_kv_into`)."""
         b, t = k.shape[0], k.shape[2]
         if self.quant is not None:
-            if positions is None:
-                positions = torch.arange(t, device=k.device)
             group = self.quant.group_size
             quant_kv_into(k, self.keys, positions, group, self.quant.key_clip)
             quant_kv_into(v, self.values, positions, group, self.quant.value_clip)
             return
         for stored, new in ((self.keys[0], k), (self.values[0], v)):
-            if positions is None:  # one strided copy instead of an indexed one
+            if prompt:  # one strided copy instead of an indexed one
                 stored[:b, :, :t].copy_(new)
             else:
                 stored[:b].index_copy_(2, positions, new)
@@ -246,7 +244,7 @@ class StaticDecoder:
         next_norms = [layer.input_norm for layer in self.layers[1:]] + [self.norm]
         for layer, next_norm in zip(self.layers, next_norms, strict=True):
             q, k, v = layer.attention.project(h, rope)
-            layer.kv.write(k, v, positions if lengths is not None else None)
+            layer.kv.write(k, v, positions, prompt=lengths is None)
             scaling = layer.attention.scaling
             if lengths is None:
                 out = layer.kv.prefill_attention(q, scaling)
