@@ -128,6 +128,9 @@ def test_swiglu_returns_the_gated_activation_of_gate_and_up(checkpoints, prefill
     layer = QuantLinear.from_checkpoint(checkpoints["asym"], names, prefill=prefill, decode_max_tokens=3)
     down = QuantLinear.from_checkpoint(checkpoints["asym"], "layers.1.mlp.down_proj", prefill=prefill)
     half = layer.out_features // 2
+    plain = Int4MLP(torch.nn.SiLU(), layer, down)
+    mlp = Int4MLP(torch.nn.SiLU(), layer, down, swiglu=True)  # an fp8 copy becomes int8: our epilogue
+    assert prefill is None or layer.prefill_weight.dtype == torch.int8
     g = torch.Generator().manual_seed(5)
     for tokens in (2, 7):
         x = torch.randn(tokens, layer.in_features, generator=g)
@@ -137,7 +140,6 @@ def test_swiglu_returns_the_gated_activation_of_gate_and_up(checkpoints, prefill
         close = {"rtol": 1e-6, "atol": 1e-12}
         torch.testing.assert_close(layer(x, swiglu=True), expected, **close)
         torch.testing.assert_close(layer.reference_forward(x, swiglu=True), expected, rtol=1e-5, atol=1e-6)
-        mlp, plain = Int4MLP(torch.nn.SiLU(), layer, down, swiglu=True), Int4MLP(torch.nn.SiLU(), layer, down)
         torch.testing.assert_close(mlp.activated(x), expected, **close)
         torch.testing.assert_close(mlp(x), plain(x), rtol=1e-4, atol=1e-4)  # a last bit may flip a code
 
