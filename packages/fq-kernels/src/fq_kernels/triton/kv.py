@@ -165,8 +165,10 @@ def _dequant_kv_kernel(
     tl.store(out_ptr + rows[:, None] * G + cols[None, :], out.to(out_ptr.dtype.element_ty), mask=mask)
 
 
-def _block_rows(bg: int) -> int:
-    return max(1, min(64, 4096 // bg))
+def _blocks(group_size: int) -> tuple[int, int]:
+    """(group width padded to a power of two, groups per program) of the KV kernels."""
+    bg = max(2, next_pow2(group_size))
+    return bg, max(1, min(64, 4096 // bg))
 
 
 def launch_quant_kv(
@@ -182,8 +184,7 @@ def launch_quant_kv(
     q, scale, zero = quant_kv_outputs(x, group_size)
     r = x.numel() // group_size
     if r:
-        bg = max(2, next_pow2(group_size))
-        block_r = _block_rows(bg)
+        bg, block_r = _blocks(group_size)
         _quant_kv_kernel[(triton.cdiv(r, block_r),)](
             x,
             clip,
@@ -217,8 +218,7 @@ def launch_quant_kv_into(
     if not r:
         return
     codes, scales, zeros = cache
-    bg = max(2, next_pow2(group_size))
-    block_r = _block_rows(bg)
+    bg, block_r = _blocks(group_size)
     _quant_kv_into_kernel[(triton.cdiv(r, block_r),)](
         x,
         clip,
@@ -269,8 +269,7 @@ def launch_dequant_kv(
     out = torch.empty((*q.shape[:-1], d), dtype=out_dtype, device=q.device)
     r = out.numel() // group_size
     if r:
-        bg = max(2, next_pow2(group_size))
-        block_r = _block_rows(bg)
+        bg, block_r = _blocks(group_size)
         _dequant_kv_kernel[(triton.cdiv(r, block_r),)](
             *parts,
             out,
