@@ -5,7 +5,7 @@
 #
 #   STAGES="tests prefill profile decode" bash packages/fq-kernels/benchmarks/device_run.sh
 #
-# Stages: tests (pytest -m gpu, $TESTS selects), tune ($SECTIONS of tune_kernels.py at M = 2048),
+# Stages: tests (pytest -m gpu over $TEST_FILES, $TESTS selects), tune ($SECTIONS of tune_kernels.py at M = 2048),
 # table (kernels_table.py at M = 2048), prefill (7B static-loop prompt, int4 and FP16), profile
 # (its per-kernel table), decode (7B batch 1 and 16). $SHAPES: the linear shapes of tune and table.
 set -uo pipefail
@@ -16,6 +16,7 @@ STAGES=${STAGES:-"tests tune table prefill profile decode"}
 TESTS=${TESTS:-"rope_map or quant_kv_into or swiglu or every_prefill_candidate or graph_decode or prefill_graph or perplexity or quant_linear"}
 SECTIONS=${SECTIONS:-"baseline,prefill,swiglu"}
 SHAPES=${SHAPES:-"4096x11008,4096x14336,11008x4096"}
+TEST_FILES=${TEST_FILES:-packages/fq-kernels/tests/test_kernels_gpu.py}
 export PIP_NO_INDEX=1 PYTHONUNBUFFERED=1 TRITON_CACHE_DIR=${TRITON_CACHE_DIR:-/tmp/tc}
 python3 -m pip install -q --no-deps --no-build-isolation -e packages/fq-core -e packages/fq-calib \
     -e packages/fq-eval -e packages/fq-kernels > "$R/install.txt" 2>&1 || echo "install failed: $R/install.txt"
@@ -28,7 +29,7 @@ E2E="packages/fq-eval/benchmarks/e2e.py --shape llama-2-7b --prefill-batches '' 
 for s in $STAGES; do
     stage "$s"
     case $s in
-        tests) timeout 300 python3 -m pytest -q -m gpu packages/fq-kernels/tests/test_kernels_gpu.py -k "$TESTS" \
+        tests) timeout 300 python3 -m pytest -q -m gpu $TEST_FILES -k "$TESTS" \
             > "$R/tests.txt" 2>&1; tail -3 "$R/tests.txt" ;;
         tune) timeout 200 python3 packages/fq-kernels/benchmarks/tune_kernels.py --out "$R/tune" --workers 8 \
             --sections "$SECTIONS" --tokens 2048 --shapes "$SHAPES,4096x22016" > "$R/tune.txt" 2>&1; tail -20 "$R/tune.txt" ;;

@@ -668,10 +668,12 @@ def test_ops_compile_with_inductor(act: str) -> None:
     assert torch.equal(compiled(x), layer(x))
 
 
-def test_kv_attention_at_a_llama3_shape() -> None:
-    """Grouped-query heads (32 / 8), head_dim 128, 2304 cached positions, ragged lengths, fp16."""
+@pytest.mark.parametrize("hkv", [8, 32], ids=["llama3-gqa", "llama2-mha"])
+def test_kv_attention_at_llama_shapes(hkv: int) -> None:
+    """32 query heads over 8 kv heads (tensor-core kernel) or 32 (CUDA-core kernel, its codes
+    unpacked by inline PTX), head_dim 128, 2304 cached positions, ragged lengths, fp16."""
     g = torch.Generator().manual_seed(11)
-    b, hq, hkv, s, d = 4, 32, 8, 2304, 128
+    b, hq, s, d = 4, 32, 2304, 128
     keys = _ops().quant_kv(torch.randn(b, hkv, s, d, generator=g).to(DEV), 128)
     values = _ops().quant_kv(torch.randn(b, hkv, s, d, generator=g).to(DEV), 128)
     q = torch.randn(b, hq, d, generator=g).to(DEV, torch.float16)

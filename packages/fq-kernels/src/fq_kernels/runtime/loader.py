@@ -70,7 +70,7 @@ def int4_model(
     swiglu = getattr(model.config, "hidden_act", None) in SILU_NAMES
     for index, layer in enumerate(adapter.decoder_layers(model)):
         attention = getattr(layer, names.attention)
-        setattr(layer, names.attention, _attention(attention, adapter, checkpoint, index, quantise_kv))
+        setattr(layer, names.attention, _attention(attention, adapter, checkpoint, index, quantise_kv, dtype))
         mlp = getattr(layer, names.mlp)
         setattr(layer, names.mlp, _mlp(mlp.act_fn, checkpoint, index, swiglu))
     _load_base_tensors(model, checkpoint, dtype, device)
@@ -106,7 +106,12 @@ def check_supported(config: CheckpointConfig, kv_bits: int | None) -> None:
 
 
 def _attention(
-    attention: nn.Module, adapter: DecoderAdapter, checkpoint: Checkpoint, index: int, quantise_kv: bool
+    attention: nn.Module,
+    adapter: DecoderAdapter,
+    checkpoint: Checkpoint,
+    index: int,
+    quantise_kv: bool,
+    dtype: torch.dtype,
 ) -> Int4Attention:
     prefix, tensors = f"layers.{index}.", checkpoint.tensors
     qkv = [f"{prefix}self_attn.{name}_proj" for name in "qkv"]
@@ -118,7 +123,10 @@ def _attention(
             value_clip=_clip(tensors, f"{prefix}v_cache"),
         )
         if f"{prefix}k_cache.matrix" in tensors:
-            key_transform = (tensors[f"{prefix}k_cache.matrix"], tensors[f"{prefix}k_cache.matrix_inv"])
+            # in the activations' dtype, as rope_map applies them: not a cast per layer and step
+            key_transform = tuple(
+                tensors[f"{prefix}k_cache.{name}"].to(dtype) for name in ("matrix", "matrix_inv")
+            )
     return Int4Attention(
         attention,
         adapter,

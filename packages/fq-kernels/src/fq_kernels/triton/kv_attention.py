@@ -21,6 +21,9 @@ out of the per-element work, which is what bounds the kernel (it read the cache 
 dequantising every element in float32, docs/benchmarks/decode.md):
     q·k_s = scale_s·(q·c_s - zero_s·Σq)   and   Σ_s p_s·v_s = Σ_s (p_s·scale_s)·c_s - Σ_s p_s·scale_s·zero_s,
 so the codes c enter the dots as small integers (exact in fp16) and each row costs two scalars.
+The CUDA-core kernel goes one step further: it is bound by the instructions that turn codes into
+floats, so it reads the codes as int32 words and takes each code as the float 0.5 + c/256, built
+by one byte permute (`_word_codes`), folding the constant into the same two scalars.
 Both kernels issue the loads of the next block of positions before the math of this one (a
 software pipeline written out: Triton pipelines only loads that feed a dot directly). Two ways to
 do the dots (`KVAttentionConfig.method`): "mma" uses tensor-core dots with the query
@@ -68,6 +71,66 @@ def _halves(byte):
     even = ((byte & 15) | 0x4B000000).to(tl.float32, bitcast=True) - 8388608.0
     odd = ((byte >> 4) | 0x4B000000).to(tl.float32, bitcast=True) - 8388608.0
     return even, odd
+
+
+_WORD_CODES_PTX = tl.constexpr("""{
+    .reg .b32 lo, hi, half;
+    and.b32 lo, $8, 0x0F0F0F0F;
+    shr.u32 hi, $8, 4;
+    and.b32 hi, hi, 0x0F0F0F0F;
+    mov.b32 half, 0x3F000000;
+    prmt.b32 $0, lo, half, 0x7054;
+    prmt.b32 $1, hi, half, 0x7054;
+    prmt.b32 $2, lo, half, 0x7154;
+    prmt.b32 $3, hi, half, 0x7154;
+    prmt.b32 $4, lo, half, 0x7254;
+    prmt.b32 $5, hi, half, 0x7254;
+    prmt.b32 $6, lo, half, 0x7354;
+    prmt.b32 $7, hi, half, 0x7354;
+}""")
+"""One int32 word of a cached row (4 bytes, 8 codes) to eight float32 values, in dimension order:
+code c (a byte's low or high nibble) becomes bits 16-19 of 0x3F000000, i.e. 0.5 + c/256, by one
+`prmt` that also supplies the exponent byte."""
+
+
+@triton.jit
+def _load_words(codes_ptr, scale_ptr, zero_ptr, rows, s_mask, D: tl.constexpr):
+    """Cache `rows` as int32 words [BLOCK_S, D/8] (word w: dims 8w .. 8w + 7) with their per-row
+    scales and zero points (float32). Masked rows read as 0."""
+    w = tl.arange(0, D // 8)
+    word = tl.load(codes_ptr + rows[:, None] * (D // 8) + w[None, :], mask=s_mask[:, None], other=0)
+    scale = tl.load(scale_ptr + rows, mask=s_mask, other=0.0)
+    zero = tl.load(zero_ptr + rows, mask=s_mask, other=0).to(tl.float32)
+    return word, scale, zero
+
+
+@triton.jit
+def _word_codes(word, NATIVE: tl.constexpr):
+    """The eight codes c of int32 words (dims 8w + j, j = 0..7) as float32 0.5 + c/256.
+
+    Exact (c/256 needs four mantissa bits), and one `prmt` per value plus three logic operations per
+    word, where an integer-to-float conversion (or an OR, a shift and a subtraction) per value and
+    a repack of the loaded bytes cost the CUDA-core kernel ~2.5x the instructions (docs/benchmarks/
+    decode.md). The callers fold the constant 0.5 into their row scalars."""
+    if NATIVE:
+        c0, c1, c2, c3, c4, c5, c6, c7 = tl.inline_asm_elementwise(
+            _WORD_CODES_PTX,
+            "=r,=r,=r,=r,=r,=r,=r,=r,r",
+            [word],
+            dtype=(tl.float32,) * 8,
+            is_pure=True,
+            pack=1,
+        )
+    else:  # the same values in plain arithmetic for the interpreter
+        c0 = (word & 15).to(tl.float32) * 0.00390625 + 0.5
+        c1 = ((word >> 4) & 15).to(tl.float32) * 0.00390625 + 0.5
+        c2 = ((word >> 8) & 15).to(tl.float32) * 0.00390625 + 0.5
+        c3 = ((word >> 12) & 15).to(tl.float32) * 0.00390625 + 0.5
+        c4 = ((word >> 16) & 15).to(tl.float32) * 0.00390625 + 0.5
+        c5 = ((word >> 20) & 15).to(tl.float32) * 0.00390625 + 0.5
+        c6 = ((word >> 24) & 15).to(tl.float32) * 0.00390625 + 0.5
+        c7 = ((word >> 28) & 15).to(tl.float32) * 0.00390625 + 0.5
+    return c0, c1, c2, c3, c4, c5, c6, c7
 
 
 @triton.jit
@@ -194,9 +257,16 @@ def _split_fma_kernel(
     NUM_SPLITS,
     D: tl.constexpr,
     BLOCK_S: tl.constexpr,
+    NATIVE: tl.constexpr,
 ):
     """Multi-head attention (one query row per kv head), one (scale, zero) per cached row: the
-    dots as CUDA-core multiply-adds on the raw codes, no tensor-core operand shuffles."""
+    dots as CUDA-core multiply-adds, no tensor-core operand shuffles. kc_ptr / vc_ptr: the codes
+    as int32 words; each word's eight codes enter as 0.5 + c/256 (`_word_codes`), dims 8w + j.
+
+    With the query scaled by 256, a key row gives raw = 128·Σq + q·c, so the score is
+    scale·(raw - (128 + zero)·Σq); the values' sum is 256·Σ_s p'_s (0.5 + c_s/256) - Σ_s p'_s (128 +
+    zero_s) with p' = p·scale. The constant terms are ~10x the code terms at worst, which costs
+    ~3 bits of float32's 24: far below the fp16 output's rounding."""
     pid_bh = tl.program_id(0).to(tl.int64)  # = b * H + h: query and kv heads coincide
     split = tl.program_id(1)
     b = pid_bh // HKV
@@ -204,50 +274,74 @@ def _split_fma_kernel(
     start = split * SPLIT_LEN
     end = tl.minimum(start + SPLIT_LEN, length)
 
-    half = tl.arange(0, D // 2)
-    q_even = tl.load(q_ptr + pid_bh * D + 2 * half).to(tl.float32) * scaling
-    q_odd = tl.load(q_ptr + pid_bh * D + 2 * half + 1).to(tl.float32) * scaling
-    q_sum = tl.sum(q_even, axis=0) + tl.sum(q_odd, axis=0)
+    w = tl.arange(0, D // 8)
+    q_row = q_ptr + pid_bh * D + 8 * w  # q_j: dims 8w + j, matching the codes' order in a word
+    q0 = tl.load(q_row).to(tl.float32) * scaling
+    q1 = tl.load(q_row + 1).to(tl.float32) * scaling
+    q2 = tl.load(q_row + 2).to(tl.float32) * scaling
+    q3 = tl.load(q_row + 3).to(tl.float32) * scaling
+    q4 = tl.load(q_row + 4).to(tl.float32) * scaling
+    q5 = tl.load(q_row + 5).to(tl.float32) * scaling
+    q6 = tl.load(q_row + 6).to(tl.float32) * scaling
+    q7 = tl.load(q_row + 7).to(tl.float32) * scaling
+    q_sum = tl.sum(q0 + q1 + q2 + q3 + q4 + q5 + q6 + q7, axis=0)
+    q0, q1, q2, q3 = q0 * 256.0, q1 * 256.0, q2 * 256.0, q3 * 256.0  # exact (a power of two)
+    q4, q5, q6, q7 = q4 * 256.0, q5 * 256.0, q6 * 256.0, q7 * 256.0
 
     base = pid_bh * S
     m = -float("inf")
     total = 0.0
-    zero_term = 0.0
-    acc_even = tl.zeros([BLOCK_S, D // 2], tl.float32)  # reduced over positions once, at the end
-    acc_odd = tl.zeros([BLOCK_S, D // 2], tl.float32)
+    zero_term = 0.0  # Σ_s p'_s (128 + zero_s)
+    a0 = tl.zeros([BLOCK_S, D // 8], tl.float32)  # a_j: Σ_s p'_s (0.5 + c_s/256) of dims 8w + j,
+    a1 = tl.zeros([BLOCK_S, D // 8], tl.float32)  # reduced over positions once, at the end
+    a2 = tl.zeros([BLOCK_S, D // 8], tl.float32)
+    a3 = tl.zeros([BLOCK_S, D // 8], tl.float32)
+    a4 = tl.zeros([BLOCK_S, D // 8], tl.float32)
+    a5 = tl.zeros([BLOCK_S, D // 8], tl.float32)
+    a6 = tl.zeros([BLOCK_S, D // 8], tl.float32)
+    a7 = tl.zeros([BLOCK_S, D // 8], tl.float32)
     offs_s = start + tl.arange(0, BLOCK_S)  # loads of block i + 1 are issued before block i's math
-    kb, ks, kz = _load_rows(kc_ptr, ks_ptr, kz_ptr, base + offs_s, offs_s < end, D, D)
-    vb, vs, vz = _load_rows(vc_ptr, vs_ptr, vz_ptr, base + offs_s, offs_s < end, D, D)
+    kw, ks, kz = _load_words(kc_ptr, ks_ptr, kz_ptr, base + offs_s, offs_s < end, D)
+    vw, vs, vz = _load_words(vc_ptr, vs_ptr, vz_ptr, base + offs_s, offs_s < end, D)
     for s0 in range(start, end, BLOCK_S):
         s_mask = s0 + tl.arange(0, BLOCK_S) < end
         nxt = s0 + BLOCK_S + tl.arange(0, BLOCK_S)
-        kb_n, ks_n, kz_n = _load_rows(kc_ptr, ks_ptr, kz_ptr, base + nxt, nxt < end, D, D)
-        vb_n, vs_n, vz_n = _load_rows(vc_ptr, vs_ptr, vz_ptr, base + nxt, nxt < end, D, D)
+        kw_n, ks_n, kz_n = _load_words(kc_ptr, ks_ptr, kz_ptr, base + nxt, nxt < end, D)
+        vw_n, vs_n, vz_n = _load_words(vc_ptr, vs_ptr, vz_ptr, base + nxt, nxt < end, D)
 
-        k_even, k_odd = _halves(kb)
-        raw = tl.sum(k_even * q_even[None, :] + k_odd * q_odd[None, :], axis=1)
-        scores = tl.where(s_mask, (raw - q_sum * kz) * ks, float("-inf"))
+        k0, k1, k2, k3, k4, k5, k6, k7 = _word_codes(kw, NATIVE)
+        raw = k0 * q0[None, :] + k1 * q1[None, :] + k2 * q2[None, :] + k3 * q3[None, :]
+        raw += k4 * q4[None, :] + k5 * q5[None, :] + k6 * q6[None, :] + k7 * q7[None, :]
+        raw = tl.sum(raw, axis=1)
+        scores = tl.where(s_mask, (raw - q_sum * (kz + 128.0)) * ks, float("-inf"))
         m_new = tl.maximum(m, tl.max(scores, axis=0))
         if m_new > m:  # rescale the accumulators only when the running max grows
             alpha = tl.exp(m - m_new)
-            acc_even = acc_even * alpha
-            acc_odd = acc_odd * alpha
+            a0, a1, a2, a3 = a0 * alpha, a1 * alpha, a2 * alpha, a3 * alpha
+            a4, a5, a6, a7 = a4 * alpha, a5 * alpha, a6 * alpha, a7 * alpha
             total = total * alpha
             zero_term = zero_term * alpha
             m = m_new
         p = tl.exp(scores - m)
         total += tl.sum(p, axis=0)
-        v_even, v_odd = _halves(vb)
         p = p * vs
-        zero_term += tl.sum(p * vz, axis=0)
-        acc_even += p[:, None] * v_even
-        acc_odd += p[:, None] * v_odd
-        kb, ks, kz, vb, vs, vz = kb_n, ks_n, kz_n, vb_n, vs_n, vz_n
+        zero_term += tl.sum(p * (vz + 128.0), axis=0)
+        p = p[:, None]
+        v0, v1, v2, v3, v4, v5, v6, v7 = _word_codes(vw, NATIVE)
+        a0, a1, a2, a3 = a0 + p * v0, a1 + p * v1, a2 + p * v2, a3 + p * v3
+        a4, a5, a6, a7 = a4 + p * v4, a5 + p * v5, a6 + p * v6, a7 + p * v7
+        kw, ks, kz, vw, vs, vz = kw_n, ks_n, kz_n, vw_n, vs_n, vz_n
 
     slot = pid_bh * NUM_SPLITS + split
-    out_row = part_ptr + slot * D + 2 * half
-    tl.store(out_row, tl.sum(acc_even, axis=0) - zero_term)
-    tl.store(out_row + 1, tl.sum(acc_odd, axis=0) - zero_term)
+    out_row = part_ptr + slot * D + 8 * w
+    tl.store(out_row, tl.sum(a0, axis=0) * 256.0 - zero_term)
+    tl.store(out_row + 1, tl.sum(a1, axis=0) * 256.0 - zero_term)
+    tl.store(out_row + 2, tl.sum(a2, axis=0) * 256.0 - zero_term)
+    tl.store(out_row + 3, tl.sum(a3, axis=0) * 256.0 - zero_term)
+    tl.store(out_row + 4, tl.sum(a4, axis=0) * 256.0 - zero_term)
+    tl.store(out_row + 5, tl.sum(a5, axis=0) * 256.0 - zero_term)
+    tl.store(out_row + 6, tl.sum(a6, axis=0) * 256.0 - zero_term)
+    tl.store(out_row + 7, tl.sum(a7, axis=0) * 256.0 - zero_term)
     tl.store(stat_ptr + slot * 2, m)
     tl.store(stat_ptr + slot * 2 + 1, total)
 
@@ -336,10 +430,10 @@ def launch_kv_attention(
 
         key = ("kv_attention", b, hq, hkv, s, d, group_size, q.dtype)
         config = tuning.choose(key, candidates(groups, group_size == d), run)
-    if config.method == "fma" and not (groups == 1 and group_size == d):
+    if config.method == "fma" and not (groups == 1 and group_size == d and d % 8 == 0):
         raise ValueError(
-            f"kv_attention's fma kernel needs one query head per kv head and one group per head, "
-            f"got {groups} and group {group_size} of {d}: use method='mma'"
+            f"kv_attention's fma kernel needs one query head per kv head, one group per head and a "
+            f"head dim divisible by 8, got {groups} and group {group_size} of {d}: use method='mma'"
         )
     num_splits = _splits(b * hkv, s, sm_count(q), config)
     split_len = triton.cdiv(triton.cdiv(s, num_splits), config.block_s) * config.block_s
@@ -352,7 +446,9 @@ def launch_kv_attention(
     grid = (b * hkv, num_splits)
     launch = {"num_warps": config.num_warps, "num_stages": config.num_stages}
     if config.method == "fma":
-        _split_fma_kernel[grid](*args, D=d, BLOCK_S=config.block_s, **launch)
+        args = list(args)
+        args[1], args[4] = caches[0].view(torch.int32), caches[3].view(torch.int32)  # 8 codes a word
+        _split_fma_kernel[grid](*args, D=d, BLOCK_S=config.block_s, NATIVE=not interpreting(), **launch)
     else:
         _split_mma_kernel[grid](
             *args,

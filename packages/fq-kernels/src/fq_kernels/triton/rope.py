@@ -19,8 +19,10 @@ from fq_kernels._runtime import next_pow2
 
 def tokens_per_program(rows: int) -> int:
     """A prompt's programs take 64 tokens, so each reads the head map (32 KB in 16 bits) once per 64
-    tokens rather than per 16; a decode step's (a few tokens) take 16, the least a dot takes."""
-    return 64 if rows >= 4096 else 16
+    tokens rather than per 16 (with 16, a 2048-token prompt's map reads made the kernel 4x slower
+    than without a map: 44 against 11 us, docs/benchmarks/decode.md); a decode step's (a few
+    tokens) take 16, the least a dot takes."""
+    return 64 if rows >= 256 else 16
 
 
 @triton.jit
