@@ -324,25 +324,27 @@ def test_kv_kernels_read_views_in_place() -> None:
 
 
 @pytest.mark.parametrize("group", [16, 32])
-def test_quant_kv_into_writes_the_codes_of_quant_kv_at_the_positions(group: int, monkeypatch) -> None:
+@pytest.mark.parametrize("t", [3, 40])
+def test_quant_kv_into_writes_the_codes_of_quant_kv_at_the_positions(group: int, t: int, monkeypatch) -> None:
     """k of a q|k|v projection seen head-major (as attention has it), quantised into a larger cache
     at scattered positions of its first sequences: the kernel and the reference path both store
-    exactly `quant_kv_ref`'s codes, scales and zeros there and touch nothing else."""
+    exactly `quant_kv_ref`'s codes, scales and zeros there and touch nothing else. (40 tokens: a
+    sequence's groups span several programs.)"""
     from fq_kernels import ops
 
     g = torch.Generator().manual_seed(group)
-    b, t, h, d = 2, 3, 2, 32
+    b, h, d, length = 2, 2, 32, 48
     qkv = (torch.randn(b, t, 3 * h * d, generator=g) * 2).to(torch.bfloat16)
     k = qkv[..., h * d : 2 * h * d].view(b, t, h, d).transpose(1, 2)
     k[1, 0, 2, :group] = float("nan")
-    positions = torch.tensor([4, 0, 6])
+    positions = torch.randperm(length, generator=g)[:t]
     expected = ref.quant_kv_ref(k, group, (0.95, 0.9))
     for backend in ("", "reference"):
         monkeypatch.setenv("FQ_KERNELS_BACKEND", backend)
         cache = (
-            torch.full((3, h, 8, d // 2), 7, dtype=torch.uint8),
-            torch.full((3, h, 8, d // group), -1.0),
-            torch.full((3, h, 8, d // group), 9, dtype=torch.uint8),
+            torch.full((3, h, length, d // 2), 7, dtype=torch.uint8),
+            torch.full((3, h, length, d // group), -1.0),
+            torch.full((3, h, length, d // group), 9, dtype=torch.uint8),
         )
         ops.quant_kv_into(k, cache, positions, group, (0.95, 0.9))
         for stored, want, fill in zip(cache, expected, (7, -1.0, 9), strict=True):

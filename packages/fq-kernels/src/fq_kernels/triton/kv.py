@@ -88,10 +88,8 @@ def _quant_kv_into_kernel(
     q_ptr,
     s_ptr,
     z_ptr,
-    R,
     H,
     T,
-    GROUPS,
     sx_b,
     sx_h,
     sx_t,
@@ -104,19 +102,25 @@ def _quant_kv_into_kernel(
     sz_b,
     sz_h,
     sz_l,
+    GROUPS: tl.constexpr,
     G: tl.constexpr,
     BG: tl.constexpr,
     BLOCK_R: tl.constexpr,
     QMAX: tl.constexpr,
 ):
     """Groups of x [B, H, T, D] (any strides but the last) quantised straight into a cache
-    [max_B, H, L, ...] at positions pos[t]: codes, scales and zeros each at their own strides."""
-    rows = tl.program_id(0).to(tl.int64) * BLOCK_R + tl.arange(0, BLOCK_R)
-    row_mask = rows < R
-    group = rows % GROUPS
-    t = (rows // GROUPS) % T
-    h = (rows // (GROUPS * T)) % H
-    b = rows // (GROUPS * T * H)
+    [max_B, H, L, ...] at positions pos[t]: codes, scales and zeros each at their own strides.
+
+    Grid (B x H, blocks of one sequence's T x GROUPS groups): a program's sequence and head are two
+    scalars, and its rows' token and group come from a constexpr division, so no row pays for the
+    runtime 64-bit divisions a flat row index would need."""
+    bh = tl.program_id(0)
+    b = (bh // H).to(tl.int64)
+    h = (bh % H).to(tl.int64)
+    r = tl.program_id(1) * BLOCK_R + tl.arange(0, BLOCK_R)  # (token, group) within the sequence
+    row_mask = r < T * GROUPS
+    t = (r // GROUPS).to(tl.int64)
+    group = r % GROUPS
     cols = tl.arange(0, BG)
     mask = row_mask[:, None] & (cols[None, :] < G)
     x_start = b * sx_b + h * sx_h + t * sx_t + group * G
@@ -214,26 +218,25 @@ def launch_quant_kv_into(
     zeros [max_B, H, L, D/G]) at positions [T] of the first B sequences: one kernel, no copies."""
     b, h, t, d = x.shape
     groups = d // group_size
-    r = b * h * t * groups
-    if not r:
+    if not b * h * t * groups:
         return
     codes, scales, zeros = cache
     bg, block_r = _blocks(group_size)
-    _quant_kv_into_kernel[(triton.cdiv(r, block_r),)](
+    block_r = min(block_r, max(2, next_pow2(t * groups)))  # a decode step: one token per program
+    _quant_kv_into_kernel[(b * h, triton.cdiv(t * groups, block_r))](
         x,
         clip,
         positions,
         codes,
         scales,
         zeros,
-        r,
         h,
         t,
-        groups,
         *x.stride()[:3],
         *codes.stride()[:3],
         *scales.stride()[:3],
         *zeros.stride()[:3],
+        GROUPS=groups,
         G=group_size,
         BG=bg,
         BLOCK_R=block_r,
