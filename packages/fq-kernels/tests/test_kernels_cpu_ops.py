@@ -404,3 +404,16 @@ def test_rope_map_kernel_matches_the_reference(b, t, heads, d, mapped: bool, dty
     assert out.shape == (b, t, heads, d) and out.is_contiguous() and out.dtype == dtype
     tol = {"rtol": 1e-5, "atol": 1e-5} if dtype == torch.float32 else {"rtol": 2e-3, "atol": 4e-3}
     torch.testing.assert_close(out, expected, **tol)
+
+
+def test_kv_kernels_refuse_more_groups_than_their_int32_row_index() -> None:
+    """2^31 groups of 2 (a meta tensor: nothing allocated) is past the int32 row index."""
+    from fq_kernels.triton.kv import launch_dequant_kv, launch_quant_kv
+
+    x = torch.empty(2**31, 2, device="meta", dtype=torch.float16)
+    with pytest.raises(ValueError, match="fewer than 2\\^31 groups"):
+        launch_quant_kv(x, 2, torch.ones(2))
+    codes = torch.empty(2**31, 1, device="meta", dtype=torch.uint8)
+    scales = torch.empty(2**31, 1, device="meta")
+    with pytest.raises(ValueError, match="fewer than 2\\^31 groups"):
+        launch_dequant_kv(codes, scales, codes, 2, torch.float16)

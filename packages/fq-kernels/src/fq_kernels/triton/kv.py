@@ -62,12 +62,14 @@ def _quant_kv_kernel(
     BLOCK_R: tl.constexpr,
     QMAX: tl.constexpr,
 ):
-    pid = tl.program_id(0).to(tl.int64)
-    rows = pid * BLOCK_R + tl.arange(0, BLOCK_R)
+    # Row indices in int32 (`_int32_rows`), so the per-row division by a runtime value is not a
+    # 64-bit one (several times the instructions); offsets in int64.
+    rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
     cols = tl.arange(0, BG)
     row_mask = rows < R
     mask = row_mask[:, None] & (cols[None, :] < G)
-    start = (rows // groups_per_row) * row_stride + (rows % groups_per_row) * G
+    start = (rows // groups_per_row).to(tl.int64) * row_stride + (rows % groups_per_row) * G
+    rows = rows.to(tl.int64)
     x = tl.load(x_ptr + start[:, None] + cols[None, :], mask=mask, other=0.0).to(tl.float32)
     byte, scale, zero = _quantize_groups(x, clip_ptr, G, BLOCK_R, BG, QMAX)
     pcols = tl.arange(0, BG // 2)
@@ -151,12 +153,12 @@ def _dequant_kv_kernel(
     BG: tl.constexpr,
     BLOCK_R: tl.constexpr,
 ):
-    pid = tl.program_id(0).to(tl.int64)
-    rows = pid * BLOCK_R + tl.arange(0, BLOCK_R)
+    rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)  # int32 for the division (as above)
     row_mask = rows < R
     pcols = tl.arange(0, BG // 2)
     pmask = row_mask[:, None] & (pcols[None, :] < G // 2)
-    row, group = rows // groups_per_row, rows % groups_per_row
+    row, group = (rows // groups_per_row).to(tl.int64), rows % groups_per_row
+    rows = rows.to(tl.int64)
     q_start = row * q_stride + group * (G // 2)
     byte = tl.load(q_ptr + q_start[:, None] + pcols[None, :], mask=pmask, other=0).to(tl.int32)
     scale = tl.load(s_ptr + row * s_stride + group, mask=row_mask, other=0.0)
@@ -167,6 +169,14 @@ def _dequant_kv_kernel(
     cols = tl.arange(0, BG)
     mask = row_mask[:, None] & (cols[None, :] < G)
     tl.store(out_ptr + rows[:, None] * G + cols[None, :], out.to(out_ptr.dtype.element_ty), mask=mask)
+
+
+def _int32_rows(groups: int) -> int:
+    """`groups`, checked to fit the kernels' int32 row index (2^31 groups: 512 GB of 128-wide
+    groups in 16 bits, but a small group size of a large tensor could reach it)."""
+    if groups >= 2**31:
+        raise ValueError(f"the KV kernels take fewer than 2^31 groups, got {groups}: use a larger group size")
+    return groups
 
 
 def _blocks(group_size: int) -> tuple[int, int]:
@@ -186,7 +196,7 @@ def launch_quant_kv(
         layout = strided_rows(x)
     _, width, stride = layout
     q, scale, zero = quant_kv_outputs(x, group_size)
-    r = x.numel() // group_size
+    r = _int32_rows(x.numel() // group_size)
     if r:
         bg, block_r = _blocks(group_size)
         _quant_kv_kernel[(triton.cdiv(r, block_r),)](
@@ -270,7 +280,7 @@ def launch_dequant_kv(
         parts = tuple(t.contiguous() for t in parts)
         layouts = _rows_in_place(parts, group_size)
     out = torch.empty((*q.shape[:-1], d), dtype=out_dtype, device=q.device)
-    r = out.numel() // group_size
+    r = _int32_rows(out.numel() // group_size)
     if r:
         bg, block_r = _blocks(group_size)
         _dequant_kv_kernel[(triton.cdiv(r, block_r),)](
