@@ -9,6 +9,7 @@ Sections (each appends JSON lines to DIR/tune.jsonl and prints a short table):
   decode   packed-weight GEMM configs at M = 1 and 16 (rotating weights: no L2 hits), bf16 GEMV
   tq       transform_quant (dot precision, pipelining) at M = 16 and 2048
   kv       kv_attention (int4 cache) block size / warps / stages / programs per SM at decode shapes
+  rope     rope_map (RoPE + the key / query map) tokens per program and warps at a 2048-token prompt
   asm      which compiled kernels use wgmma / mma (from the Triton cache's PTX)
 Kernels compile in parallel worker processes first (they share the Triton cache), then the main
 process times every case with CUDA-graph replays.
@@ -38,13 +39,15 @@ SWIGLU_SHAPES = [(2048, 4096, 2 * 11008), (2048, 4096, 2 * 14336)]
 KV_SHAPES = [(b, hq, hkv, 2304, 128) for b in (1, 16, 64) for hq, hkv in ((32, 32), (32, 8))]
 """(batch, query heads, kv heads, cached positions, head_dim): LLaMA-2-7B / LLaMA-3-8B after a
 2048-token prompt and 256 new tokens."""
+ROPE_SHAPES = [(2048, heads, 128, mapped) for heads in (32, 8) for mapped in (True, False)]
+"""(tokens, heads, head_dim, with the head map): a 2048-token prompt's q (32 heads) and LLaMA-3's k (8)."""
 
 
 def cases():
     """Every candidate configuration of the kernels at the benchmark's shapes."""
     from fq_core.transforms.kronecker import kron_factors
     from fq_kernels._runtime import next_pow2
-    from fq_kernels.triton import gemm_packed, gemm_prefill, kv_attention
+    from fq_kernels.triton import gemm_packed, gemm_prefill, kv_attention, rope
     from fq_kernels.triton import transform_quant as tqm
 
     out = []
@@ -69,6 +72,9 @@ def cases():
     for b, hq, hkv, s, d in KV_SHAPES:
         for cfg in kv_attention.candidates(hq // hkv):
             out.append({"section": "kv", "b": b, "hq": hq, "hkv": hkv, "s": s, "d": d, "cfg": asdict(cfg)})
+    for t, h, d, mapped in ROPE_SHAPES:
+        for cfg in rope.candidates(t):
+            out.append({"section": "rope", "t": t, "h": h, "d": d, "mapped": mapped, "cfg": asdict(cfg)})
     return out
 
 
@@ -156,6 +162,16 @@ def make_call(case, copies=1):
         lengths = torch.full((b,), s, dtype=torch.int32, device="cuda")
         cfg = KVAttentionConfig(**case["cfg"])
         return lambda i: lambda: launch_kv_attention(q, keys, values, lengths, d, d**-0.5, cfg)
+    if case["section"] == "rope":
+        from fq_kernels.triton.rope import RopeConfig, launch_rope_map
+
+        t, h, d = case["t"], case["h"], case["d"]
+        qkv = torch.randn(1, t, 3 * h * d, device="cuda", dtype=torch.float16)
+        x = qkv[..., : h * d].view(1, t, h, d)  # a view of the projection, as the runtime has it
+        cos, sin = (torch.randn(1, t, d, device="cuda", dtype=torch.float16) for _ in range(2))
+        head_map = torch.randn(d, d, device="cuda", dtype=torch.float16) if case["mapped"] else None
+        cfg = RopeConfig(**case["cfg"])
+        return lambda i: lambda: launch_rope_map(x, cos, sin, head_map, cfg)
     raise ValueError(case)
 
 
@@ -388,6 +404,14 @@ def summarize(results, base):
             f"B={b:2d} Hq={hq} Hkv={hkv} S={s}: {rs[0]['median_ms'] * 1000:.1f} us "
             f"{cache_bytes / rs[0]['median_ms'] / 1e6:5.0f} GB/s {rs[0]['cfg']} (default {default_us})"
         )
+    print("\n== rope_map (per configuration; GB/s of x read + out written)")
+    for r in results:
+        if r["section"] == "rope" and "error" not in r:
+            gbs = 2 * 2 * r["t"] * r["h"] * r["d"] / r["median_ms"] / 1e6
+            print(
+                f"T={r['t']} H={r['h']:2d} map={r['mapped']!s:5}: {r['median_ms'] * 1000:6.1f} us "
+                f"{gbs:5.0f} GB/s {r['cfg']}"
+            )
     errors = [r for r in results if "error" in r]
     print(f"\n{len(errors)} failing cases")
     for r in errors[:10]:

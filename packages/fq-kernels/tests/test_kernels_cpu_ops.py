@@ -388,7 +388,7 @@ def test_kv_kernels_are_bit_exact(group: int) -> None:
 @pytest.mark.parametrize(("b", "t", "heads", "d"), [(2, 19, 3, 64), (1, 1, 2, 32), (1, 4100, 1, 32)])
 def test_rope_map_kernel_matches_the_reference(b, t, heads, d, mapped: bool, dtype) -> None:
     """x as a slice of a q|k|v projection (token and head strides), cos / sin of one batch row
-    broadcast, ragged token blocks (of 16 and, from 4096 tokens, 64); float32 agrees to rounding,
+    broadcast, ragged token blocks (of 16 and, from 256 tokens, 64); float32 agrees to rounding,
     float16 to its last bit or so (the kernel rotates in float32 and rounds once, the reference after
     each operation)."""
     from fq_kernels.triton.rope import launch_rope_map
@@ -404,6 +404,24 @@ def test_rope_map_kernel_matches_the_reference(b, t, heads, d, mapped: bool, dty
     assert out.shape == (b, t, heads, d) and out.is_contiguous() and out.dtype == dtype
     tol = {"rtol": 1e-5, "atol": 1e-5} if dtype == torch.float32 else {"rtol": 2e-3, "atol": 4e-3}
     torch.testing.assert_close(out, expected, **tol)
+
+
+def test_every_rope_map_configuration_matches_the_reference() -> None:
+    """What autotuning may pick for a prompt (tokens per program, warps) changes the blocks, never
+    the result: every candidate on a ragged 300-token slice, mapped, float32."""
+    from fq_kernels.triton.rope import candidates, launch_rope_map
+
+    g = torch.Generator().manual_seed(3)
+    b, t, heads, d = 1, 300, 2, 32
+    x = torch.randn(b, t, 3 * heads * d, generator=g)[..., : heads * d].view(b, t, heads, d)
+    cos, sin = torch.randn(1, t, d, generator=g), torch.randn(1, t, d, generator=g)
+    head_map = random_orthogonal(d, g)
+    expected = ref.rope_map_ref(x, cos, sin, head_map)
+    configs = candidates(b * t)
+    assert len(configs) > 1
+    for cfg in configs:
+        out = launch_rope_map(x, cos, sin, head_map, cfg)
+        torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5, msg=str(cfg))
 
 
 def test_kv_kernels_refuse_more_groups_than_their_int32_row_index() -> None:

@@ -10,19 +10,31 @@ dots (top and bottom half of the map) before a token-major store.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import triton
 import triton.language as tl
 
+from fq_kernels import tuning
 from fq_kernels._runtime import next_pow2
 
 
-def tokens_per_program(rows: int) -> int:
-    """A prompt's programs take 64 tokens, so each reads the head map (32 KB in 16 bits) once per 64
-    tokens rather than per 16 (with 16, a 2048-token prompt's map reads made the kernel 4x slower
-    than without a map: 44 against 11 us, docs/benchmarks/decode.md); a decode step's (a few
-    tokens) take 16, the least a dot takes."""
-    return 64 if rows >= 256 else 16
+@dataclass(frozen=True)
+class RopeConfig:
+    block_t: int = 16  # tokens per program (of one head)
+    num_warps: int = 4
+
+
+def candidates(rows: int) -> list[RopeConfig]:
+    """Configurations for `rows` tokens, the default first. A prompt's programs take 64 tokens, so
+    each reads the head map (32 KB in 16 bits) once per 64 tokens rather than per 16 (with 16, a
+    2048-token prompt's map reads made the kernel 4x slower than without a map: 44 against 11 us,
+    docs/benchmarks/decode.md), and 8 warps to hold the tile's float32 cos and sin; a decode
+    step's (a few tokens) take 16, the least a dot takes."""
+    if rows < 256:
+        return [RopeConfig(16, 4)]
+    return [RopeConfig(64, 8), RopeConfig(64, 4), RopeConfig(32, 4), RopeConfig(128, 8), RopeConfig(16, 4)]
 
 
 @triton.jit
@@ -85,19 +97,26 @@ def _rope_map_kernel(
 
 
 def launch_rope_map(
-    x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, head_map: torch.Tensor | None
+    x: torch.Tensor,
+    cos: torch.Tensor,
+    sin: torch.Tensor,
+    head_map: torch.Tensor | None,
+    config: RopeConfig | None = None,
 ) -> torch.Tensor:
     """out [B, T, H, D] (contiguous) of x [B, T, H, D] (last dim contiguous), cos / sin [B, T, D]
-    (last dim contiguous; a stride-0 batch broadcasts), head_map [D, D] or None."""
+    (last dim contiguous; a stride-0 batch broadcasts), head_map [D, D] or None. `config` None:
+    the first candidate, or the fastest with FQ_KERNELS_AUTOTUNE=1."""
     b, t, h, d = x.shape
     out = torch.empty((b, t, h, d), dtype=x.dtype, device=x.device)
     if out.numel() == 0:
         return out
     half = d // 2
     rows = b * t
+    if config is None:
+        key = ("rope_map", rows, h, d, head_map is not None, x.dtype)
+        config = tuning.choose(key, candidates(rows), lambda c: launch_rope_map(x, cos, sin, head_map, c))
     maps = head_map.to(x.dtype).contiguous() if head_map is not None else cos  # (the reference's cast)
-    block = tokens_per_program(rows)
-    grid = (triton.cdiv(rows, block), h)
+    grid = (triton.cdiv(rows, config.block_t), h)
     _rope_map_kernel[grid](
         x,
         cos,
@@ -114,9 +133,9 @@ def launch_rope_map(
         cos.stride(1),
         HALF=half,
         BH=max(next_pow2(half), 16),
-        BT=block,
+        BT=config.block_t,
         HAS_MAP=head_map is not None,
         IEEE=x.dtype == torch.float32,
-        num_warps=4,
+        num_warps=config.num_warps,
     )
     return out
