@@ -73,7 +73,7 @@ def cases():
         for cfg in kv_attention.candidates(hq // hkv):
             out.append({"section": "kv", "b": b, "hq": hq, "hkv": hkv, "s": s, "d": d, "cfg": asdict(cfg)})
     for t, h, d, mapped in ROPE_SHAPES:
-        for cfg in rope.candidates(t):
+        for cfg in rope.candidates(t, mapped):
             out.append({"section": "rope", "t": t, "h": h, "d": d, "mapped": mapped, "cfg": asdict(cfg)})
     return out
 

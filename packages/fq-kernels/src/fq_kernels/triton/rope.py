@@ -26,15 +26,23 @@ class RopeConfig:
     num_warps: int = 4
 
 
-def candidates(rows: int) -> list[RopeConfig]:
-    """Configurations for `rows` tokens, the default first. A prompt's programs take 64 tokens, so
-    each reads the head map (32 KB in 16 bits) once per 64 tokens rather than per 16 (with 16, a
-    2048-token prompt's map reads made the kernel 4x slower than without a map: 44 against 11 us,
-    docs/benchmarks/decode.md), and 8 warps to hold the tile's float32 cos and sin; a decode
-    step's (a few tokens) take 16, the least a dot takes."""
+def candidates(rows: int, mapped: bool = True) -> list[RopeConfig]:
+    """Configurations for `rows` tokens, with or without the head map, the measured best first
+    (H200 sweep, docs/benchmarks/decode.md, session 13: 2048 tokens x 32 heads). With the map, 64
+    tokens per program (each program reads the 32 KB map once per 64 tokens, not per 16: 19.1
+    against 37.5 us) and 4 warps (8 warps: 38.9 us); without it, 32 tokens (7.6 us). A decode
+    step's few tokens take 16, the least a dot takes."""
     if rows < 256:
         return [RopeConfig(16, 4)]
-    return [RopeConfig(64, 8), RopeConfig(64, 4), RopeConfig(32, 4), RopeConfig(128, 8), RopeConfig(16, 4)]
+    if mapped:
+        return [
+            RopeConfig(64, 4),
+            RopeConfig(128, 8),
+            RopeConfig(64, 8),
+            RopeConfig(32, 4),
+            RopeConfig(16, 4),
+        ]
+    return [RopeConfig(32, 4), RopeConfig(64, 8), RopeConfig(16, 4), RopeConfig(64, 4), RopeConfig(128, 8)]
 
 
 @triton.jit
@@ -114,7 +122,8 @@ def launch_rope_map(
     rows = b * t
     if config is None:
         key = ("rope_map", rows, h, d, head_map is not None, x.dtype)
-        config = tuning.choose(key, candidates(rows), lambda c: launch_rope_map(x, cos, sin, head_map, c))
+        configs = candidates(rows, head_map is not None)
+        config = tuning.choose(key, configs, lambda c: launch_rope_map(x, cos, sin, head_map, c))
     maps = head_map.to(x.dtype).contiguous() if head_map is not None else cos  # (the reference's cast)
     grid = (triton.cdiv(rows, config.block_t), h)
     _rope_map_kernel[grid](
