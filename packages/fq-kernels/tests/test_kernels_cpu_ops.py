@@ -72,9 +72,10 @@ def test_transform_quant_matches_reference(n1: int, n2: int, variant: str) -> No
         assert s[1] == 1
 
 
-@pytest.mark.parametrize("reduce_axes", [False, True])
-def test_kernel_configurations_agree(reduce_axes: bool) -> None:
-    """Both reductions give the reference's codes, on a power-of-two tile and on a padded one."""
+@pytest.mark.parametrize(("reduce_axes", "right_first"), [(False, False), (True, False), (False, True)])
+def test_kernel_configurations_agree(reduce_axes: bool, right_first: bool) -> None:
+    """Both reductions, and the right factor applied first by a library GEMM, give the reference's
+    codes, on a power-of-two tile and on a padded one."""
     from fq_kernels.triton.transform_quant import TQConfig, launch_transform_quant
 
     g = torch.Generator().manual_seed(6)
@@ -83,10 +84,20 @@ def test_kernel_configurations_agree(reduce_axes: bool) -> None:
         x = torch.randint(-40, 40, (5, n1 * n2), generator=g).float() / 4
         x[2, 3] = float("nan")
         x[4] = 0
-        cfg = TQConfig(num_warps=4, programs_per_sm=1, reduce_axes=reduce_axes)
+        cfg = TQConfig(num_warps=4, programs_per_sm=1, reduce_axes=reduce_axes, right_first=right_first)
         for fmt in ("packed", "int8"):
             q, s, _ = launch_transform_quant(x, left, right, ref.clip_pair(0.9), 4, fmt, config=cfg)
             assert_quant_equal(q, s, *ref.transform_quant_ref(x, left, right, 0.9, 4, fmt))
+
+
+def test_right_first_needs_both_factors() -> None:
+    from fq_kernels.triton.transform_quant import TQConfig, launch_transform_quant
+
+    x = torch.ones(2, 32)
+    with pytest.raises(ValueError, match="right_first=True. needs both factors"):
+        launch_transform_quant(
+            x, None, torch.eye(32), ref.clip_pair(1.0), 4, "int8", config=TQConfig(right_first=True)
+        )
 
 
 def test_exactly_representable_transform_is_bit_exact() -> None:

@@ -52,6 +52,10 @@ class TQConfig:
     num_stages: int = 1  # software pipelining of the token loop
     programs_per_sm: int = 8
     reduce_axes: bool = False  # reduce rows then columns instead of the flattened tile
+    # The right factor first, as one library GEMM over all tokens' tile rows ([M * n1, n2] @ right),
+    # then this kernel with the left factor only: one dot per token instead of two, for the large
+    # tiles (the 86 x 128 of an 11008-wide input) where the fused kernel took ~137 us at 2048 tokens.
+    right_first: bool = False
 
 
 def candidates(b1: int, b2: int) -> list[TQConfig]:
@@ -65,12 +69,15 @@ def candidates(b1: int, b2: int) -> list[TQConfig]:
             TQConfig(4, reduce_axes=True),
             TQConfig(8, reduce_axes=True),
             TQConfig(4, 2, 16, True),
+            TQConfig(4, right_first=True),
         ]
     return [
         TQConfig(16, programs_per_sm=4),
         TQConfig(16, 1, 4, True),
         TQConfig(8, 1, 8, True),
         TQConfig(8, 1, 4),
+        TQConfig(8, 1, 4, right_first=True),
+        TQConfig(16, 1, 4, right_first=True),
     ]
 
 
@@ -205,6 +212,19 @@ def _transform_quant_kernel(
         tl.store(s_ptr + t, scale)
 
 
+def _right_factor_applied(
+    x2: torch.Tensor, right32: torch.Tensor, n1: int, n2: int, dot: str
+) -> torch.Tensor:
+    """x2 [M, n1 * n2] with each token's tile times `right`, as the fused kernel's first dot rounds
+    it: in the 16-bit dot types, float32 accumulation rounded to the token's type (the fused kernel
+    casts its first product so for the second dot); for "ieee", float32 throughout."""
+    tiles = x2.unflatten(1, (n1, n2))
+    if dot == "ieee":
+        return (tiles.float() @ right32).flatten(1)
+    dtype = torch.bfloat16 if dot == "bf16" else torch.float16
+    return (tiles.to(dtype) @ right32.to(dtype)).flatten(1)
+
+
 def launch_transform_quant(
     x2: torch.Tensor,
     left: torch.Tensor | None,
@@ -245,9 +265,12 @@ def launch_transform_quant(
         right32 = right.to(device=device, dtype=torch.float32).contiguous() if has_right else clip
 
         def run(cfg: TQConfig) -> None:
+            x, apply_right = x2, has_right
+            if cfg.right_first:
+                x, apply_right = _right_factor_applied(x2, right32, n1, n2, dot), False
             grid = (min(m, sm_count(x2) * cfg.programs_per_sm),)
             _transform_quant_kernel[grid](
-                x2,
+                x,
                 left32,
                 right32,
                 clip,
@@ -255,14 +278,14 @@ def launch_transform_quant(
                 scale,
                 scale if zero is None else zero,
                 m,
-                x2.stride(0),
+                x.stride(0),
                 q.stride(0),
                 N1=n1,
                 N2=n2,
                 B1=b1,
                 B2=b2,
                 HAS_LEFT=has_left,
-                HAS_RIGHT=has_right,
+                HAS_RIGHT=apply_right,
                 OUT=OUT_CODES[fmt],
                 DOT=DOT_CODES[dot],
                 QMIN=qmin,
@@ -276,7 +299,15 @@ def launch_transform_quant(
                 num_stages=cfg.num_stages,
             )
 
-        cands = candidates(b1, b2) if config is None else [config]
+        two_pass = has_left and has_right and dot != "tf32"  # (no tf32-rounded library GEMM here)
+        if config is not None and config.right_first and not two_pass:
+            raise ValueError(
+                f"TQConfig(right_first=True) needs both factors and a dot other than tf32, got "
+                f"left={has_left}, right={has_right}, dot={dot!r}: use right_first=False"
+            )
+        cands = (
+            [c for c in candidates(b1, b2) if two_pass or not c.right_first] if config is None else [config]
+        )
         key = ("transform_quant", min(next_pow2(m), 4096), n1, n2, has_left, has_right, fmt, dot, symmetric)
         run(tuning.choose(key, cands, run))
     if fmt != out_format:  # packed output of an odd-n2 tile
