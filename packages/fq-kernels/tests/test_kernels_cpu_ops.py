@@ -94,7 +94,7 @@ def test_right_first_needs_both_factors() -> None:
     from fq_kernels.triton.transform_quant import TQConfig, launch_transform_quant
 
     x = torch.ones(2, 32)
-    with pytest.raises(ValueError, match="right_first=True. needs both factors"):
+    with pytest.raises(ValueError, match=r"right_first=True\) needs both factors"):
         launch_transform_quant(
             x, None, torch.eye(32), ref.clip_pair(1.0), 4, "int8", config=TQConfig(right_first=True)
         )
