@@ -442,12 +442,12 @@ def launch_kv_attention(
     out = torch.empty_like(q)
     qc = q.contiguous()
     caches = [t.contiguous() for t in (*keys, *values)]
+    if config.method == "fma":  # the CUDA-core kernel reads the codes as int32 words, 8 codes each
+        caches[0], caches[3] = caches[0].view(torch.int32), caches[3].view(torch.int32)
     args = (qc, *caches, lengths, part, stats, float(scaling), hkv, s, split_len, num_splits)
     grid = (b * hkv, num_splits)
     launch = {"num_warps": config.num_warps, "num_stages": config.num_stages}
     if config.method == "fma":
-        args = list(args)
-        args[1], args[4] = caches[0].view(torch.int32), caches[3].view(torch.int32)  # 8 codes a word
         _split_fma_kernel[grid](*args, D=d, BLOCK_S=config.block_s, NATIVE=not interpreting(), **launch)
     else:
         _split_mma_kernel[grid](
