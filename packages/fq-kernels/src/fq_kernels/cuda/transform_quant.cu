@@ -347,12 +347,12 @@ extern "C" __global__ void __launch_bounds__(THREADS)
             int code[2];
 #pragma unroll
             for (int c = 0; c < 2; ++c) {
-              // y * (1 / scale) is within 2 ulp of the IEEE quotient the reference rounds, so the
-              // two round differently only within 2^-18 of a tie: redo those with IEEE division
+              // the IEEE quotient y / scale that the reference rounds, from the reciprocal: y * inv
+              // is within an ulp, and one FMA step on its exact residual rounds it correctly
+              // (Markstein; fq_kernels.triton.common.div_rn_by_reciprocal)
               const float y = acc[s][2 * h + c];
-              float v = fminf(fmaxf(y * inv, vmin), QMAX + 1.0f);
-              if (fabsf(fabsf(v - rintf(v)) - 0.5f) < 3.814697265625e-06f)
-                v = fminf(fmaxf(__fdiv_rn(y, scale), vmin), QMAX + 1.0f);
+              const float q0 = __fmul_rn(y, inv);
+              float v = fminf(fmaxf(__fmaf_rn(__fmaf_rn(-q0, scale, y), inv, q0), vmin), QMAX + 1.0f);
               v = rintf(v) + zero;
               v = fminf(fmaxf(v, float(QMIN)), float(QMAX)) - (ASYM ? (QMAX + 1) / 2 : 0);
               code[c] = bad ? 0 : int(v);

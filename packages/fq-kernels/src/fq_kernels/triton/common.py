@@ -32,6 +32,20 @@ def rint(v, NATIVE: tl.constexpr):
 
 
 @triton.jit
+def div_rn_by_reciprocal(y, scale, inv):
+    """y / scale as IEEE division rounds it, given inv = 1 / scale (IEEE-rounded), in one multiply
+    and two FMAs instead of a division per element.
+
+    q = y·inv is within an ulp of the quotient, the FMA y - q·scale gives its residual exactly, and
+    q + residual·inv (one more FMA) is then the correctly rounded quotient (Markstein's theorem;
+    `test_div_rn_by_reciprocal` checks it on near-tie quotients). Exactness matters because the
+    codes round the quotient: the reference divides, and a 2-ulp error flips a code at a tie.
+    """
+    q = y * inv
+    return tl.fma(tl.fma(-q, scale, y), inv, q)
+
+
+@triton.jit
 def grouped_tile(tile_id, num_pid_m, num_pid_n, GROUP_M: tl.constexpr):
     """(pid_m, pid_n) of a tile with GROUP_M row-tiles sharing each column sweep (L2 reuse of B)."""
     num_pid_in_group = GROUP_M * num_pid_n

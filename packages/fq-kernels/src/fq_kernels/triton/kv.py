@@ -18,7 +18,7 @@ import triton.language as tl
 
 from fq_kernels._runtime import next_pow2
 from fq_kernels.strided import quant_kv_outputs, strided_rows
-from fq_kernels.triton.common import round_half_even
+from fq_kernels.triton.common import div_rn_by_reciprocal, round_half_even
 
 
 @triton.jit
@@ -36,7 +36,8 @@ def _quantize_groups(
     xmax = tl.where(empty, 1.0, xmax)
     scale = tl.math.div_rn(xmax - xmin, tl.zeros_like(xmax) + QMAX)
     zero = round_half_even(tl.math.div_rn(-xmin, scale))
-    v = tl.math.div_rn(x, tl.zeros_like(x) + scale[:, None])
+    inv = tl.math.div_rn(tl.zeros_like(scale) + 1.0, scale)
+    v = div_rn_by_reciprocal(x, scale[:, None], inv[:, None])
     v = tl.minimum(tl.maximum(v, -(QMAX + 2.0)), QMAX + 2.0)
     q = tl.minimum(tl.maximum(round_half_even(v) + zero[:, None], 0.0), QMAX)
     bad = tl.sum(tl.where(tl.abs(x) < float("inf"), 0, 1), axis=1) > 0

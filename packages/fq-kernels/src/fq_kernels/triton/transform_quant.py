@@ -18,8 +18,10 @@ unchanged and only their epilogue adds the zero points' share.
 
 Precision of the dots (`dot`): "ieee" (float32; the interpreter's only exact mode, and the default
 for float32 inputs), "tf32", "bf16" / "fp16" (the token's own 16-bit type; factors and the
-intermediate rounded to it, float32 accumulation). Division is IEEE (`div_rn`), so with no
-transform the result is bit-exact with the reference.
+intermediate rounded to it, float32 accumulation). Quotients are IEEE-rounded (`div_rn` per
+token; per element the reciprocal and one FMA correction, `div_rn_by_reciprocal`, which rounds
+exactly as division does at a fraction of its cost), so with no transform the result is bit-exact
+with the reference.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from fq_kernels import tuning
 from fq_kernels._runtime import interpreting, next_pow2, sm_count
 from fq_kernels.cuda.launch import pdl_supported
 from fq_kernels.reference.activation import factor_sizes
-from fq_kernels.triton.common import rint
+from fq_kernels.triton.common import div_rn_by_reciprocal, rint
 
 OUT_CODES: dict[str, int] = {"packed": 0, "int8": 1, "fp8": 2}
 DOT_CODES: dict[str, int] = {"ieee": 0, "tf32": 1, "bf16": 2, "fp16": 3}
@@ -52,10 +54,6 @@ class TQConfig:
     num_stages: int = 1  # software pipelining of the token loop
     programs_per_sm: int = 8
     reduce_axes: bool = False  # reduce rows then columns instead of the flattened tile
-    # The right factor first, as one library GEMM over all tokens' tile rows ([M * n1, n2] @ right),
-    # then this kernel with the left factor only: one dot per token instead of two, for the large
-    # tiles (the 86 x 128 of an 11008-wide input) where the fused kernel took ~137 us at 2048 tokens.
-    right_first: bool = False
 
 
 def candidates(b1: int, b2: int) -> list[TQConfig]:
@@ -69,15 +67,12 @@ def candidates(b1: int, b2: int) -> list[TQConfig]:
             TQConfig(4, reduce_axes=True),
             TQConfig(8, reduce_axes=True),
             TQConfig(4, 2, 16, True),
-            TQConfig(4, right_first=True),
         ]
     return [
         TQConfig(16, programs_per_sm=4),
         TQConfig(16, 1, 4, True),
         TQConfig(8, 1, 8, True),
         TQConfig(8, 1, 4),
-        TQConfig(8, 1, 4, right_first=True),
-        TQConfig(16, 1, 4, right_first=True),
     ]
 
 
@@ -174,22 +169,10 @@ def _transform_quant_kernel(
             absmax = tl.maximum(ymax, -ymin)
             scale = tl.math.div_rn(absmax, tl.full([], QMAX, tl.float32))
             scale = tl.where(absmax == 0.0, 1.0, scale)
-        # y * (1/scale) is within 2 ulp of the IEEE quotient y / scale that the reference rounds, so
-        # the two round to different integers only when a value sits within 2^-18 of a tie; such a
-        # (rare) token is redone with IEEE division, which keeps the result bit-exact.
         inv = tl.math.div_rn(tl.full([], 1.0, tl.float32), scale)
         # clamping the quotient to [VMIN, QMAX + 1] first changes no value (the codes clamp anyway)
-        v = tl.minimum(tl.maximum(y * inv, VMIN), QMAX + 1.0)
+        v = tl.minimum(tl.maximum(div_rn_by_reciprocal(y, scale, inv), VMIN), QMAX + 1.0)
         r = rint(v, NATIVE)
-        near = tl.abs(tl.abs(v - r) - 0.5) < 3.814697265625e-06
-        if REDUCE_AXES:
-            n_near = tl.max(tl.max(near.to(tl.int32), axis=1), axis=0)
-        else:
-            n_near = tl.max(near.to(tl.int32))
-        if n_near > 0:
-            v = tl.math.div_rn(y, tl.zeros_like(y) + scale)
-            v = tl.minimum(tl.maximum(v, VMIN), QMAX + 1.0)
-            r = rint(v, NATIVE)
         if ASYM:
             q = tl.minimum(tl.maximum(r + zero, QMIN), QMAX) - (QMAX + 1) // 2
             tl.store(z_ptr + t, tl.where(bad, 0.0, zero - (QMAX + 1) // 2))
@@ -210,19 +193,6 @@ def _transform_quant_kernel(
         else:
             tl.store(q_row + tile_offs, q.to(tl.float8e4nv), mask=tile_mask)
         tl.store(s_ptr + t, scale)
-
-
-def _right_factor_applied(
-    x2: torch.Tensor, right32: torch.Tensor, n1: int, n2: int, dot: str
-) -> torch.Tensor:
-    """x2 [M, n1 * n2] with each token's tile times `right`, as the fused kernel's first dot rounds
-    it: in the 16-bit dot types, float32 accumulation rounded to the token's type (the fused kernel
-    casts its first product so for the second dot); for "ieee", float32 throughout."""
-    tiles = x2.unflatten(1, (n1, n2))
-    if dot == "ieee":
-        return (tiles.float() @ right32).flatten(1)
-    dtype = torch.bfloat16 if dot == "bf16" else torch.float16
-    return (tiles.to(dtype) @ right32.to(dtype)).flatten(1)
 
 
 def launch_transform_quant(
@@ -265,12 +235,9 @@ def launch_transform_quant(
         right32 = right.to(device=device, dtype=torch.float32).contiguous() if has_right else clip
 
         def run(cfg: TQConfig) -> None:
-            x, apply_right = x2, has_right
-            if cfg.right_first:
-                x, apply_right = _right_factor_applied(x2, right32, n1, n2, dot), False
             grid = (min(m, sm_count(x2) * cfg.programs_per_sm),)
             _transform_quant_kernel[grid](
-                x,
+                x2,
                 left32,
                 right32,
                 clip,
@@ -278,14 +245,14 @@ def launch_transform_quant(
                 scale,
                 scale if zero is None else zero,
                 m,
-                x.stride(0),
+                x2.stride(0),
                 q.stride(0),
                 N1=n1,
                 N2=n2,
                 B1=b1,
                 B2=b2,
                 HAS_LEFT=has_left,
-                HAS_RIGHT=apply_right,
+                HAS_RIGHT=has_right,
                 OUT=OUT_CODES[fmt],
                 DOT=DOT_CODES[dot],
                 QMIN=qmin,
@@ -299,15 +266,7 @@ def launch_transform_quant(
                 num_stages=cfg.num_stages,
             )
 
-        two_pass = has_left and has_right and dot != "tf32"  # (no tf32-rounded library GEMM here)
-        if config is not None and config.right_first and not two_pass:
-            raise ValueError(
-                f"TQConfig(right_first=True) needs both factors and a dot other than tf32, got "
-                f"left={has_left}, right={has_right}, dot={dot!r}: use right_first=False"
-            )
-        cands = (
-            [c for c in candidates(b1, b2) if two_pass or not c.right_first] if config is None else [config]
-        )
+        cands = candidates(b1, b2) if config is None else [config]
         key = ("transform_quant", min(next_pow2(m), 4096), n1, n2, has_left, has_right, fmt, dot, symmetric)
         run(tuning.choose(key, cands, run))
     if fmt != out_format:  # packed output of an odd-n2 tile
