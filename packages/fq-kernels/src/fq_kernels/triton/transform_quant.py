@@ -54,6 +54,9 @@ class TQConfig:
     num_stages: int = 1  # software pipelining of the token loop
     programs_per_sm: int = 8
     reduce_axes: bool = False  # reduce rows then columns instead of the flattened tile
+    # A register cap per thread: 8 warps on a 128 x 128 tile take ~170 registers, one program per
+    # SM; capped at 128, two programs share an SM and one's loads overlap the other's math.
+    maxnreg: int | None = None
 
 
 def candidates(b1: int, b2: int) -> list[TQConfig]:
@@ -69,6 +72,8 @@ def candidates(b1: int, b2: int) -> list[TQConfig]:
             TQConfig(4, 2, 16, True),
         ]
     return [
+        TQConfig(8, 1, 4, maxnreg=128),
+        TQConfig(8, 3, 4),
         TQConfig(16, programs_per_sm=4),
         TQConfig(16, 1, 4, True),
         TQConfig(8, 1, 8, True),
@@ -236,6 +241,7 @@ def launch_transform_quant(
 
         def run(cfg: TQConfig) -> None:
             grid = (min(m, sm_count(x2) * cfg.programs_per_sm),)
+            cap = {} if cfg.maxnreg is None or interpreting() else {"maxnreg": cfg.maxnreg}
             _transform_quant_kernel[grid](
                 x2,
                 left32,
@@ -264,6 +270,7 @@ def launch_transform_quant(
                 PDL=pdl,
                 num_warps=cfg.num_warps,
                 num_stages=cfg.num_stages,
+                **cap,
             )
 
         cands = candidates(b1, b2) if config is None else [config]
