@@ -76,21 +76,35 @@ def test_transform_quant_matches_reference(n1: int, n2: int, variant: str) -> No
         assert s[1] == 1
 
 
-@pytest.mark.parametrize("reduce_axes", [False, True])
-def test_kernel_configurations_agree(reduce_axes: bool) -> None:
-    """Both reductions give the reference's codes, on a power-of-two tile and on a padded one."""
+@pytest.mark.parametrize(
+    "options", [{}, {"reduce_axes": True}, {"tokens": 2}, {"tokens": 4}], ids=["flat", "axes", "t2", "t4"]
+)
+@pytest.mark.parametrize("symmetric", [True, False], ids=["sym", "asym"])
+def test_kernel_configurations_agree(options: dict, symmetric: bool) -> None:
+    """Every reduction and tokens-per-step give the reference's codes, scales and zero points, on a
+    power-of-two tile and on a padded one; 11 tokens over 4 programs, so with several tokens per
+    step the programs loop and the last step is partly past M."""
     from fq_kernels.triton.transform_quant import TQConfig, launch_transform_quant
 
     g = torch.Generator().manual_seed(6)
     for n1, n2 in ((8, 16), (6, 20)):
         left, right = signed_permutation(n1, g), signed_permutation(n2, g, 0.5)
-        x = torch.randint(-40, 40, (5, n1 * n2), generator=g).float() / 4
+        x = torch.randint(-40, 40, (11, n1 * n2), generator=g).float() / 4
         x[2, 3] = float("nan")
         x[4] = 0
-        cfg = TQConfig(num_warps=4, programs_per_sm=1, reduce_axes=reduce_axes)
-        for fmt in ("packed", "int8"):
-            q, s, _ = launch_transform_quant(x, left, right, ref.clip_pair(0.9), 4, fmt, config=cfg)
-            assert_quant_equal(q, s, *ref.transform_quant_ref(x, left, right, 0.9, 4, fmt))
+        x[9, 1] = -float("inf")
+        cfg = TQConfig(num_warps=4, programs_per_sm=1, **options)
+        for fmt in ("packed", "int8", "fp8"):
+            q, s, z = launch_transform_quant(
+                x, left, right, ref.clip_pair(0.9), 4, fmt, config=cfg, symmetric=symmetric
+            )
+            if symmetric:
+                assert z is None
+                assert_quant_equal(q, s, *ref.transform_quant_ref(x, left, right, 0.9, 4, fmt))
+            else:
+                q_ref, s_ref, z_ref = ref.transform_quant_asym_ref(x, left, right, ref.clip_pair(0.9), 4, fmt)
+                assert_quant_equal(q, s, q_ref, s_ref)
+                assert torch.equal(z, z_ref)
 
 
 def _near_tie_quotients(n: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:

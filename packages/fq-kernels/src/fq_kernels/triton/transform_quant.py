@@ -57,6 +57,9 @@ class TQConfig:
     # A register cap per thread: 8 warps on a 128 x 128 tile take ~170 registers, one program per
     # SM; capped at 128, two programs share an SM and one's loads overlap the other's math.
     maxnreg: int | None = None
+    # Tokens per loop step: their right-factor rows and left-factor columns each go through one dot,
+    # and their reductions share one block-wide pass (fewer, larger steps for the small tiles).
+    tokens: int = 1
 
 
 def candidates(b1: int, b2: int) -> list[TQConfig]:
@@ -70,6 +73,9 @@ def candidates(b1: int, b2: int) -> list[TQConfig]:
             TQConfig(4, reduce_axes=True),
             TQConfig(8, reduce_axes=True),
             TQConfig(4, 2, 16, True),
+            TQConfig(4, tokens=2),
+            TQConfig(8, tokens=2),
+            TQConfig(8, tokens=4),
         ]
     return [
         TQConfig(8, 1, 4, maxnreg=128),
@@ -116,10 +122,10 @@ def _transform_quant_kernel(
     DOT: tl.constexpr,
     QMIN: tl.constexpr,
     QMAX: tl.constexpr,
-    VMIN: tl.constexpr,
     ASYM: tl.constexpr,
     NATIVE: tl.constexpr,
     REDUCE_AXES: tl.constexpr,
+    TOKENS: tl.constexpr,
     PDL: tl.constexpr,
 ):
     if PDL:  # the GEMM reading q may launch now and stream its weights (`fq_kernels.cuda.launch`)
@@ -147,57 +153,127 @@ def _transform_quant_kernel(
         )
     clip_max = tl.load(clip_ptr)
     clip_min = tl.load(clip_ptr + 1)
-    for t in range(pid, M, nprog):
-        x = tl.load(x_ptr + t * stride_xm + tile_offs, mask=tile_mask, other=0.0)
-        y = x.to(tl.float32)
-        if HAS_RIGHT:
-            y = _dot(x, right, DOT)
-        if HAS_LEFT:
-            y = _dot(left_t, y, DOT)
-        # One pass of reductions: a non-finite value turns the max into +inf (NaN compares false).
-        if REDUCE_AXES:  # row then column: stays in the dot's register layout
-            ymax = tl.max(tl.max(tl.where(tl.abs(y) < float("inf"), y, float("inf")), axis=1), axis=0)
-            ymin = tl.min(tl.min(y, axis=1), axis=0)
+    if TOKENS == 1:
+        for t in range(pid, M, nprog):
+            x = tl.load(x_ptr + t * stride_xm + tile_offs, mask=tile_mask, other=0.0)
+            y = x.to(tl.float32)
+            if HAS_RIGHT:
+                y = _dot(x, right, DOT)
+            if HAS_LEFT:
+                y = _dot(left_t, y, DOT)
+            # One pass of reductions: a non-finite value turns the max into +inf (NaN compares false).
+            finite = tl.where(tl.abs(y) < float("inf"), y, float("inf"))
+            if REDUCE_AXES:  # row then column: stays in the dot's register layout
+                ymax = tl.max(tl.max(finite, axis=1), axis=0)
+                ymin = tl.min(tl.min(y, axis=1), axis=0)
+            else:
+                ymax = tl.max(finite)
+                ymin = tl.min(y)
+            scale, zero, inv, bad = _token_scale(ymax, ymin, clip_max, clip_min, QMAX, ASYM, NATIVE)
+            q = _codes(y, scale, inv, zero, bad, QMIN, QMAX, ASYM, NATIVE)
+            _store_codes(q, q_ptr + t * stride_qm, tile_offs, tile_mask, OUT, B1, B2, 1)
+            _store_token(s_ptr + t, z_ptr + t, scale, zero, bad, None, QMAX, ASYM)
+    else:
+        # TOKENS tokens at once, held as [B1, TOKENS, B2]: the right factor is one dot over their
+        # B1 * TOKENS rows, the left one dot over their TOKENS * B2 columns, so each dot and each
+        # block-wide reduction serves TOKENS tokens (no transposes: both reshapes keep the order).
+        tok = tl.arange(0, TOKENS)
+        offs3 = rows[:, None, None] * N2 + cols[None, None, :]
+        in_tile = (rows[:, None, None] < N1) & (cols[None, None, :] < N2)
+        for first in range(pid * TOKENS, M, nprog * TOKENS):
+            t = first + tok
+            mask = in_tile & (t < M)[None, :, None]
+            x = tl.load(x_ptr + t[None, :, None] * stride_xm + offs3, mask=mask, other=0.0)
+            y = x.to(tl.float32)
+            if HAS_RIGHT:
+                y = tl.reshape(_dot(tl.reshape(x, [B1 * TOKENS, B2]), right, DOT), [B1, TOKENS, B2])
+            if HAS_LEFT:
+                y = tl.reshape(_dot(left_t, tl.reshape(y, [B1, TOKENS * B2]), DOT), [B1, TOKENS, B2])
+            finite = tl.where(tl.abs(y) < float("inf"), y, float("inf"))
+            ymax = tl.max(tl.max(finite, axis=2), axis=0)
+            ymin = tl.min(tl.min(y, axis=2), axis=0)
+            scale, zero, inv, bad = _token_scale(ymax, ymin, clip_max, clip_min, QMAX, ASYM, NATIVE)
+            q = _codes(
+                y,
+                scale[None, :, None],
+                inv[None, :, None],
+                zero[None, :, None],
+                bad[None, :, None],
+                QMIN,
+                QMAX,
+                ASYM,
+                NATIVE,
+            )
+            _store_codes(q, q_ptr + t[None, :, None] * stride_qm, offs3, mask, OUT, B1, B2, TOKENS)
+            _store_token(s_ptr + t, z_ptr + t, scale, zero, bad, t < M, QMAX, ASYM)
+
+
+@triton.jit
+def _token_scale(
+    ymax, ymin, clip_max, clip_min, QMAX: tl.constexpr, ASYM: tl.constexpr, NATIVE: tl.constexpr
+):
+    """(scale, zero, 1 / scale, non-finite?) of tokens with these extremes (+inf max: non-finite)."""
+    bad = ymax == float("inf")
+    ymax = tl.maximum(ymax, 0.0) * clip_max
+    ymin = tl.minimum(ymin, 0.0) * clip_min
+    if ASYM:
+        empty = (ymax == 0.0) & (ymin == 0.0)
+        ymax = tl.where(empty, 1.0, ymax)
+        ymin = tl.where(empty, -1.0, ymin)
+        scale = tl.math.div_rn(ymax - ymin, tl.zeros_like(ymax) + QMAX)
+        zero = rint(tl.math.div_rn(-ymin, scale), NATIVE)
+    else:
+        absmax = tl.maximum(ymax, -ymin)
+        scale = tl.math.div_rn(absmax, tl.zeros_like(absmax) + QMAX)
+        scale = tl.where(absmax == 0.0, 1.0, scale)
+        zero = tl.zeros_like(scale)
+    return scale, zero, tl.math.div_rn(tl.zeros_like(scale) + 1.0, scale), bad
+
+
+@triton.jit
+def _codes(
+    y, scale, inv, zero, bad, QMIN: tl.constexpr, QMAX: tl.constexpr, ASYM: tl.constexpr, NATIVE: tl.constexpr
+):
+    """The integer codes of y (float values), asymmetric ones shifted into the signed range.
+
+    The codes clamp after rounding; clamping the quotient first to the same integer bounds (for
+    asymmetric codes, less the integer zero point) gives the same integers with one clamp."""
+    v = div_rn_by_reciprocal(y, scale, inv)
+    if ASYM:
+        q = rint(tl.minimum(tl.maximum(v, -zero), QMAX - zero), NATIVE) + (zero - (QMAX + 1) // 2)
+    else:
+        q = rint(tl.minimum(tl.maximum(v, QMIN), QMAX), NATIVE)
+    return tl.where(bad, 0.0, q)
+
+
+@triton.jit
+def _store_codes(
+    q, row_ptr, offs, mask, OUT: tl.constexpr, B1: tl.constexpr, B2: tl.constexpr, TOKENS: tl.constexpr
+):
+    """q ([B1, B2], or [B1, TOKENS, B2]) at row_ptr + offs (value offsets in a token's row): packed
+    int4 (value pairs along the last axis, one byte each), int8 or fp8 e4m3."""
+    if OUT == 0:
+        if TOKENS == 1:
+            lo, hi = tl.split(tl.reshape(q.to(tl.int32), [B1, B2 // 2, 2]))
+            even, _ = tl.split(tl.reshape(offs, [B1, B2 // 2, 2]))
+            keep, _ = tl.split(tl.reshape(mask, [B1, B2 // 2, 2]))
         else:
-            ymax = tl.max(tl.where(tl.abs(y) < float("inf"), y, float("inf")))
-            ymin = tl.min(y)
-        bad = ymax == float("inf")
-        ymax = tl.maximum(ymax, 0.0) * clip_max
-        ymin = tl.minimum(ymin, 0.0) * clip_min
-        if ASYM:
-            empty = (ymax == 0.0) & (ymin == 0.0)
-            ymax = tl.where(empty, 1.0, ymax)
-            ymin = tl.where(empty, -1.0, ymin)
-            scale = tl.math.div_rn(ymax - ymin, tl.full([], QMAX, tl.float32))
-            zero = rint(tl.math.div_rn(-ymin, scale), NATIVE)
-        else:
-            absmax = tl.maximum(ymax, -ymin)
-            scale = tl.math.div_rn(absmax, tl.full([], QMAX, tl.float32))
-            scale = tl.where(absmax == 0.0, 1.0, scale)
-        inv = tl.math.div_rn(tl.full([], 1.0, tl.float32), scale)
-        # clamping the quotient to [VMIN, QMAX + 1] first changes no value (the codes clamp anyway)
-        v = tl.minimum(tl.maximum(div_rn_by_reciprocal(y, scale, inv), VMIN), QMAX + 1.0)
-        r = rint(v, NATIVE)
-        if ASYM:
-            q = tl.minimum(tl.maximum(r + zero, QMIN), QMAX) - (QMAX + 1) // 2
-            tl.store(z_ptr + t, tl.where(bad, 0.0, zero - (QMAX + 1) // 2))
-        else:
-            q = tl.minimum(tl.maximum(r, QMIN), QMAX)
-        q = tl.where(bad, 0.0, q)
-        scale = tl.where(bad, float("nan"), scale)
-        q_row = q_ptr + t * stride_qm
-        if OUT == 0:
-            qi = q.to(tl.int32)
-            lo, hi = tl.split(tl.reshape(qi, [B1, B2 // 2, 2]))
-            byte = ((lo & 15) | ((hi & 15) << 4)).to(tl.uint8)
-            pcols = tl.arange(0, B2 // 2)
-            pmask = (rows[:, None] < N1) & (pcols[None, :] < N2 // 2)
-            tl.store(q_row + rows[:, None] * (N2 // 2) + pcols[None, :], byte, mask=pmask)
-        elif OUT == 1:
-            tl.store(q_row + tile_offs, q.to(tl.int8), mask=tile_mask)
-        else:
-            tl.store(q_row + tile_offs, q.to(tl.float8e4nv), mask=tile_mask)
-        tl.store(s_ptr + t, scale)
+            lo, hi = tl.split(tl.reshape(q.to(tl.int32), [B1, TOKENS, B2 // 2, 2]))
+            even, _ = tl.split(tl.reshape(offs, [B1, 1, B2 // 2, 2]))
+            keep, _ = tl.split(tl.reshape(mask, [B1, TOKENS, B2 // 2, 2]))
+        tl.store(row_ptr + even // 2, ((lo & 15) | ((hi & 15) << 4)).to(tl.uint8), mask=keep)
+    elif OUT == 1:
+        tl.store(row_ptr + offs, q.to(tl.int8), mask=mask)
+    else:
+        tl.store(row_ptr + offs, q.to(tl.float8e4nv), mask=mask)
+
+
+@triton.jit
+def _store_token(s_ptrs, z_ptrs, scale, zero, bad, mask, QMAX: tl.constexpr, ASYM: tl.constexpr):
+    """Per-token scale (NaN for a non-finite token) and, asymmetric, the shifted zero point."""
+    if ASYM:
+        tl.store(z_ptrs, tl.where(bad, 0.0, zero - (QMAX + 1) // 2), mask=mask)
+    tl.store(s_ptrs, tl.where(bad, float("nan"), scale), mask=mask)
 
 
 def launch_transform_quant(
@@ -240,7 +316,7 @@ def launch_transform_quant(
         right32 = right.to(device=device, dtype=torch.float32).contiguous() if has_right else clip
 
         def run(cfg: TQConfig) -> None:
-            grid = (min(m, sm_count(x2) * cfg.programs_per_sm),)
+            grid = (min(triton.cdiv(m, cfg.tokens), sm_count(x2) * cfg.programs_per_sm),)
             cap = {} if cfg.maxnreg is None or interpreting() else {"maxnreg": cfg.maxnreg}
             _transform_quant_kernel[grid](
                 x2,
@@ -263,10 +339,10 @@ def launch_transform_quant(
                 DOT=DOT_CODES[dot],
                 QMIN=qmin,
                 QMAX=qmax,
-                VMIN=qmin - 1.0 if symmetric else -qmax - 1.0,
                 ASYM=not symmetric,
                 NATIVE=not interpreting(),
                 REDUCE_AXES=cfg.reduce_axes,
+                TOKENS=cfg.tokens,
                 PDL=pdl,
                 num_warps=cfg.num_warps,
                 num_stages=cfg.num_stages,
