@@ -57,9 +57,6 @@ class TQConfig:
     # A register cap per thread: 8 warps on a 128 x 128 tile take ~170 registers, one program per
     # SM; capped at 128, two programs share an SM and one's loads overlap the other's math.
     maxnreg: int | None = None
-    # Tokens per loop step: their right-factor rows and left-factor columns each go through one dot,
-    # and their reductions share one block-wide pass (fewer, larger steps for the small tiles).
-    tokens: int = 1
 
 
 def candidates(b1: int, b2: int) -> list[TQConfig]:
@@ -73,9 +70,6 @@ def candidates(b1: int, b2: int) -> list[TQConfig]:
             TQConfig(4, reduce_axes=True),
             TQConfig(8, reduce_axes=True),
             TQConfig(4, 2, 16, True),
-            TQConfig(4, tokens=2),
-            TQConfig(8, tokens=2),
-            TQConfig(8, tokens=4),
         ]
     return [
         TQConfig(8, 1, 4, maxnreg=128),
@@ -125,7 +119,6 @@ def _transform_quant_kernel(
     ASYM: tl.constexpr,
     NATIVE: tl.constexpr,
     REDUCE_AXES: tl.constexpr,
-    TOKENS: tl.constexpr,
     PDL: tl.constexpr,
 ):
     if PDL:  # the GEMM reading q may launch now and stream its weights (`fq_kernels.cuda.launch`)
@@ -153,66 +146,32 @@ def _transform_quant_kernel(
         )
     clip_max = tl.load(clip_ptr)
     clip_min = tl.load(clip_ptr + 1)
-    if TOKENS == 1:
-        for t in range(pid, M, nprog):
-            x = tl.load(x_ptr + t * stride_xm + tile_offs, mask=tile_mask, other=0.0)
-            y = x.to(tl.float32)
-            if HAS_RIGHT:
-                y = _dot(x, right, DOT)
-            if HAS_LEFT:
-                y = _dot(left_t, y, DOT)
-            # One pass of reductions: a non-finite value turns the max into +inf (NaN compares false).
-            finite = tl.where(tl.abs(y) < float("inf"), y, float("inf"))
-            if REDUCE_AXES:  # row then column: stays in the dot's register layout
-                ymax = tl.max(tl.max(finite, axis=1), axis=0)
-                ymin = tl.min(tl.min(y, axis=1), axis=0)
-            else:
-                ymax = tl.max(finite)
-                ymin = tl.min(y)
-            scale, zero, inv, bad = _token_scale(ymax, ymin, clip_max, clip_min, QMAX, ASYM, NATIVE)
-            q = _codes(y, scale, inv, zero, bad, QMIN, QMAX, ASYM, NATIVE)
-            _store_codes(q, q_ptr + t * stride_qm, tile_offs, tile_mask, OUT, B1, B2, 1)
-            _store_token(s_ptr + t, z_ptr + t, scale, zero, bad, None, QMAX, ASYM)
-    else:
-        # TOKENS tokens at once, held as [B1, TOKENS, B2]: the right factor is one dot over their
-        # B1 * TOKENS rows, the left one dot over their TOKENS * B2 columns, so each dot and each
-        # block-wide reduction serves TOKENS tokens (no transposes: both reshapes keep the order).
-        tok = tl.arange(0, TOKENS)
-        offs3 = rows[:, None, None] * N2 + cols[None, None, :]
-        in_tile = (rows[:, None, None] < N1) & (cols[None, None, :] < N2)
-        for first in range(pid * TOKENS, M, nprog * TOKENS):
-            t = first + tok
-            mask = in_tile & (t < M)[None, :, None]
-            x = tl.load(x_ptr + t[None, :, None] * stride_xm + offs3, mask=mask, other=0.0)
-            y = x.to(tl.float32)
-            if HAS_RIGHT:
-                y = tl.reshape(_dot(tl.reshape(x, [B1 * TOKENS, B2]), right, DOT), [B1, TOKENS, B2])
-            if HAS_LEFT:
-                y = tl.reshape(_dot(left_t, tl.reshape(y, [B1, TOKENS * B2]), DOT), [B1, TOKENS, B2])
-            finite = tl.where(tl.abs(y) < float("inf"), y, float("inf"))
-            ymax = tl.max(tl.max(finite, axis=2), axis=0)
-            ymin = tl.min(tl.min(y, axis=2), axis=0)
-            scale, zero, inv, bad = _token_scale(ymax, ymin, clip_max, clip_min, QMAX, ASYM, NATIVE)
-            q = _codes(
-                y,
-                scale[None, :, None],
-                inv[None, :, None],
-                zero[None, :, None],
-                bad[None, :, None],
-                QMIN,
-                QMAX,
-                ASYM,
-                NATIVE,
-            )
-            _store_codes(q, q_ptr + t[None, :, None] * stride_qm, offs3, mask, OUT, B1, B2, TOKENS)
-            _store_token(s_ptr + t, z_ptr + t, scale, zero, bad, t < M, QMAX, ASYM)
+    for t in range(pid, M, nprog):
+        x = tl.load(x_ptr + t * stride_xm + tile_offs, mask=tile_mask, other=0.0)
+        y = x.to(tl.float32)
+        if HAS_RIGHT:
+            y = _dot(x, right, DOT)
+        if HAS_LEFT:
+            y = _dot(left_t, y, DOT)
+        # One pass of reductions: a non-finite value turns the max into +inf (NaN compares false).
+        finite = tl.where(tl.abs(y) < float("inf"), y, float("inf"))
+        if REDUCE_AXES:  # row then column: stays in the dot's register layout
+            ymax = tl.max(tl.max(finite, axis=1), axis=0)
+            ymin = tl.min(tl.min(y, axis=1), axis=0)
+        else:
+            ymax = tl.max(finite)
+            ymin = tl.min(y)
+        scale, zero, inv, bad = _token_scale(ymax, ymin, clip_max, clip_min, QMAX, ASYM, NATIVE)
+        q = _codes(y, scale, inv, zero, bad, QMIN, QMAX, ASYM, NATIVE)
+        _store_codes(q, q_ptr + t * stride_qm, OUT, N1, N2, B1, B2)
+        _store_token(s_ptr + t, z_ptr + t, scale, zero, bad, QMAX, ASYM)
 
 
 @triton.jit
 def _token_scale(
     ymax, ymin, clip_max, clip_min, QMAX: tl.constexpr, ASYM: tl.constexpr, NATIVE: tl.constexpr
 ):
-    """(scale, zero, 1 / scale, non-finite?) of tokens with these extremes (+inf max: non-finite)."""
+    """(scale, zero, 1 / scale, non-finite?) of a token with these extremes (+inf max: non-finite)."""
     bad = ymax == float("inf")
     ymax = tl.maximum(ymax, 0.0) * clip_max
     ymin = tl.minimum(ymin, 0.0) * clip_min
@@ -248,32 +207,33 @@ def _codes(
 
 @triton.jit
 def _store_codes(
-    q, row_ptr, offs, mask, OUT: tl.constexpr, B1: tl.constexpr, B2: tl.constexpr, TOKENS: tl.constexpr
+    q, row_ptr, OUT: tl.constexpr, N1: tl.constexpr, N2: tl.constexpr, B1: tl.constexpr, B2: tl.constexpr
 ):
-    """q ([B1, B2], or [B1, TOKENS, B2]) at row_ptr + offs (value offsets in a token's row): packed
-    int4 (value pairs along the last axis, one byte each), int8 or fp8 e4m3."""
+    """One token's codes q [B1, B2] (its n1 x n2 tile, padded) at row_ptr: packed int4 (value pairs
+    along a tile row, one byte each), int8 or fp8 e4m3."""
+    rows = tl.arange(0, B1)
     if OUT == 0:
-        if TOKENS == 1:
-            lo, hi = tl.split(tl.reshape(q.to(tl.int32), [B1, B2 // 2, 2]))
-            even, _ = tl.split(tl.reshape(offs, [B1, B2 // 2, 2]))
-            keep, _ = tl.split(tl.reshape(mask, [B1, B2 // 2, 2]))
-        else:
-            lo, hi = tl.split(tl.reshape(q.to(tl.int32), [B1, TOKENS, B2 // 2, 2]))
-            even, _ = tl.split(tl.reshape(offs, [B1, 1, B2 // 2, 2]))
-            keep, _ = tl.split(tl.reshape(mask, [B1, TOKENS, B2 // 2, 2]))
-        tl.store(row_ptr + even // 2, ((lo & 15) | ((hi & 15) << 4)).to(tl.uint8), mask=keep)
-    elif OUT == 1:
-        tl.store(row_ptr + offs, q.to(tl.int8), mask=mask)
+        lo, hi = tl.split(tl.reshape(q.to(tl.int32), [B1, B2 // 2, 2]))
+        pcols = tl.arange(0, B2 // 2)
+        pmask = (rows[:, None] < N1) & (pcols[None, :] < N2 // 2)
+        byte = ((lo & 15) | ((hi & 15) << 4)).to(tl.uint8)
+        tl.store(row_ptr + rows[:, None] * (N2 // 2) + pcols[None, :], byte, mask=pmask)
     else:
-        tl.store(row_ptr + offs, q.to(tl.float8e4nv), mask=mask)
+        cols = tl.arange(0, B2)
+        offs = rows[:, None] * N2 + cols[None, :]
+        mask = (rows[:, None] < N1) & (cols[None, :] < N2)
+        if OUT == 1:
+            tl.store(row_ptr + offs, q.to(tl.int8), mask=mask)
+        else:
+            tl.store(row_ptr + offs, q.to(tl.float8e4nv), mask=mask)
 
 
 @triton.jit
-def _store_token(s_ptrs, z_ptrs, scale, zero, bad, mask, QMAX: tl.constexpr, ASYM: tl.constexpr):
-    """Per-token scale (NaN for a non-finite token) and, asymmetric, the shifted zero point."""
+def _store_token(s_ptr, z_ptr, scale, zero, bad, QMAX: tl.constexpr, ASYM: tl.constexpr):
+    """A token's scale (NaN for a non-finite token) and, asymmetric, its shifted zero point."""
     if ASYM:
-        tl.store(z_ptrs, tl.where(bad, 0.0, zero - (QMAX + 1) // 2), mask=mask)
-    tl.store(s_ptrs, tl.where(bad, float("nan"), scale), mask=mask)
+        tl.store(z_ptr, tl.where(bad, 0.0, zero - (QMAX + 1) // 2))
+    tl.store(s_ptr, tl.where(bad, float("nan"), scale))
 
 
 def launch_transform_quant(
@@ -316,7 +276,7 @@ def launch_transform_quant(
         right32 = right.to(device=device, dtype=torch.float32).contiguous() if has_right else clip
 
         def run(cfg: TQConfig) -> None:
-            grid = (min(triton.cdiv(m, cfg.tokens), sm_count(x2) * cfg.programs_per_sm),)
+            grid = (min(m, sm_count(x2) * cfg.programs_per_sm),)
             cap = {} if cfg.maxnreg is None or interpreting() else {"maxnreg": cfg.maxnreg}
             _transform_quant_kernel[grid](
                 x2,
@@ -342,7 +302,6 @@ def launch_transform_quant(
                 ASYM=not symmetric,
                 NATIVE=not interpreting(),
                 REDUCE_AXES=cfg.reduce_axes,
-                TOKENS=cfg.tokens,
                 PDL=pdl,
                 num_warps=cfg.num_warps,
                 num_stages=cfg.num_stages,
