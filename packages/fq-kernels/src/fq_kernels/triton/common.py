@@ -42,7 +42,18 @@ def div_rn_by_reciprocal(y, scale, inv):
     codes round the quotient: the reference divides, and a 2-ulp error flips a code at a tie.
     """
     q = y * inv
-    return tl.fma(tl.fma(-q, scale, y), inv, q)
+    return tl.fma(tl.fma(q, -scale, y), inv, q)  # -scale, not -q: negated once per scale, not per element
+
+
+@triton.jit
+def max_keep_nan(a, b):
+    """Combine for `tl.reduce`: a maximum that returns NaN if either is NaN (one `max.NaN` each)."""
+    return tl.maximum(a, b, propagate_nan=tl.PropagateNan.ALL)
+
+
+@triton.jit
+def min_keep_nan(a, b):
+    return tl.minimum(a, b, propagate_nan=tl.PropagateNan.ALL)
 
 
 @triton.jit

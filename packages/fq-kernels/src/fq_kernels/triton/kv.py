@@ -18,7 +18,7 @@ import triton.language as tl
 
 from fq_kernels._runtime import next_pow2
 from fq_kernels.strided import quant_kv_outputs, strided_rows
-from fq_kernels.triton.common import div_rn_by_reciprocal, round_half_even
+from fq_kernels.triton.common import div_rn_by_reciprocal, max_keep_nan, min_keep_nan, round_half_even
 
 
 @triton.jit
@@ -29,20 +29,26 @@ def _quantize_groups(
     beyond G): fq-core's asymmetric quantiser, a group with a non-finite value gets NaN and zeros."""
     clip_max = tl.load(clip_ptr)
     clip_min = tl.load(clip_ptr + 1)
-    xmax = tl.maximum(tl.max(x, axis=1), 0.0) * clip_max
-    xmin = tl.minimum(tl.min(x, axis=1), 0.0) * clip_min
+    xmax = tl.reduce(x, 1, max_keep_nan)  # NaN-keeping: a group with NaN or ±inf shows it here
+    xmin = tl.reduce(x, 1, min_keep_nan)
+    bad = ~((xmax < float("inf")) & (xmin > -float("inf")))
+    xmax = tl.maximum(xmax, 0.0) * clip_max
+    xmin = tl.minimum(xmin, 0.0) * clip_min
     empty = (xmin == 0.0) & (xmax == 0.0)
     xmin = tl.where(empty, -1.0, xmin)
     xmax = tl.where(empty, 1.0, xmax)
     scale = tl.math.div_rn(xmax - xmin, tl.zeros_like(xmax) + QMAX)
     zero = round_half_even(tl.math.div_rn(-xmin, scale))
     inv = tl.math.div_rn(tl.zeros_like(scale) + 1.0, scale)
-    v = div_rn_by_reciprocal(x, scale[:, None], inv[:, None])
-    v = tl.minimum(tl.maximum(v, -(QMAX + 2.0)), QMAX + 2.0)
-    q = tl.minimum(tl.maximum(round_half_even(v) + zero[:, None], 0.0), QMAX)
-    bad = tl.sum(tl.where(tl.abs(x) < float("inf"), 0, 1), axis=1) > 0
-    q = tl.where(bad[:, None], 0.0, q)
     zero = tl.where(bad, 0.0, zero)
+    # codes clamp to [0, QMAX] after adding the integer zero point: clamp the quotient to
+    # [-zero, QMAX - zero] first instead (the same integers); a bad group's bounds are [0, 0]
+    low = tl.where(bad, 0.0, -zero)
+    high = tl.where(bad, 0.0, QMAX - zero)
+    v = tl.minimum(
+        tl.maximum(div_rn_by_reciprocal(x, scale[:, None], inv[:, None]), low[:, None]), high[:, None]
+    )
+    q = round_half_even(v) + zero[:, None]
     scale = tl.where(bad, float("nan"), scale)
     lo, hi = tl.split(tl.reshape(q.to(tl.int32), [BLOCK_R, BG // 2, 2]))
     return (lo | (hi << 4)).to(tl.uint8), scale, zero.to(tl.uint8)

@@ -36,7 +36,7 @@ from fq_kernels import tuning
 from fq_kernels._runtime import interpreting, next_pow2, sm_count
 from fq_kernels.cuda.launch import pdl_supported
 from fq_kernels.reference.activation import factor_sizes
-from fq_kernels.triton.common import div_rn_by_reciprocal, rint
+from fq_kernels.triton.common import div_rn_by_reciprocal, max_keep_nan, min_keep_nan, rint
 
 OUT_CODES: dict[str, int] = {"packed": 0, "int8": 1, "fp8": 2}
 DOT_CODES: dict[str, int] = {"ieee": 0, "tf32": 1, "bf16": 2, "fp16": 3}
@@ -153,14 +153,13 @@ def _transform_quant_kernel(
             y = _dot(x, right, DOT)
         if HAS_LEFT:
             y = _dot(left_t, y, DOT)
-        # One pass of reductions: a non-finite value turns the max into +inf (NaN compares false).
-        finite = tl.where(tl.abs(y) < float("inf"), y, float("inf"))
+        # NaN-keeping extremes: a token holding NaN or ±inf shows it in them, no test per element
         if REDUCE_AXES:  # row then column: stays in the dot's register layout
-            ymax = tl.max(tl.max(finite, axis=1), axis=0)
-            ymin = tl.min(tl.min(y, axis=1), axis=0)
+            ymax = tl.reduce(tl.reduce(y, 1, max_keep_nan), 0, max_keep_nan)
+            ymin = tl.reduce(tl.reduce(y, 1, min_keep_nan), 0, min_keep_nan)
         else:
-            ymax = tl.max(finite)
-            ymin = tl.min(y)
+            ymax = tl.reduce(y, None, max_keep_nan)
+            ymin = tl.reduce(y, None, min_keep_nan)
         scale, zero, inv, bad = _token_scale(ymax, ymin, clip_max, clip_min, QMAX, ASYM, NATIVE)
         q = _codes(y, scale, inv, zero, bad, QMIN, QMAX, ASYM, NATIVE)
         _store_codes(q, q_ptr + t * stride_qm, OUT, N1, N2, B1, B2)
@@ -171,8 +170,8 @@ def _transform_quant_kernel(
 def _token_scale(
     ymax, ymin, clip_max, clip_min, QMAX: tl.constexpr, ASYM: tl.constexpr, NATIVE: tl.constexpr
 ):
-    """(scale, zero, 1 / scale, non-finite?) of a token with these extremes (+inf max: non-finite)."""
-    bad = ymax == float("inf")
+    """(scale, zero, 1 / scale, non-finite?) of a token with these NaN-keeping extremes."""
+    bad = ~((ymax < float("inf")) & (ymin > -float("inf")))  # NaN compares false
     ymax = tl.maximum(ymax, 0.0) * clip_max
     ymin = tl.minimum(ymin, 0.0) * clip_min
     if ASYM:
@@ -193,16 +192,19 @@ def _token_scale(
 def _codes(
     y, scale, inv, zero, bad, QMIN: tl.constexpr, QMAX: tl.constexpr, ASYM: tl.constexpr, NATIVE: tl.constexpr
 ):
-    """The integer codes of y (float values), asymmetric ones shifted into the signed range.
+    """The integer codes of y (float values), asymmetric ones shifted into the signed range; all 0
+    for a non-finite token.
 
     The codes clamp after rounding; clamping the quotient first to the same integer bounds (for
-    asymmetric codes, less the integer zero point) gives the same integers with one clamp."""
+    asymmetric codes, less the integer zero point) gives the same integers with one clamp, and a
+    non-finite token gets the bounds [0, 0] (the clamp maps NaN to a bound too)."""
     v = div_rn_by_reciprocal(y, scale, inv)
     if ASYM:
-        q = rint(tl.minimum(tl.maximum(v, -zero), QMAX - zero), NATIVE) + (zero - (QMAX + 1) // 2)
+        v = tl.minimum(tl.maximum(v, tl.where(bad, 0.0, -zero)), tl.where(bad, 0.0, QMAX - zero))
+        q = rint(v, NATIVE) + tl.where(bad, 0.0, zero - (QMAX + 1) // 2)
     else:
-        q = rint(tl.minimum(tl.maximum(v, QMIN), QMAX), NATIVE)
-    return tl.where(bad, 0.0, q)
+        q = rint(tl.minimum(tl.maximum(v, tl.where(bad, 0.0, QMIN)), tl.where(bad, 0.0, QMAX)), NATIVE)
+    return q
 
 
 @triton.jit
