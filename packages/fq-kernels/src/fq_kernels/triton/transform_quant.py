@@ -40,6 +40,7 @@ from fq_kernels.triton.common import div_rn_by_reciprocal, max_keep_nan, min_kee
 
 OUT_CODES: dict[str, int] = {"packed": 0, "int8": 1, "fp8": 2}
 DOT_CODES: dict[str, int] = {"ieee": 0, "tf32": 1, "bf16": 2, "fp16": 3}
+ROUNDING_SHIFT: tl.constexpr = tl.constexpr(12582912.0)  # 1.5 * 2^23
 DEFAULT_DOT: dict[torch.dtype, str] = {
     torch.float32: "ieee",
     torch.bfloat16: "bf16",
@@ -161,7 +162,7 @@ def _transform_quant_kernel(
             ymax = tl.reduce(y, None, max_keep_nan)
             ymin = tl.reduce(y, None, min_keep_nan)
         scale, zero, inv, bad = _token_scale(ymax, ymin, clip_max, clip_min, QMAX, ASYM, NATIVE)
-        q = _codes(y, scale, inv, zero, bad, QMIN, QMAX, ASYM, NATIVE)
+        q = _codes(y, scale, inv, zero, bad, QMIN, QMAX, ASYM, OUT, NATIVE)
         _store_codes(q, q_ptr + t * stride_qm, OUT, N1, N2, B1, B2)
         _store_token(s_ptr + t, z_ptr + t, scale, zero, bad, QMAX, ASYM)
 
@@ -190,10 +191,20 @@ def _token_scale(
 
 @triton.jit
 def _codes(
-    y, scale, inv, zero, bad, QMIN: tl.constexpr, QMAX: tl.constexpr, ASYM: tl.constexpr, NATIVE: tl.constexpr
+    y,
+    scale,
+    inv,
+    zero,
+    bad,
+    QMIN: tl.constexpr,
+    QMAX: tl.constexpr,
+    ASYM: tl.constexpr,
+    OUT: tl.constexpr,
+    NATIVE: tl.constexpr,
 ):
-    """The integer codes of y (float values), asymmetric ones shifted into the signed range; all 0
-    for a non-finite token.
+    """The integer codes of y, asymmetric ones shifted into the signed range, all 0 for a
+    non-finite token: as floats, plus ROUNDING_SHIFT for the integer formats (the code in the low
+    bits, see _store_codes).
 
     The codes clamp after rounding; clamping the quotient first to the same integer bounds (for
     asymmetric codes, less the integer zero point) gives the same integers with one clamp, and a
@@ -201,9 +212,16 @@ def _codes(
     v = div_rn_by_reciprocal(y, scale, inv)
     if ASYM:
         v = tl.minimum(tl.maximum(v, tl.where(bad, 0.0, -zero)), tl.where(bad, 0.0, QMAX - zero))
-        q = rint(v, NATIVE) + tl.where(bad, 0.0, zero - (QMAX + 1) // 2)
     else:
-        q = rint(tl.minimum(tl.maximum(v, tl.where(bad, 0.0, QMIN)), tl.where(bad, 0.0, QMAX)), NATIVE)
+        v = tl.minimum(tl.maximum(v, tl.where(bad, 0.0, QMIN)), tl.where(bad, 0.0, QMAX))
+    if OUT == 2:  # noqa: SIM108 (constexpr branches) fp8 codes are floats: round in place
+        q = rint(v, NATIVE)
+    else:
+        # Adding 1.5 * 2^23 rounds v to an integer (half to even: the constant is even) and leaves
+        # it in the low mantissa bits as two's complement: one add for a rounding and a conversion.
+        q = v + ROUNDING_SHIFT
+    if ASYM:
+        q += tl.where(bad, 0.0, zero - (QMAX + 1) // 2)  # integers: exact
     return q
 
 
@@ -211,11 +229,11 @@ def _codes(
 def _store_codes(
     q, row_ptr, OUT: tl.constexpr, N1: tl.constexpr, N2: tl.constexpr, B1: tl.constexpr, B2: tl.constexpr
 ):
-    """One token's codes q [B1, B2] (its n1 x n2 tile, padded) at row_ptr: packed int4 (value pairs
-    along a tile row, one byte each), int8 or fp8 e4m3."""
+    """One token's codes q [B1, B2] (its n1 x n2 tile, padded; as `_codes` leaves them) at row_ptr:
+    packed int4 (value pairs along a tile row, one byte each), int8 or fp8 e4m3."""
     rows = tl.arange(0, B1)
     if OUT == 0:
-        lo, hi = tl.split(tl.reshape(q.to(tl.int32), [B1, B2 // 2, 2]))
+        lo, hi = tl.split(tl.reshape(q.to(tl.int32, bitcast=True), [B1, B2 // 2, 2]))
         pcols = tl.arange(0, B2 // 2)
         pmask = (rows[:, None] < N1) & (pcols[None, :] < N2 // 2)
         byte = ((lo & 15) | ((hi & 15) << 4)).to(tl.uint8)
@@ -225,7 +243,7 @@ def _store_codes(
         offs = rows[:, None] * N2 + cols[None, :]
         mask = (rows[:, None] < N1) & (cols[None, :] < N2)
         if OUT == 1:
-            tl.store(row_ptr + offs, q.to(tl.int8), mask=mask)
+            tl.store(row_ptr + offs, q.to(tl.int32, bitcast=True).to(tl.int8), mask=mask)
         else:
             tl.store(row_ptr + offs, q.to(tl.float8e4nv), mask=mask)
 
