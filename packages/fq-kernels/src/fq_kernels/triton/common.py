@@ -38,8 +38,9 @@ def div_rn_by_reciprocal(y, scale, inv):
 
     q = y·inv is within an ulp of the quotient, the FMA y - q·scale gives its residual exactly, and
     q + residual·inv (one more FMA) is then the correctly rounded quotient (Markstein's theorem;
-    `test_div_rn_by_reciprocal` checks it on near-tie quotients). Exactness matters because the
-    codes round the quotient: the reference divides, and a 2-ulp error flips a code at a tie.
+    `test_div_rn_by_reciprocal_rounds_as_ieee_division` checks it on near-tie quotients).
+    Exactness matters because the codes round the quotient: the reference divides, and a 2-ulp
+    error flips a code at a tie.
     """
     q = y * inv
     return tl.fma(tl.fma(q, -scale, y), inv, q)  # -scale, not -q: negated once per scale, not per element

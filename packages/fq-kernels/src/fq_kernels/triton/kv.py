@@ -43,10 +43,9 @@ def _quantize_groups(
     zero = tl.where(bad, 0.0, zero)
     # codes clamp to [0, QMAX] after adding the integer zero point: clamp the quotient to
     # [-zero, QMAX - zero] first instead (the same integers); a bad group's bounds are [0, 0]
-    low = tl.where(bad, 0.0, -zero)
     high = tl.where(bad, 0.0, QMAX - zero)
     v = tl.minimum(
-        tl.maximum(div_rn_by_reciprocal(x, scale[:, None], inv[:, None]), low[:, None]), high[:, None]
+        tl.maximum(div_rn_by_reciprocal(x, scale[:, None], inv[:, None]), -zero[:, None]), high[:, None]
     )
     q = round_half_even(v) + zero[:, None]
     scale = tl.where(bad, float("nan"), scale)
