@@ -163,7 +163,7 @@ def _transform_quant_kernel(
             ymin = tl.reduce(y, None, min_keep_nan)
         scale, zero, inv, bad = _token_scale(ymax, ymin, clip_max, clip_min, QMAX, ASYM, NATIVE)
         q = _codes(y, scale, inv, zero, bad, QMIN, QMAX, ASYM, OUT, NATIVE)
-        _store_codes(q, q_ptr + t * stride_qm, OUT, N1, N2, B1, B2)
+        _store_codes(q, q_ptr + t * stride_qm, tile_offs, tile_mask, OUT, N1, N2, B1, B2)
         _store_token(s_ptr + t, z_ptr + t, scale, zero, bad, QMAX, ASYM)
 
 
@@ -227,25 +227,29 @@ def _codes(
 
 @triton.jit
 def _store_codes(
-    q, row_ptr, OUT: tl.constexpr, N1: tl.constexpr, N2: tl.constexpr, B1: tl.constexpr, B2: tl.constexpr
+    q,
+    row_ptr,
+    tile_offs,
+    tile_mask,
+    OUT: tl.constexpr,
+    N1: tl.constexpr,
+    N2: tl.constexpr,
+    B1: tl.constexpr,
+    B2: tl.constexpr,
 ):
-    """One token's codes q [B1, B2] (its n1 x n2 tile, padded; as `_codes` leaves them) at row_ptr:
-    packed int4 (value pairs along a tile row, one byte each), int8 or fp8 e4m3."""
-    rows = tl.arange(0, B1)
+    """One token's codes q [B1, B2] (its n1 x n2 tile, padded; as `_codes` leaves them) at row_ptr,
+    value offsets tile_offs: packed int4 (value pairs along a tile row, one byte each), int8 or fp8."""
     if OUT == 0:
         lo, hi = tl.split(tl.reshape(q.to(tl.int32, bitcast=True), [B1, B2 // 2, 2]))
+        rows = tl.arange(0, B1)
         pcols = tl.arange(0, B2 // 2)
         pmask = (rows[:, None] < N1) & (pcols[None, :] < N2 // 2)
         byte = ((lo & 15) | ((hi & 15) << 4)).to(tl.uint8)
         tl.store(row_ptr + rows[:, None] * (N2 // 2) + pcols[None, :], byte, mask=pmask)
+    elif OUT == 1:
+        tl.store(row_ptr + tile_offs, q.to(tl.int32, bitcast=True).to(tl.int8), mask=tile_mask)
     else:
-        cols = tl.arange(0, B2)
-        offs = rows[:, None] * N2 + cols[None, :]
-        mask = (rows[:, None] < N1) & (cols[None, :] < N2)
-        if OUT == 1:
-            tl.store(row_ptr + offs, q.to(tl.int32, bitcast=True).to(tl.int8), mask=mask)
-        else:
-            tl.store(row_ptr + offs, q.to(tl.float8e4nv), mask=mask)
+        tl.store(row_ptr + tile_offs, q.to(tl.float8e4nv), mask=tile_mask)
 
 
 @triton.jit
