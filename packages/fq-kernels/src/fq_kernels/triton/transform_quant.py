@@ -162,7 +162,7 @@ def _transform_quant_kernel(
             ymax = tl.reduce(y, None, max_keep_nan)
             ymin = tl.reduce(y, None, min_keep_nan)
         scale, zero, inv, bad = _token_scale(ymax, ymin, clip_max, clip_min, QMAX, ASYM, NATIVE)
-        q = _codes(y, scale, inv, zero, bad, QMIN, QMAX, ASYM, OUT, NATIVE)
+        q = _codes(y, scale, inv, zero, bad, QMIN, QMAX, ASYM)
         _store_codes(q, q_ptr + t * stride_qm, tile_offs, tile_mask, OUT, N1, N2, B1, B2)
         _store_token(s_ptr + t, z_ptr + t, scale, zero, bad, QMAX, ASYM)
 
@@ -199,12 +199,10 @@ def _codes(
     QMIN: tl.constexpr,
     QMAX: tl.constexpr,
     ASYM: tl.constexpr,
-    OUT: tl.constexpr,
-    NATIVE: tl.constexpr,
 ):
     """The integer codes of y, asymmetric ones shifted into the signed range, all 0 for a
-    non-finite token: as floats, plus ROUNDING_SHIFT for the integer formats (the code in the low
-    bits, see _store_codes).
+    non-finite token: as floats plus ROUNDING_SHIFT (the code in the low mantissa bits; see
+    _store_codes).
 
     The codes clamp after rounding; clamping the quotient first to the same integer bounds (for
     asymmetric codes, less the integer zero point) gives the same integers with one clamp, and a
@@ -214,12 +212,10 @@ def _codes(
         v = tl.minimum(tl.maximum(v, tl.where(bad, 0.0, -zero)), tl.where(bad, 0.0, QMAX - zero))
     else:
         v = tl.minimum(tl.maximum(v, tl.where(bad, 0.0, QMIN)), tl.where(bad, 0.0, QMAX))
-    if OUT == 2:  # noqa: SIM108 (constexpr branches) fp8 codes are floats: round in place
-        q = rint(v, NATIVE)
-    else:
-        # Adding 1.5 * 2^23 rounds v to an integer (half to even: the constant is even) and leaves
-        # it in the low mantissa bits as two's complement: one add for a rounding and a conversion.
-        q = v + ROUNDING_SHIFT
+    # Adding 1.5 * 2^23 rounds v to an integer (half to even: the constant is even) and leaves it
+    # in the low mantissa bits as two's complement: one add for a rounding and a conversion (and
+    # for fp8, with the subtraction in _store_codes, two full-rate adds instead of a `cvt.rni`).
+    q = v + ROUNDING_SHIFT
     if ASYM:
         q += tl.where(bad, 0.0, zero - (QMAX + 1) // 2)  # integers: exact
     return q
@@ -249,7 +245,7 @@ def _store_codes(
     elif OUT == 1:
         tl.store(row_ptr + tile_offs, q.to(tl.int32, bitcast=True).to(tl.int8), mask=tile_mask)
     else:
-        tl.store(row_ptr + tile_offs, q.to(tl.float8e4nv), mask=tile_mask)
+        tl.store(row_ptr + tile_offs, (q - ROUNDING_SHIFT).to(tl.float8e4nv), mask=tile_mask)
 
 
 @triton.jit
