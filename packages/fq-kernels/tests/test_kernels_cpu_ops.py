@@ -104,6 +104,22 @@ def test_kernel_configurations_agree(options: dict, symmetric: bool) -> None:
                 assert torch.equal(z, z_ref)
 
 
+def test_factors_in_the_dots_type_give_the_codes_of_float32_factors() -> None:
+    """Factors already in the dot's 16-bit type pass to the kernel as they are: the dot rounded the
+    float32 ones to that type anyway, so codes and scales are the same bit for bit. (fp16: the
+    interpreter's bf16 dot is not usable; the GPU test covers both.)"""
+    from fq_kernels.triton.transform_quant import launch_transform_quant
+
+    g = torch.Generator().manual_seed(7)
+    left, right = random_orthogonal(8, g), random_orthogonal(16, g)
+    x = (torch.randn(5, 128, generator=g) * 3).half()
+    for fmt in ("packed", "fp8"):
+        want = launch_transform_quant(x, left, right, ref.clip_pair(0.9), 4, fmt, dot="fp16")
+        got = launch_transform_quant(x, left.half(), right.half(), ref.clip_pair(0.9), 4, fmt, dot="fp16")
+        assert_quant_equal(*got[:2], *want[:2])
+        assert_quant_close(*want[:2], *ref.transform_quant_ref(x, left, right, 0.9, 4, fmt), 1e-2, 0.05)
+
+
 def _near_tie_quotients(n: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """(y, scale) float32 with y / scale within a few ulps of k + 1/2 for most elements, scales over
     2^-30 .. 2^30: where y·(1/scale) and IEEE y / scale round to different integers."""

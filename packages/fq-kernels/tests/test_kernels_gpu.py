@@ -113,6 +113,25 @@ def test_exact_transforms_are_bit_exact(k: int, dtype: torch.dtype, act: str) ->
         _assert_act_equal(*_quantize(act, x, left, right, (0.95, 0.9), fmt))
 
 
+@pytest.mark.parametrize("k", [4096, 11008])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_factors_in_the_dots_type_give_the_codes_of_float32_factors(k: int, dtype: torch.dtype) -> None:
+    """Factors in the 16-bit dot's own type pass to the Triton kernel as they are: same codes and
+    scales, bit for bit, as float32 factors that the dot rounds to that type."""
+    from fq_kernels.triton.transform_quant import launch_transform_quant
+
+    g = torch.Generator().manual_seed(k + 3)
+    n1, n2 = kron_factors(k)
+    left, right = random_orthogonal(n1, g).to(DEV), random_orthogonal(n2, g).to(DEV)
+    x = (torch.randn(33, k, generator=g) * 3).to(dtype).to(DEV)
+    clip = ref.clip_pair((0.95, 0.9)).to(DEV)
+    for symmetric in (True, False):
+        want = launch_transform_quant(x, left, right, clip, 4, "int8", symmetric=symmetric)
+        got = launch_transform_quant(x, left.to(dtype), right.to(dtype), clip, 4, "int8", symmetric=symmetric)
+        assert_quant_equal(*got[:2], *want[:2])
+        assert symmetric or torch.equal(got[2], want[2])
+
+
 @pytest.mark.parametrize("k", [1536, 4096, 11008, 14336])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
 def test_orthogonal_transforms_match_within_dot_precision(k: int, dtype: torch.dtype) -> None:

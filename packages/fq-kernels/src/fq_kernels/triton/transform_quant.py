@@ -53,6 +53,8 @@ DEFAULT_DOT: dict[torch.dtype, str] = {
 class TQConfig:
     num_warps: int = 4
     num_stages: int = 1  # software pipelining of the token loop
+    # Programs per SM in the grid: fewer programs, more tokens each, fewer loads of the factors (at
+    # 2048 tokens the 64 x 64 tile took 16 us with 4 per SM against 20 us with 8: kernels.md, run S).
     programs_per_sm: int = 8
     reduce_axes: bool = False  # reduce rows then columns instead of the flattened tile
     # A register cap per thread: 8 warps on a 128 x 128 tile take ~170 registers, one program per
@@ -67,12 +69,14 @@ def candidates(b1: int, b2: int) -> list[TQConfig]:
         return [TQConfig(2), TQConfig(4)]
     if elems <= 4096:
         return [
+            TQConfig(4, programs_per_sm=4),
             TQConfig(4),
             TQConfig(4, reduce_axes=True),
             TQConfig(8, reduce_axes=True),
             TQConfig(4, 2, 16, True),
         ]
     return [
+        TQConfig(8, 1, 2, maxnreg=128),
         TQConfig(8, 1, 4, maxnreg=128),
         TQConfig(8, 3, 4),
         TQConfig(16, programs_per_sm=4),
@@ -270,7 +274,9 @@ def launch_transform_quant(
     """Run the kernel on x2 [M, K] (last dim contiguous): (values [M, K or K/2], scales [M], zero
     points [M]: float32 for symmetric=False, else None).
 
-    `clip` is float32 [2] (clip_max, clip_min) on x2's device; the factors are float32 (cast here).
+    `clip` is float32 [2] (clip_max, clip_min) on x2's device. The factors are cast to float32,
+    except that factors already in the dot's 16-bit type pass as they are (the dot rounds them to it
+    anyway, so the codes are the same; half the bytes for each program to load and nothing to convert).
     """
     m, k = x2.shape
     n1, n2 = factor_sizes(k, left, right)
@@ -292,16 +298,22 @@ def launch_transform_quant(
     qmin, qmax = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if symmetric else (0, 2**bits - 1)
     pdl = not interpreting() and pdl_supported(device)
     if m > 0:
-        left32 = left.to(device=device, dtype=torch.float32).contiguous() if has_left else clip
-        right32 = right.to(device=device, dtype=torch.float32).contiguous() if has_right else clip
+        kept = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(dot)
+
+        def factor(f: torch.Tensor | None) -> torch.Tensor:
+            if f is None:
+                return clip  # an unused pointer
+            return f.to(device=device, dtype=f.dtype if f.dtype == kept else torch.float32).contiguous()
+
+        left_f, right_f = factor(left), factor(right)
 
         def run(cfg: TQConfig) -> None:
             grid = (min(m, sm_count(x2) * cfg.programs_per_sm),)
             cap = {} if cfg.maxnreg is None or interpreting() else {"maxnreg": cfg.maxnreg}
             _transform_quant_kernel[grid](
                 x2,
-                left32,
-                right32,
+                left_f,
+                right_f,
                 clip,
                 q,
                 scale,
