@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from fq_kernels import ops
-from fq_kernels.bench.problems import LinearProblem
+from fq_kernels.bench.problems import LinearProblem, random_orthogonal
 from fq_kernels.bench.timing import copies_to_defeat_l2, time_graph
 from fq_kernels.cuda import decode_gemm
 from fq_kernels.cuda import transform_quant as cuda_tq
@@ -33,7 +33,7 @@ def _factors(case: str, g: torch.Generator) -> tuple[torch.Tensor | None, torch.
     """(left, right) float32 on the GPU: random orthogonal factors of the case's sizes."""
 
     def orthogonal(n: int) -> torch.Tensor:
-        return torch.linalg.qr(torch.randn(n, n, generator=g, dtype=torch.float64))[0].float().cuda()
+        return random_orthogonal(n, g).cuda()
 
     if case.startswith("heads"):
         heads, _ = (int(v) for v in case[len("heads") :].split("x"))

@@ -138,13 +138,14 @@ def make_call(case, copies=1):
         )
     if case["section"] == "tq":
         from fq_core.transforms.kronecker import kron_factors
+        from fq_kernels.bench.problems import random_orthogonal
         from fq_kernels.triton import transform_quant as tqm
 
         m, k = case["m"], case["k"]
         n1, n2 = kron_factors(k)
         x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
-        left = torch.linalg.qr(torch.randn(n1, n1, device="cuda"))[0]
-        right = torch.linalg.qr(torch.randn(n2, n2, device="cuda"))[0]
+        g = torch.Generator().manual_seed(k)
+        left, right = random_orthogonal(n1, g).cuda(), random_orthogonal(n2, g).cuda()
         clip = torch.tensor([0.95, 0.9], device="cuda")
 
         cfg = tqm.TQConfig(**case["cfg"])

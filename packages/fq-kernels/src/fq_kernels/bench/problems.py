@@ -27,8 +27,10 @@ TOKENS: tuple[int, ...] = (1, 16, 128, 2048, 8192)
 
 
 def random_orthogonal(n: int, generator: torch.Generator) -> torch.Tensor:
+    """Row-major, as `QuantLinear` holds its factors: QR's Q is column-major, and such factors cost
+    every transform_quant call a copy of each (kernels.md, run S)."""
     q, r = torch.linalg.qr(torch.randn(n, n, generator=generator, dtype=torch.float64))
-    return (q * torch.sign(torch.diagonal(r))).float()
+    return (q * torch.sign(torch.diagonal(r))).float().contiguous()
 
 
 @dataclass
