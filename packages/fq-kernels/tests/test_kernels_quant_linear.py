@@ -200,3 +200,16 @@ def test_works_with_only_fq_core_base_and_fq_kernels() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.split("\n")[:2] == ["(2, 16)", "[]"], result.stdout + result.stderr
+
+
+def test_factors_are_held_row_major_so_no_call_copies_them() -> None:
+    """QR's factors are column-major; the layer keeps them contiguous, so transform_quant never makes
+    a copy of each per call (what the benchmark's column-major factors cost: kernels.md, run S)."""
+    g = torch.Generator().manual_seed(0)
+    left = torch.linalg.qr(torch.randn(4, 4, generator=g))[0]
+    right = torch.linalg.qr(torch.randn(8, 8, generator=g))[0]
+    assert not left.is_contiguous() and not right.is_contiguous()
+    qweight = torch.randint(0, 256, (16, 16), generator=g, dtype=torch.uint8)
+    layer = QuantLinear(qweight, torch.rand(16, generator=g), left=left, right=right, prefill=None)
+    assert layer.left.is_contiguous() and layer.right.is_contiguous()
+    assert torch.equal(layer.left, left) and torch.equal(layer.right, right)
