@@ -54,7 +54,7 @@ class TQConfig:
     num_warps: int = 4
     num_stages: int = 1  # software pipelining of the token loop
     # Programs per SM in the grid: fewer programs, more tokens each, fewer loads of the factors (at
-    # 2048 tokens the 64 x 64 tile took 16 us with 4 per SM against 20 us with 8: kernels.md, run S).
+    # 2048 tokens, 4 per SM took a fifth off the 64 x 64 tile's time with 8: kernels.md, run S).
     programs_per_sm: int = 8
     reduce_axes: bool = False  # reduce rows then columns instead of the flattened tile
     # A register cap per thread: 8 warps on a 128 x 128 tile take ~170 registers, one program per
