@@ -22,10 +22,11 @@ import torch
 import torch.nn.functional as F
 
 from fq_kernels import ops
-from fq_kernels.bench.problems import LinearProblem, random_orthogonal
+from fq_kernels.bench.problems import LinearProblem
 from fq_kernels.bench.timing import copies_to_defeat_l2, time_graph
 from fq_kernels.cuda import decode_gemm
 from fq_kernels.cuda import transform_quant as cuda_tq
+from fq_kernels.testing import random_orthogonal
 from fq_kernels.triton.transform_quant import launch_transform_quant
 
 

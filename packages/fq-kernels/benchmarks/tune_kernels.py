@@ -138,7 +138,7 @@ def make_call(case, copies=1):
         )
     if case["section"] == "tq":
         from fq_core.transforms.kronecker import kron_factors
-        from fq_kernels.bench.problems import random_orthogonal
+        from fq_kernels.testing import random_orthogonal
         from fq_kernels.triton import transform_quant as tqm
 
         m, k = case["m"], case["k"]

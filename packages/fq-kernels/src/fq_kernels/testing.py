@@ -21,8 +21,10 @@ EPILOGUE_RTOL: dict[torch.dtype, float] = {
 
 
 def random_orthogonal(n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """A random orthogonal float32 matrix, row-major as `QuantLinear` holds its factors: QR's Q is
+    column-major, and such factors cost every transform_quant call a copy of each (kernels.md, run S)."""
     q, r = torch.linalg.qr(torch.randn(n, n, generator=generator, dtype=torch.float64))
-    return (q * torch.sign(torch.diagonal(r))).float()
+    return (q * torch.sign(torch.diagonal(r))).float().contiguous()
 
 
 def signed_permutation(n: int, generator: torch.Generator | None = None, scale: float = 1.0) -> torch.Tensor:

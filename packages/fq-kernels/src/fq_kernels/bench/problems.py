@@ -14,6 +14,7 @@ import torch
 from fq_core.quant.pack import pack_int4
 from fq_core.transforms.kronecker import kron_factors
 from fq_kernels.layout import tile_decode_weight
+from fq_kernels.testing import random_orthogonal
 
 SHAPES: tuple[tuple[int, int], ...] = (
     (4096, 4096),
@@ -24,13 +25,6 @@ SHAPES: tuple[tuple[int, int], ...] = (
 )
 """(K, N) = (in_features, out_features): q/o, up/gate (L2), down (L2), up/gate (L3), down (L3)."""
 TOKENS: tuple[int, ...] = (1, 16, 128, 2048, 8192)
-
-
-def random_orthogonal(n: int, generator: torch.Generator) -> torch.Tensor:
-    """Row-major, as `QuantLinear` holds its factors: QR's Q is column-major, and such factors cost
-    every transform_quant call a copy of each (kernels.md, run S)."""
-    q, r = torch.linalg.qr(torch.randn(n, n, generator=generator, dtype=torch.float64))
-    return (q * torch.sign(torch.diagonal(r))).float().contiguous()
 
 
 @dataclass
