@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 
 from fq_core.quant.pack import unpack_int4
+from fq_core.transforms import orthogonal
 
 EPILOGUE_RTOL: dict[torch.dtype, float] = {
     torch.bfloat16: 2.0**-7,
@@ -21,10 +22,10 @@ EPILOGUE_RTOL: dict[torch.dtype, float] = {
 
 
 def random_orthogonal(n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-    """A random orthogonal float32 matrix, row-major as `QuantLinear` holds its factors: QR's Q is
-    column-major, and such factors cost every transform_quant call a copy of each (kernels.md, run S)."""
-    q, r = torch.linalg.qr(torch.randn(n, n, generator=generator, dtype=torch.float64))
-    return (q * torch.sign(torch.diagonal(r))).float().contiguous()
+    """fq-core's random orthogonal matrix in float32, row-major as `QuantLinear` holds its factors
+    (QR's own Q is column-major, and such factors cost every transform_quant call a copy of each:
+    kernels.md, run S)."""
+    return orthogonal.random_orthogonal(n, generator).float()
 
 
 def signed_permutation(n: int, generator: torch.Generator | None = None, scale: float = 1.0) -> torch.Tensor:
