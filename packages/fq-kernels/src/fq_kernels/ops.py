@@ -168,7 +168,9 @@ def transform_quant(
     alone (o_proj's heads factor: x viewed [heads, head_dim] -> leftᵀ X), neither (the transform is
     merged into the weights; plain per-token quantisation). `clip` is the activation clipping pair
     (clip_max, clip_min) of the site, or one factor for both; pass a float32 tensor [2] on x's device
-    to keep the op free of host-to-device copies (CUDA graphs).
+    to keep the op free of host-to-device copies (CUDA graphs). Likewise pass contiguous float32
+    factors on x's device (as `QuantLinear` holds them): others are copied on every call, and a copy
+    kernel costs about what the one-token kernel does (QR's column-major Q is such a factor).
     Returns (values, scales): values packed [..., K/2] uint8, int8 [..., K] or float8 e4m3 [..., K]
     as `out_format` says, and float32 scales [...] (NaN for a token with non-finite values).
     """
