@@ -6,6 +6,8 @@ Sections (each appends JSON lines to DIR/tune.jsonl and prints a short table):
   exact    fp8 accumulation exactness on adversarial int4 data (int8 is exact by construction)
   prefill  int8 tensor-core GEMM configs and the library fp8 GEMM at prefill shapes, with cuBLAS rates
   swiglu   a gated MLP's gate|up GEMM (int8, asymmetric activations) plain and with SwiGLU in its epilogue
+  tiles    the GEMM on the packed int4 tiles (prompts) over a grid of tiles, at 64..2048 tokens,
+           plain and as a gate|up GEMM with SwiGLU
   decode   packed-weight GEMM configs at M = 1 and 16 (rotating weights: no L2 hits), bf16 GEMV
   tq       transform_quant (dot precision, pipelining) at M = 16 and 2048
   kv       kv_attention (int4 cache) block size / warps / stages / programs per SM at decode shapes
@@ -32,6 +34,7 @@ import torch
 
 BENCH_SHAPES = [(4096, 4096), (4096, 11008), (11008, 4096), (4096, 14336), (14336, 4096)]
 PREFILL_SHAPES = [(m, k, n) for m in (128, 2048, 8192) for k, n in BENCH_SHAPES]
+TILES_SHAPES = [(m, k, n) for m in (64, 256, 512, 2048) for k, n in BENCH_SHAPES]
 DECODE_SHAPES = [(m, k, n) for m in (1, 16) for k, n in BENCH_SHAPES]
 TQ_SHAPES = [(m, k) for m in (1, 16, 128, 2048, 8192) for k in (4096, 11008, 14336)]
 SWIGLU_SHAPES = [(2048, 4096, 2 * 11008), (2048, 4096, 2 * 14336)]
@@ -56,6 +59,12 @@ def cases():
         for cfg in gemm_prefill.candidates(m, n, k, False):
             out.append({"section": "prefill", "m": m, "k": k, "n": n, "kind": "int8", "cfg": asdict(cfg)})
         out.append({"section": "prefill", "m": m, "k": k, "n": n, "kind": "fp8", "cfg": library_fp8})
+    for m, k, n in TILES_SHAPES:
+        for cfg in tiles_grid(m):
+            out.append({"section": "tiles", "m": m, "k": k, "n": n, "swiglu": False, "cfg": asdict(cfg)})
+    for m, k, n in SWIGLU_SHAPES:
+        for cfg in tiles_grid(m, swiglu=True):
+            out.append({"section": "tiles", "m": m, "k": k, "n": n, "swiglu": True, "cfg": asdict(cfg)})
     for m, k, n in SWIGLU_SHAPES:
         for cfg in gemm_prefill.candidates(m, n, k, False):
             for swiglu in (False, True):
@@ -78,6 +87,24 @@ def cases():
     return out
 
 
+def tiles_grid(m: int, swiglu: bool = False):
+    """The packed-tiles GEMM's configurations worth timing at m tokens: the shipped candidates and
+    a grid around them (4 warps: one warpgroup over 2 x block_p weight rows; 8 warps: two)."""
+    from fq_kernels.triton.gemm_tiles import TilesConfig, candidates
+
+    grid = list(candidates(m, 4096, 4096, swiglu))
+    block_ms = [bm for bm in (16, 32, 64, 128) if bm <= max(16, m) and not (swiglu and bm > 64)]
+    for bm in block_ms[-3:]:
+        for bp in (32, 64):
+            for bk in (128, 256):
+                for stages in (3, 4):
+                    grid.append(TilesConfig(bm, bp, bk, 8, 4, stages))
+    for bm in block_ms[-2:]:
+        for bk in (64, 128):
+            grid.append(TilesConfig(bm, 128, bk, 8, 8, 3 if bk == 128 else 4))
+    return list(dict.fromkeys(grid))
+
+
 # ---------------------------------------------------------------------------------------------
 
 
@@ -88,6 +115,7 @@ def _inputs(m, k, n, copies=1):
     key = (m, k, n, copies)
     if key not in _INPUTS:
         from fq_core.quant.pack import pack_int4
+        from fq_kernels.layout import tile_decode_weight
 
         g = torch.Generator(device="cuda").manual_seed(0)
         a = torch.randint(-8, 8, (m, k), device="cuda", dtype=torch.int8, generator=g)
@@ -100,6 +128,7 @@ def _inputs(m, k, n, copies=1):
             "w8": w,
             "wf8": [t.to(torch.float8_e4m3fn) for t in w],
             "wp": [pack_int4(t) for t in w],
+            "wt": [tile_decode_weight(pack_int4(t)) for t in w] if n % 16 == 0 and k % 64 == 0 else None,
             "ap": pack_int4(a),
             "sx": torch.rand(m, device="cuda") + 0.5,
             "sw": torch.rand(n, device="cuda") * 0.01,
@@ -129,6 +158,16 @@ def make_call(case, copies=1):
             lambda: gemm_prefill.launch_prefill(
                 t["a8"], t["w8"][i], t["sx"], t["sw"], None, out, cfg, zx=zx, wsum=wsum, swiglu=swiglu
             )
+        )
+    if case["section"] == "tiles":
+        from fq_kernels.triton.gemm_tiles import TilesConfig, launch_tiles
+
+        cfg = TilesConfig(**case["cfg"])
+        m, k, n, swiglu = case["m"], case["k"], case["n"], case["swiglu"]
+        t = _inputs(m, k, n, copies)
+        out = torch.empty(m, n // 2 if swiglu else n, device="cuda", dtype=torch.bfloat16)
+        return lambda i: (
+            lambda: launch_tiles(t["a8"], t["wt"][i], t["sx"], t["sw"], None, out, cfg, swiglu=swiglu)
         )
     if case["section"] == "decode":
         cfg = gemm_packed.PackedConfig(**case["cfg"])
@@ -265,7 +304,7 @@ def exactness(log):
 def _baseline_row(m, k, n):
     from fq_kernels.bench.timing import copies_to_defeat_l2, time_graph
 
-    copies = copies_to_defeat_l2(n * k * 2) if m <= 16 else 1
+    copies = copies_to_defeat_l2(n * k * 2) if m <= 512 else 1
     x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
     ws = [torch.randn(n, k, device="cuda", dtype=torch.bfloat16) for _ in range(copies)]
     res = {"section": "baseline", "m": m, "k": k, "n": n}
@@ -286,7 +325,7 @@ def _baseline_row(m, k, n):
 
 def baselines(log, tokens, shapes):
     rows = []
-    for m, k, n in PREFILL_SHAPES + DECODE_SHAPES:
+    for m, k, n in dict.fromkeys(PREFILL_SHAPES + TILES_SHAPES + DECODE_SHAPES):
         if (tokens and m not in tokens) or (shapes and (k, n) not in shapes):
             continue
         res = _baseline_row(m, k, n)
@@ -302,7 +341,7 @@ def timing_pass(all_cases, log):
     results = []
     for case in all_cases:
         copies = 1
-        if case["section"] == "decode":
+        if case["section"] in ("decode", "tiles"):
             copies = copies_to_defeat_l2(case["n"] * case["k"] // 2)
         try:
             t = time_graph(make_call(case, copies), copies)
@@ -358,6 +397,27 @@ def summarize(results, base):
         print(
             f"M={key[0]:5d} K={key[1]:5d} N={key[2]:5d} swiglu={key[3]}: {r['median_ms']:.4f} ms "
             f"[{_prefill_config_name(r['cfg'])}]"
+        )
+    print("\n== packed-tiles GEMM (best and shipped default per shape; ratio = bf16 cuBLAS / GEMM alone)")
+    from fq_kernels.triton.gemm_tiles import candidates as tiles_candidates
+
+    best = {}
+    for r in results:
+        if r["section"] == "tiles" and "error" not in r:
+            best.setdefault((r["m"], r["k"], r["n"], r["swiglu"]), []).append(r)
+    for (m, k, n, swiglu), rs in sorted(best.items()):
+        rs.sort(key=lambda r: r["median_ms"])
+        shipped = asdict(tiles_candidates(m, n, k, swiglu)[0])
+        default = next((r for r in rs if r["cfg"] == shipped), None)
+        b = bf.get((m, k, n), {})
+        bf16, fp8 = b.get("bf16_ms", nan), b.get("fp8_ms", nan)
+        c = rs[0]["cfg"]
+        tops = 2 * m * k * n / rs[0]["median_ms"] / 1e9
+        print(
+            f"M={m:5d} K={k:5d} N={n:5d}{' swiglu' if swiglu else ''}: {rs[0]['median_ms'] * 1000:7.1f} us "
+            f"{tops:5.0f} TOP/s x{bf16 / rs[0]['median_ms']:.2f} bf16 x{fp8 / rs[0]['median_ms']:.2f} fp8 "
+            f"[{c['block_m']}x{c['block_p']}x{c['block_k']} w{c['num_warps']} s{c['num_stages']}] "
+            f"default {default['median_ms'] * 1000 if default else nan:.1f} us"
         )
     print("\n== decode (best per shape; GB/s of packed weights)")
     best = {}

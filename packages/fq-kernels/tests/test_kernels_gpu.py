@@ -485,6 +485,72 @@ def test_every_prefill_candidate_applies_swiglu_as_the_unfused_layer(m, k, n, ki
         assert differ < 1e-3, f"{cfg}: {differ:.4%} of the values differ from the reference"
 
 
+@pytest.mark.parametrize(
+    ("m", "k", "n"),
+    [(2048, 4096, 1536), (300, 11008, 4096), (4099, 576, 1024), (33, 14336, 256), (64, 4096, 11008)],
+)
+def test_every_tiles_candidate_is_exact_with_the_reference_epilogue(m, k, n) -> None:
+    """The prompt GEMM on packed int4 tiles, in every configuration autotuning may pick: exact
+    integers on adversarial sums (up to 8.0e5 at K = 14336) and the reference epilogue with and
+    without a bias and zero points, at token and channel counts that leave partial tiles and K that
+    leaves a partial step (576 = 4.5 steps of 128)."""
+    from fq_kernels.triton.gemm_tiles import candidates, launch_tiles
+
+    g = torch.Generator().manual_seed(m + k + n)
+    xv = torch.full((m, k), 7, dtype=torch.int8)
+    xv[1::2] = -8
+    wv = torch.randint(5, 8, (n, k), generator=g, dtype=torch.int8)
+    wv[::3] = -8
+    wv[1::5, : k // 3] = -wv[1::5, : k // 3].clamp(min=-7)  # rows of mixed sign too
+    xr = torch.randint(-8, 8, (m, k), generator=g, dtype=torch.int8).to(DEV)
+    wr = torch.randint(-8, 8, (n, k), generator=g, dtype=torch.int8)
+    sx = (torch.rand(m, generator=g) + 0.1).to(DEV)
+    sw = (torch.rand(n, generator=g) * 0.01).to(DEV)
+    exact = ref.int_matmul_ref(xv, wv)
+    tiles = tile_decode_weight(pack_int4(wv)).to(DEV)
+    tiles_r = tile_decode_weight(pack_int4(wr)).to(DEV)
+    zx, wsum = torch.randint(-8, 8, (m,), generator=g).float().to(DEV), wr.sum(1).float().to(DEV)
+    for cfg in candidates(m, n, k):
+        for bias, zero in ((None, False), (torch.randn(n, generator=g).to(DEV), True)):
+            raw = torch.full((m, n), -1, dtype=torch.int32, device=DEV)
+            out = torch.empty(m, n, dtype=torch.bfloat16, device=DEV)
+            z = (zx, wsum) if zero else (None, None)
+            try:
+                launch_tiles(xv.to(DEV), tiles, sx, sw, None, raw, cfg, raw=True)
+                launch_tiles(xr, tiles_r, sx, sw, bias, out, cfg, False, *z)
+                torch.cuda.synchronize()
+            except Exception as exc:  # name the configuration (a fault poisons every later launch)
+                raise AssertionError(f"{cfg}: {exc}") from exc
+            assert torch.equal(raw.cpu(), exact), cfg
+            expected = ref.w4a4_linear_ref(xr, sx, tiles_r, sw, bias, torch.bfloat16, *z)
+            assert_epilogue_close(out, expected, epilogue_terms(xr, sx, tiles_r, sw, bias, *z))
+
+
+@pytest.mark.parametrize(("m", "k", "n"), [(2048, 4096, 22016), (333, 576, 3072)])
+def test_every_tiles_candidate_applies_swiglu_as_the_unfused_layer(m, k, n) -> None:
+    """SwiGLU in the packed-tiles GEMM's epilogue (asymmetric activations, a bias, bfloat16) is
+    bit-equal to the same kernel's plain output followed by silu(gate) * up."""
+    from fq_kernels.triton.gemm_tiles import candidates, launch_tiles
+
+    g = torch.Generator().manual_seed(m + n)
+    xv = torch.randint(-8, 8, (m, k), generator=g, dtype=torch.int8).to(DEV)
+    wv = torch.randint(-8, 8, (n, k), generator=g, dtype=torch.int8)
+    tiles = tile_decode_weight(pack_int4(wv)).to(DEV)
+    sx = (torch.rand(m, generator=g) + 0.1).to(DEV)
+    sw = (torch.rand(n, generator=g) * 0.003).to(DEV)
+    bias = torch.randn(n, generator=g).to(DEV)
+    zx, wsum = torch.randint(-8, 8, (m,), generator=g).float().to(DEV), wv.sum(1).float().to(DEV)
+    expected = ref.w4a4_linear_ref(xv, sx, tiles, sw, bias, torch.bfloat16, zx, wsum, True)
+    for cfg in candidates(m, n, k, swiglu=True):
+        out = torch.full((m, n // 2), float("nan"), dtype=torch.bfloat16, device=DEV)
+        launch_tiles(xv, tiles, sx, sw, bias, out, cfg, zx=zx, wsum=wsum, swiglu=True)
+        plain = torch.empty(m, n, dtype=torch.bfloat16, device=DEV)
+        launch_tiles(xv, tiles, sx, sw, bias, plain, cfg, zx=zx, wsum=wsum)
+        assert torch.equal(out, ref.swiglu_halves(plain)), cfg
+        differ = (out != expected).float().mean().item()
+        assert differ < 1e-3, f"{cfg}: {differ:.4%} of the values differ from the reference"
+
+
 def test_quant_linear_decodes_with_tiles_on_cuda() -> None:
     """On CUDA a QuantLinear stores decode tiles and gives what the Triton kernel on packed rows gives."""
     from fq_kernels.quant_linear import QuantLinear

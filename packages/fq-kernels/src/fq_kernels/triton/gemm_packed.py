@@ -41,7 +41,7 @@ import triton.language as tl
 
 from fq_kernels import tuning
 from fq_kernels._runtime import interpreting
-from fq_kernels.triton.common import scaled_epilogue
+from fq_kernels.triton.common import nibbles_times_16, scaled_epilogue
 from fq_kernels.triton.workspace import Workspace
 
 
@@ -66,28 +66,6 @@ def _signed_nibbles(b):
     lo = ((b8 & 15) ^ 8) - 8
     hi = b8 >> 4
     return lo.to(tl.int8), hi.to(tl.int8)
-
-
-@triton.jit
-def _nibbles_times_16(b, NATIVE: tl.constexpr):
-    """(16 x low, 16 x high) signed nibbles of uint8 bytes as int8 (`UNPACK` 2)."""
-    if NATIVE:
-        lo = tl.inline_asm_elementwise(
-            "{ .reg .b32 t; shl.b32 t, $1, 4; and.b32 $0, t, 0xF0F0F0F0; }",
-            "=r,r",
-            [b],
-            dtype=tl.int8,
-            is_pure=True,
-            pack=4,
-        )
-        hi = tl.inline_asm_elementwise(
-            "and.b32 $0, $1, 0xF0F0F0F0;", "=r,r", [b], dtype=tl.int8, is_pure=True, pack=4
-        )
-    else:  # the same bytes, spelled out in int32 for the interpreter
-        b32 = b.to(tl.int32)
-        lo = ((((b32 << 4) & 0xF0) ^ 0x80) - 0x80).to(tl.int8)
-        hi = (((b32 & 0xF0) ^ 0x80) - 0x80).to(tl.int8)
-    return lo, hi
 
 
 @triton.jit
@@ -161,7 +139,7 @@ def _packed_kernel(
         if UNPACK == 0:
             w_lo, w_hi = _signed_nibbles(w)
         elif UNPACK == 2:
-            w_lo, w_hi = _nibbles_times_16(w, NATIVE)
+            w_lo, w_hi = nibbles_times_16(w, NATIVE)
         else:
             u = w ^ 0x88
             w_lo = (u & 15).to(tl.int8)
