@@ -24,7 +24,8 @@ from fq_kernels.layout import (
     weight_sums,
 )
 from fq_kernels.ops import w4a4_linear, w4a4_matmul_int
-from fq_kernels.quant_linear import QuantLinear
+from fq_kernels.quant_linear import PrefillCopyWarning, QuantLinear
+from fq_kernels.testing import assert_epilogue_close, epilogue_terms
 
 
 def _weights(n: int, k: int, seed: int = 0) -> torch.Tensor:
@@ -115,8 +116,9 @@ def test_kernel_replay_gives_the_exact_integer_gemm(m: int, n: int, k: int) -> N
     assert torch.equal(_replay_kernel(tiles, x), want)
 
 
-def test_op_with_tiles_equals_op_with_packed_rows_on_cpu() -> None:
-    """Off CUDA the op falls back to the reference, which reads tiles like packed rows."""
+def test_op_with_tiles_equals_the_reference_on_packed_rows_on_cpu() -> None:
+    """Off CUDA the op runs the Triton prompt GEMM on the tiles (interpreter) or the reference,
+    which reads tiles like packed rows: the same integers, the same float32 epilogue."""
     g = torch.Generator().manual_seed(3)
     w = _weights(64, 256, seed=3)
     x = torch.randint(-8, 8, (5, 256), generator=g, dtype=torch.int8)
@@ -124,8 +126,9 @@ def test_op_with_tiles_equals_op_with_packed_rows_on_cpu() -> None:
     bias = torch.randn(64, generator=g)
     packed, tiles = pack_int4(w), tile_decode_weight(pack_int4(w))
     assert torch.equal(w4a4_matmul_int(x, tiles), ref.int_matmul_ref(x, packed))
-    want = ref.w4a4_linear_ref(x, sx, packed, sw, bias)  # (under TRITON_INTERPRET packed rows run Triton)
-    assert torch.equal(w4a4_linear(x, sx, tiles, sw, bias), want)
+    want = ref.w4a4_linear_ref(x, sx, packed, sw, bias, torch.float32)
+    out = w4a4_linear(x, sx, tiles, sw, bias, torch.float32)
+    assert_epilogue_close(out, want, epilogue_terms(x, sx, packed, sw, bias))
     with pytest.raises(ValueError, match="decode tiles take int8 activations"):
         w4a4_linear(pack_int4(x), sx, tiles, sw)
     assert activation_format(1, tiles) == "int8" and activation_format(16, tiles) == "int8"
@@ -138,13 +141,13 @@ def test_quant_linear_decode_layouts_agree_on_cpu() -> None:
     scale = torch.rand(32, generator=g) * 0.01 + 0.001
     right = torch.linalg.qr(torch.randn(16, 16, generator=g))[0]
     left = torch.linalg.qr(torch.randn(8, 8, generator=g))[0]
-    auto = QuantLinear(pack_int4(w), scale, left=left, right=right)
-    tiled = QuantLinear(pack_int4(w), scale, left=left, right=right, decode="tiles")
-    assert auto.qweight.dim() == 2, "off CUDA the decode layout stays packed rows"
-    assert tiled.qweight.shape == (2, 2, 512) and "decode=tiles" in repr(tiled)
+    tiled = QuantLinear(pack_int4(w), scale, left=left, right=right)
+    rows = QuantLinear(pack_int4(w), scale, left=left, right=right, decode="packed")
+    assert rows.qweight.dim() == 2
+    assert tiled.qweight.shape == (2, 2, 512) and "decode=tiles" in repr(tiled), "tiles wherever they fit"
     assert torch.equal(tiled.packed_qweight(), pack_int4(w))
     x = torch.randn(3, 128, generator=g)
-    assert torch.equal(tiled(x), auto(x))
+    assert torch.equal(tiled(x), rows(x))
     assert torch.equal(unpack_int4(tiled.prepare(decode="packed").qweight), w)
     with pytest.raises(ValueError, match="decode='packed'"):
         QuantLinear(pack_int4(_weights(40, 128)), torch.ones(40), decode="tiles")
@@ -156,11 +159,12 @@ def test_decode_path_takes_more_tokens_on_tiles() -> None:
     from fq_kernels.quant_linear import DECODE_MAX_TOKENS, TILES_MAX_TOKENS
 
     packed = pack_int4(_weights(32, 128, seed=6))
-    tiles = QuantLinear(packed, torch.ones(32), prefill="int8", decode="tiles")
-    rows = QuantLinear(packed, torch.ones(32), prefill="int8", decode="packed")
+    with pytest.warns(PrefillCopyWarning, match=r"int8 prefill copy adds 0\.0 MiB"):
+        tiles = QuantLinear(packed, torch.ones(32), prefill="int8", decode="tiles")
+        rows = QuantLinear(packed, torch.ones(32), prefill="int8", decode="packed")
+        fixed = QuantLinear(packed, torch.ones(32), prefill="int8", decode="tiles", decode_max_tokens=4)
     assert tiles.uses_decode_path(TILES_MAX_TOKENS) and not tiles.uses_decode_path(TILES_MAX_TOKENS + 1)
     assert rows.uses_decode_path(DECODE_MAX_TOKENS) and not rows.uses_decode_path(DECODE_MAX_TOKENS + 1)
-    fixed = QuantLinear(packed, torch.ones(32), prefill="int8", decode="tiles", decode_max_tokens=4)
     assert fixed.uses_decode_path(4) and not fixed.uses_decode_path(5)
     x = torch.randn(TILES_MAX_TOKENS, 128)
     assert torch.equal(tiles(x), rows(x))  # 32 tokens: tiles' decode path, rows' prefill copy

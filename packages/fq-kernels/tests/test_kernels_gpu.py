@@ -302,7 +302,7 @@ def _operands(m: int, k: int, n: int, layout: str, g: torch.Generator):
     wv = torch.randint(-8, 8, (n, k), generator=g, dtype=torch.int8)
     if layout == "packed" or (layout == "tiles" and not fits_decode_tiles(n, k)):
         return xv, pack_int4(wv)
-    if layout == "tiles":  # the CUDA decode kernel
+    if layout == "tiles":  # the CUDA decode kernel (few tokens) or the prompt GEMM on the same tiles
         return xv, tile_decode_weight(pack_int4(wv))
     if layout == "packed-packed":
         return pack_int4(xv), pack_int4(wv)
@@ -582,6 +582,8 @@ def _fuzz_shapes(count: int) -> list[tuple[int, int, int, str]]:
         m = ms[i % len(ms)] if i % 2 else rnd.randint(1, 8192)
         n = rnd.choice([rnd.randint(1, 700), rnd.randrange(16, 4097, 16), 4096, 11008])
         layout = LAYOUTS[rnd.randrange(len(LAYOUTS))]
+        if layout == "tiles":  # the layout QuantLinear keeps: shapes that split into whole tiles
+            n, k = -(-n // 16) * 16, -(-k // 64) * 64
         shapes.append((m, k, n, layout))
     return shapes
 

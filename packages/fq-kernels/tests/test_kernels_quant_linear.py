@@ -24,7 +24,7 @@ from fq_core.quant import functional as F
 from fq_core.quant.pack import unpack_int4
 from fq_core.quant.spec import QuantSpec
 from fq_core.transforms.kronecker import apply_left, kron_apply
-from fq_kernels.quant_linear import QuantLinear, site_for
+from fq_kernels.quant_linear import PrefillCopyWarning, QuantLinear, site_for
 
 ACTS = {"sym": QuantSpec(4, True, "token"), "asym": QuantSpec(4, False, "token")}
 """The activation quantisers the kernels run: symmetric and asymmetric per token."""
@@ -129,8 +129,7 @@ def test_swiglu_returns_the_gated_activation_of_gate_and_up(checkpoints, prefill
     down = QuantLinear.from_checkpoint(checkpoints["asym"], "layers.1.mlp.down_proj", prefill=prefill)
     half = layer.out_features // 2
     plain = Int4MLP(torch.nn.SiLU(), layer, down)
-    mlp = Int4MLP(torch.nn.SiLU(), layer, down, swiglu=True)  # an fp8 copy becomes int8: our epilogue
-    assert prefill is None or layer.prefill_weight.dtype == torch.int8
+    mlp = Int4MLP(torch.nn.SiLU(), layer, down, swiglu=True)
     g = torch.Generator().manual_seed(5)
     for tokens in (2, 7):
         x = torch.randn(tokens, layer.in_features, generator=g)
@@ -144,15 +143,36 @@ def test_swiglu_returns_the_gated_activation_of_gate_and_up(checkpoints, prefill
         torch.testing.assert_close(mlp(x), plain(x), rtol=1e-4, atol=1e-4)  # a last bit may flip a code
 
 
-def test_auto_prefill_copy_is_fp8_only_where_cublaslt_takes_the_layer() -> None:
-    from fq_kernels.quant_linear import auto_prefill
+def _resident_bytes(layer: torch.nn.Module) -> int:
+    return sum(t.nbytes for t in layer.buffers())
 
-    assert auto_prefill(None, True, False) is None  # not CUDA: the decode path for every token count
-    assert auto_prefill((9, 0), True, False) == "fp8"  # Hopper, symmetric, no bias
-    assert auto_prefill((8, 9), True, False) == "fp8"
-    assert auto_prefill((9, 0), False, False) == "int8"  # zero points: our epilogue
-    assert auto_prefill((9, 0), True, True) == "int8"  # a bias: our epilogue
-    assert auto_prefill((8, 0), True, False) == "int8"  # no fp8 tensor cores
+
+def test_resident_weights_of_a_7b_decoder_layer_are_half_a_byte_per_weight() -> None:
+    """Every linear of a LLaMA-2-7B decoder layer as the int4 model holds it (q|k|v and gate|up
+    fused, their transforms, asymmetric activations' row sums): packed weights, scales and epilogue
+    terms stay within 0.53 bytes per weight, one layout for every token count. The opt-in one-byte
+    prefill copy is the only way to more, and it says what it costs."""
+    g = torch.Generator().manual_seed(0)
+
+    def layer(k: int, n: int, heads: int | None = None) -> QuantLinear:
+        packed = torch.randint(0, 256, (n, k // 2), generator=g, dtype=torch.uint8)
+        if heads:  # o_proj: the heads transform only
+            factors = {"left": torch.eye(heads)}
+        else:
+            n1 = 64 if k == 4096 else 86
+            factors = {"left": torch.eye(n1), "right": torch.eye(k // n1)}
+        return QuantLinear(packed, torch.rand(n, generator=g), act_symmetric=False, **factors)
+
+    linears = [layer(4096, 3 * 4096), layer(4096, 4096, heads=32), layer(4096, 2 * 11008), layer(11008, 4096)]
+    weights = sum(q.in_features * q.out_features for q in linears)
+    resident = sum(_resident_bytes(q) for q in linears)
+    assert weights == 4 * 4096 * 4096 + 3 * 4096 * 11008
+    assert all(q.qweight.dim() == 3 and q.prefill_weight is None for q in linears)
+    assert resident / weights <= 0.53, resident / weights
+    assert resident / weights >= 0.5  # the packed weights themselves: nothing left out of the count
+    with pytest.warns(PrefillCopyWarning, match=r"4096x4096: the int8 prefill copy adds 16\.0 MiB"):
+        linears[1].prepare(prefill="int8")
+    assert _resident_bytes(linears[1]) >= 1.5 * 4096 * 4096
 
 
 def test_rtn_checkpoint_has_clip_but_no_transform(tmp_path) -> None:

@@ -14,12 +14,16 @@ reference otherwise (`fq_kernels._runtime.use_triton`). The reference defines th
 | `dequant_kv` | q, scale, zero | x [..., D] |
 | `rope_map` | x [B, T, heads, D]; cos, sin [B or 1, T, D]; head_map [D, D] or None | out [B, T, heads, D] |
 
-Operand layouts of `w4a4_linear` (all hold the same int4 values; pick by path):
-- decode (memory-bound, few tokens): wq packed uint8 [N, K/2], xq int8 [M, K] or packed [M, K/2]
-  (Triton kernels); or wq as decode tiles uint8 [N/16, K/64, 512] (`fq_kernels.layout`), xq int8
-  (the CUDA kernel `fq_kernels.cuda.decode_gemm`; CUDA only, the reference elsewhere);
-- prefill (compute-bound): wq and xq both int8 [., K], or both float8_e4m3fn [., K] (weights
-  unpacked once at load with `fq_kernels.layout.prefill_weight`).
+Operand layouts of `w4a4_linear` (all hold the same int4 values):
+- decode tiles, uint8 [N/16, K/64, 512] (`fq_kernels.layout`), xq int8 [M, K]: the layout
+  `QuantLinear` keeps for every token count. Up to `TILES_DECODE_MAX_TOKENS` tokens the CUDA decode
+  kernel reads them (`fq_kernels.cuda.decode_gemm`, where it runs), above that the Triton prompt
+  GEMM (`fq_kernels.triton.gemm_tiles`), which makes 8-bit tensor-core operands of the same bytes
+  on chip;
+- packed rows, uint8 [N, K/2], xq int8 [M, K] or packed [M, K/2]: the Triton decode kernels (any
+  token count; the slower path for shapes that do not split into whole tiles);
+- one byte per weight, wq and xq both int8 [., K] or both float8_e4m3fn [., K]: an opt-in prefill
+  copy (`fq_kernels.layout.prefill_weight`), twice the packed memory.
 `transform_quant(..., out_format=)` writes the activation layout: "packed", "int8" or "fp8".
 
 Asymmetric activations: `transform_quant_asym` stores codes and zero points shifted into the signed
@@ -38,6 +42,10 @@ from fq_kernels.reference.activation import OUT_FORMATS
 from fq_kernels.reference.gemm import ASYM_MAX_K, gemm_k, gemm_n
 from fq_kernels.strided import quant_kv_outputs
 
+TILES_DECODE_MAX_TOKENS = 32
+"""Token counts up to this run the CUDA decode kernel on decode tiles, more the Triton prompt GEMM
+on the same tiles: at 32 tokens the decode kernel took 20.0 / 15.8 us (4096 x 11008 / 11008 x 4096)
+on the H200 (docs/benchmarks/kernels.md); the prompt GEMM at 64 tokens 15-23 us on the H100."""
 _FORMAT_DTYPES = {"packed": torch.uint8, "int8": torch.int8, "fp8": torch.float8_e4m3fn}
 _GEMM_DTYPES = (torch.uint8, torch.int8, torch.float8_e4m3fn)
 _OUT_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
@@ -288,8 +296,8 @@ def _w4a4_linear_op(
     b = wq if wq.stride(-1) == 1 and (wq.dim() == 2 or wq.is_contiguous()) else wq.contiguous()
     sx32, sw32, bias32, zx32, wsum32 = (_f32_vector(t) for t in (sx, sw, bias, zx, wsum))
     n = gemm_n(b)
-    # The prefill kernel applies SwiGLU in its epilogue; the decode kernels' output gets it after.
-    fused = swiglu and b.dim() == 2 and b.dtype != torch.uint8
+    # The prompt kernels apply SwiGLU in their epilogue; the decode kernels' output gets it after.
+    fused = swiglu and fuses_swiglu(b, a.shape[0])
     out = torch.empty((a.shape[0], n // 2 if fused else n), dtype=out_dtype, device=xq.device)
     _gemm(a, b, sx32, sw32, bias32, out, False, zx32, wsum32, fused)
     if swiglu and not fused:
@@ -298,8 +306,27 @@ def _w4a4_linear_op(
 
 
 def _use_kernel(xq: torch.Tensor, wq: torch.Tensor) -> bool:
-    """A kernel (else the reference): Triton's as `use_triton` says; decode tiles' only on CUDA."""
-    return use_triton(xq) and (wq.dim() == 2 or xq.is_cuda)
+    """A kernel (else the reference), as `use_triton` says."""
+    return use_triton(xq)
+
+
+def _tiles_decode(tokens: int, device: torch.device) -> bool:
+    """Whether decode tiles at this token count go to the CUDA decode kernel (else the Triton GEMM)."""
+    if tokens > TILES_DECODE_MAX_TOKENS or device.type != "cuda":
+        return False
+    from fq_kernels.cuda import decode_gemm
+
+    return decode_gemm.available(device)
+
+
+def fuses_swiglu(wq: torch.Tensor, tokens: int) -> bool:
+    """Whether `w4a4_linear(..., swiglu=True)` on this weight operand at this token count applies
+    SwiGLU in the GEMM's epilogue (the prompt kernels), rather than as a pass after it."""
+    if wq.dim() == 3:
+        from fq_kernels.triton.gemm_tiles import fused_swiglu_ok
+
+        return not _tiles_decode(tokens, wq.device) and fused_swiglu_ok(gemm_n(wq))
+    return wq.dtype != torch.uint8
 
 
 def _f32_vector(t: torch.Tensor | None) -> torch.Tensor | None:
@@ -308,9 +335,13 @@ def _f32_vector(t: torch.Tensor | None) -> torch.Tensor | None:
 
 def _gemm(a, b, sx, sw, bias, out, raw: bool, zx=None, wsum=None, swiglu: bool = False) -> torch.Tensor:
     if b.dim() == 3:
-        from fq_kernels.cuda import decode_gemm
+        if _tiles_decode(a.shape[0], a.device):
+            from fq_kernels.cuda import decode_gemm
 
-        return decode_gemm.launch_tuned(a, b, sx, sw, bias, out, raw, zx, wsum)
+            return decode_gemm.launch_tuned(a, b, sx, sw, bias, out, raw, zx, wsum)
+        from fq_kernels.triton import gemm_tiles
+
+        return gemm_tiles.launch_tuned(a, b, sx, sw, bias, out, raw, zx, wsum, swiglu)
     if b.dtype == torch.uint8:
         from fq_kernels.triton import gemm_packed
 

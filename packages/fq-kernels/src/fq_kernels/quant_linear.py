@@ -2,19 +2,22 @@
 
 forward(x) = w4a4_linear(transform_quant(x)): the site's online transform and activation clipping,
 per-token int4 activations, packed int4 weights with per-channel scales, exact integer products.
-Two paths, one result:
 
-- decode (tokens <= `decode_limit`, or no prefill copy): the checkpoint's packed weights
-  read once per call, as decode tiles [N/16, K/64, 512] by the CUDA kernel where it runs (CUDA,
-  whole tiles; `fq_kernels.layout`) with int8 activations, else as [N, K/2] rows by the Triton
-  kernels with packed int4 activations (int8 for one token);
-- prefill: a one-time int8 or fp8 copy of the weights [N, K] (1 byte per weight, made at load)
-  so the tensor cores read both operands straight from shared memory; the activation kernel
-  writes the same storage type.
+One weight layout in memory for every token count: the checkpoint's packed int4 weights, as decode
+tiles [N/16, K/64, 512] where the shape splits into whole tiles (every LLaMA-family linear), else as
+[N, K/2] rows (`fq_kernels.layout`). A few tokens (decode) run the CUDA decode kernel on the tiles;
+a prompt runs the Triton GEMM that turns the same bytes into 8-bit tensor-core operands on chip
+(`fq_kernels.triton.gemm_tiles`). Resident weights are therefore half a byte per weight plus one
+float32 scale per output channel (and a row sum for asymmetric activations).
+
+Opt-in: `prefill="int8"` or `"fp8"` adds a one-byte copy of the weights [N, K] for prompts (run by
+the int8 Triton kernel or cuBLASLt's fp8 GEMM): 1.5 bytes per weight in all, three times the packed
+size. It is never made unless asked for, and asking warns with its size. Rows that do not split
+into tiles run the Triton decode kernels at every token count (the documented slower path).
 
 A fused gate|up projection of a gated MLP can return silu(gate) * up instead (`layer(x, swiglu=True)`):
-the prefill kernel computes each gate column beside its up column and applies the activation in
-its epilogue, so the MLP's intermediate is written once, at half the width, with no extra pass.
+the prompt kernels compute each gate column beside its up column and apply the activation in
+their epilogue, so the MLP's intermediate is written once, at half the width, with no extra pass.
 
 Activations are quantised as the checkpoint says, symmetric or asymmetric per token; an asymmetric
 layer keeps its weights' row sums (made at load) for the GEMM epilogue's zero-point term
@@ -27,6 +30,7 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -44,36 +48,24 @@ from fq_kernels.layout import (
     tile_decode_weight,
     weight_sums,
 )
-from fq_kernels.ops import transform_quant, transform_quant_asym, w4a4_linear
+from fq_kernels.ops import (
+    TILES_DECODE_MAX_TOKENS,
+    fuses_swiglu,
+    transform_quant,
+    transform_quant_asym,
+    w4a4_linear,
+)
 
 DECODE_MAX_TOKENS = 16
-"""Token counts up to this use the Triton decode kernel on packed rows (weight-bandwidth bound)."""
-TILES_MAX_TOKENS = 32
-"""Token counts up to this use the CUDA decode kernel on decode tiles: at 32 tokens it took 20.0 / 15.8 us
-(4096 x 11008 / 11008 x 4096) where the prefill kernel's layer took 33 / 63 us on the H200
-(docs/benchmarks/kernels.md, run K)."""
+"""With a prefill copy: token counts up to this use the Triton decode kernel on packed rows."""
+TILES_MAX_TOKENS = TILES_DECODE_MAX_TOKENS
+"""With a prefill copy: token counts up to this use the CUDA decode kernel on decode tiles."""
 DECODE_LAYOUTS: tuple[str, ...] = ("tiles", "packed")
-"""How the decode path stores its weights: CUDA decode tiles, or the checkpoint's packed rows."""
-PREFILL_DEFAULT = "fp8"
-"""Storage of the prefill weight copy when `prefill="auto"` on a GPU with fp8 tensor cores (compute
-capability 8.9+), for layers whose GEMM the library's fp8 kernel takes (symmetric activations, no
-bias): cuBLASLt's (`torch._scaled_mm`, exact on
-int4 values in the GPU tests) took 13% / 15% / 3% less time than our int8 kernel at M = 2048 on the
-H200 (4096x11008 / 4096x14336 / 11008x4096; docs/benchmarks/kernels.md, run O)."""
-PREFILL_WITH_EPILOGUE = "int8"
-"""The same for the other layers (zero points or a bias: an epilogue cuBLASLt lacks) and older GPUs,
-which run our kernels: int8 is the faster exact one (fp8 with exact accumulation is ~20% slower;
-kernels.md)."""
+"""How the weights are stored: decode tiles, or the checkpoint's packed rows."""
 
 
-def auto_prefill(capability: tuple[int, int] | None, act_symmetric: bool, has_bias: bool) -> str | None:
-    """`prefill="auto"`'s storage for a layer on a CUDA device of this compute capability (None: not
-    CUDA, no prefill copy): fp8 for cuBLASLt's GEMM where fp8 tensor cores (8.9+) and the layer's
-    epilogue allow it, else int8 for our kernel."""
-    if capability is None:
-        return None
-    library_gemm = act_symmetric and not has_bias and capability >= (8, 9)
-    return PREFILL_DEFAULT if library_gemm else PREFILL_WITH_EPILOGUE
+class PrefillCopyWarning(UserWarning):
+    """A QuantLinear was asked for a one-byte prefill copy of its weights (memory it costs)."""
 
 
 SITE_OF: dict[str, str] = {
@@ -106,13 +98,12 @@ class QuantLinear(nn.Module):
     qweight: packed int4 [N, K/2] (uint8, fq-core nibble order); scale: [N] or [N, 1] per-channel
     weight scales; left/right: the online Kronecker factors (left alone: o_proj's heads factor);
     clip: the activation clipping pair (clip_max, clip_min); act_symmetric: False quantises the
-    activations asymmetrically (fq-core's QuantSpec(4, False, "token")); prefill: "int8", "fp8", None
-    (decode kernel for every token count) or "auto" (on CUDA: PREFILL_DEFAULT, or
-    PREFILL_WITH_EPILOGUE for asymmetric activations, a bias or a GPU without fp8 tensor cores);
-    decode: "tiles", "packed" or "auto" (tiles where the CUDA decode kernel runs and the shape splits
-    into whole tiles). The `qweight` buffer holds the decode layout; `packed_qweight()` gives [N, K/2].
-    decode_max_tokens: the most tokens the decode path takes when there is a prefill copy; None picks
-    by the decode layout (TILES_MAX_TOKENS for tiles, DECODE_MAX_TOKENS for packed rows).
+    activations asymmetrically (fq-core's QuantSpec(4, False, "token")); prefill: None (the packed
+    weights for every token count), or "int8" / "fp8" for an opt-in one-byte copy for prompts
+    (module docstring); decode: "tiles", "packed" or "auto" (tiles where the shape splits into whole
+    tiles). The `qweight` buffer holds that layout; `packed_qweight()` gives [N, K/2].
+    decode_max_tokens: with a prefill copy, the most tokens the packed weights take; None picks by
+    the layout (TILES_MAX_TOKENS for tiles, DECODE_MAX_TOKENS for packed rows).
     """
 
     def __init__(
@@ -125,7 +116,7 @@ class QuantLinear(nn.Module):
         right: torch.Tensor | None = None,
         clip: torch.Tensor | float | tuple[float, float] = 1.0,
         act_symmetric: bool = True,
-        prefill: str | None = "auto",
+        prefill: str | None = None,
         decode: str = "auto",
         decode_max_tokens: int | None = None,
     ) -> None:
@@ -152,22 +143,16 @@ class QuantLinear(nn.Module):
         self.decode_max_tokens = decode_max_tokens
         self.prepare(prefill, decode)
 
-    def prepare(self, prefill: str | None = "auto", decode: str = "auto") -> QuantLinear:
-        """(Re)build the device-specific weight layouts, e.g. after moving the module to another device:
-        the prefill copy and the decode layout (see the class docstring for the choices)."""
-        if prefill == "auto":
-            device = self.qweight.device
-            capability = torch.cuda.get_device_capability(device) if device.type == "cuda" else None
-            prefill = auto_prefill(capability, self.act_symmetric, self.bias is not None)
+    def prepare(self, prefill: str | None = None, decode: str = "auto") -> QuantLinear:
+        """(Re)build the weight layouts, e.g. after moving the module to another device: the decode
+        layout and an opt-in prefill copy (see the class docstring for the choices)."""
         if prefill is not None and prefill not in PREFILL_KINDS:
-            raise ValueError(
-                f"prefill must be one of {', '.join(PREFILL_KINDS)}, None or 'auto', got {prefill!r}"
-            )
+            raise ValueError(f"prefill must be None or one of {', '.join(PREFILL_KINDS)}, got {prefill!r}")
         if decode not in (*DECODE_LAYOUTS, "auto"):
             raise ValueError(f"decode must be one of {', '.join(DECODE_LAYOUTS)} or 'auto', got {decode!r}")
         fits = fits_decode_tiles(self.out_features, self.in_features)
         if decode == "auto":
-            decode = "tiles" if fits and _tiles_run_on(self.qweight.device) else "packed"
+            decode = "tiles" if fits else "packed"
         if decode == "tiles" and not fits:
             raise ValueError(
                 f"decode tiles need out_features % 16 == 0 and in_features % 64 == 0, "
@@ -179,6 +164,13 @@ class QuantLinear(nn.Module):
         elif self.qweight.dim() == 2:  # tile once; weights already tiled stay as they are
             self.qweight = tile_decode_weight(packed)
         self.prefill_weight = None if prefill is None else prefill_weight(packed, prefill)
+        if prefill is not None:
+            warnings.warn(
+                f"QuantLinear {self.in_features}x{self.out_features}: the {prefill} prefill copy adds "
+                f"{self.prefill_weight.nbytes / 2**20:.1f} MiB (1 byte per weight, on top of the packed 0.5)",
+                PrefillCopyWarning,
+                stacklevel=2,
+            )
         return self
 
     def packed_qweight(self) -> torch.Tensor:
@@ -217,7 +209,14 @@ class QuantLinear(nn.Module):
         return TILES_MAX_TOKENS if self.qweight.dim() == 3 else DECODE_MAX_TOKENS
 
     def uses_decode_path(self, tokens: int) -> bool:
+        """Whether `tokens` tokens run on the packed weights (always, unless there is a prefill copy)."""
         return self.prefill_weight is None or tokens <= self.decode_limit
+
+    def fuses_swiglu(self, tokens: int) -> bool:
+        """Whether `forward(x, swiglu=True)` at `tokens` tokens applies SwiGLU in the GEMM's epilogue
+        (prompts), rather than as a pass after it (decode kernels)."""
+        weight = self.qweight if self.uses_decode_path(tokens) else self.prefill_weight
+        return fuses_swiglu(weight, tokens)
 
     def forward(self, x: torch.Tensor, swiglu: bool = False) -> torch.Tensor:
         """x [..., in_features] -> [..., out_features]; swiglu: the rows are a gate projection's then
@@ -256,7 +255,7 @@ class QuantLinear(nn.Module):
         site: str | None = "auto",
         *,
         device: torch.device | str | None = None,
-        prefill: str | None = "auto",
+        prefill: str | None = None,
         decode: str = "auto",
         decode_max_tokens: int | None = None,
     ) -> QuantLinear:
@@ -334,10 +333,3 @@ class QuantLinear(nn.Module):
             decode_max_tokens=decode_max_tokens,
         )
 
-
-def _tiles_run_on(device: torch.device) -> bool:
-    if device.type != "cuda":
-        return False
-    from fq_kernels.cuda import decode_gemm
-
-    return decode_gemm.available(device)

@@ -5,10 +5,10 @@
 - fp8: `torch._scaled_mm` alone (cuBLAS FP8 GEMM with row-wise scales into bf16);
 - unfused: what plain PyTorch gives: `kron_apply` in bf16, the per-token quantiser as separate
   ops, `torch._int_mm`, the scale epilogue as separate ops;
-- ours: `transform_quant` + `w4a4_linear` as `QuantLinear` runs them: the decode kernel for a
-  few tokens on the decode layout QuantLinear picks (tiles where the CUDA kernel runs, up to 32
-  tokens; packed rows up to 16), else the prefill kernel on int8/fp8 copies; and each half alone.
-  `decode="packed"` times the Triton decode kernel instead.
+- ours: `transform_quant` + `w4a4_linear` as `QuantLinear` runs them: the packed int4 weights in
+  the layout QuantLinear keeps (decode tiles where the shape splits into them, else packed rows) at
+  every token count; and each half alone. `prefill="int8"` / `"fp8"` times the opt-in one-byte
+  copy above the decode token counts instead, `decode="packed"` the Triton kernels on packed rows.
 
 cuBLAS int8 needs more than 16 rows, so `_int_mm` pads decode-size inputs to 32 rows.
 """
@@ -25,7 +25,7 @@ from fq_kernels.bench.problems import LinearProblem
 from fq_kernels.bench.timing import copies_to_defeat_l2
 from fq_kernels.layout import activation_format, fits_decode_tiles
 from fq_kernels.ops import transform_quant, w4a4_linear
-from fq_kernels.quant_linear import DECODE_MAX_TOKENS, PREFILL_DEFAULT, TILES_MAX_TOKENS
+from fq_kernels.quant_linear import DECODE_MAX_TOKENS, TILES_MAX_TOKENS
 
 MakeCall = Callable[[int], Callable[[], object]]
 
@@ -91,26 +91,26 @@ def unfused(p: LinearProblem) -> tuple[MakeCall, int]:
 def _decode_kind(p: LinearProblem, decode: str) -> str:
     if decode != "auto":
         return decode
-    from fq_kernels.cuda import decode_gemm
-
-    return "tiles" if fits_decode_tiles(p.n, p.k) and decode_gemm.available(p.device) else "packed"
+    return "tiles" if fits_decode_tiles(p.n, p.k) else "packed"
 
 
-def _ours_format(p: LinearProblem, prefill: str, decode: str) -> tuple[str, str]:
+def _ours_format(p: LinearProblem, prefill: str | None, decode: str) -> tuple[str, str]:
     """(weight storage kind, activation format) of QuantLinear's path at p.m tokens."""
     decode_kind = _decode_kind(p, decode)
     limit = TILES_MAX_TOKENS if decode_kind == "tiles" else DECODE_MAX_TOKENS
-    kind = decode_kind if p.m <= limit else prefill
+    kind = decode_kind if prefill is None or p.m <= limit else prefill
     return kind, activation_format(p.m, p.weight(kind))
 
 
-def _ours_weights(p: LinearProblem, prefill: str, decode: str) -> tuple[list[torch.Tensor], str, int]:
+def _ours_weights(
+    p: LinearProblem, prefill: str | None, decode: str
+) -> tuple[list[torch.Tensor], str, int]:
     kind, fmt = _ours_format(p, prefill, decode)
     count = copies_to_defeat_l2(p.n * p.k // 2 if kind in ("packed", "tiles") else p.n * p.k)
     return p.weight_copies(kind, count), fmt, count
 
 
-def ours(p: LinearProblem, prefill: str = PREFILL_DEFAULT, decode: str = "auto") -> tuple[MakeCall, int]:
+def ours(p: LinearProblem, prefill: str | None = None, decode: str = "auto") -> tuple[MakeCall, int]:
     ws, fmt, count = _ours_weights(p, prefill, decode)
 
     def make(i: int) -> Callable[[], object]:
@@ -124,13 +124,13 @@ def ours(p: LinearProblem, prefill: str = PREFILL_DEFAULT, decode: str = "auto")
 
 
 def ours_transform_quant(
-    p: LinearProblem, prefill: str = PREFILL_DEFAULT, decode: str = "auto"
+    p: LinearProblem, prefill: str | None = None, decode: str = "auto"
 ) -> tuple[MakeCall, int]:
     fmt = _ours_format(p, prefill, decode)[1]
     return (lambda i: lambda: transform_quant(p.x, p.left, p.right, p.clip, 4, fmt)), 1
 
 
-def ours_gemm(p: LinearProblem, prefill: str = PREFILL_DEFAULT, decode: str = "auto") -> tuple[MakeCall, int]:
+def ours_gemm(p: LinearProblem, prefill: str | None = None, decode: str = "auto") -> tuple[MakeCall, int]:
     ws, fmt, count = _ours_weights(p, prefill, decode)
     xq, sx = transform_quant(p.x, p.left, p.right, p.clip, 4, fmt)
     return (lambda i: lambda: w4a4_linear(xq, sx, ws[i], p.scale, None, torch.bfloat16)), count

@@ -24,7 +24,7 @@ SHAPES: tuple[tuple[int, int], ...] = (
     (14336, 4096),
 )
 """(K, N) = (in_features, out_features): q/o, up/gate (L2), down (L2), up/gate (L3), down (L3)."""
-TOKENS: tuple[int, ...] = (1, 16, 128, 2048, 8192)
+TOKENS: tuple[int, ...] = (1, 16, 64, 256, 512, 2048)
 
 
 @dataclass

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from fq_kernels.quant_linear import PREFILL_WITH_EPILOGUE, QuantLinear
+from fq_kernels.quant_linear import QuantLinear
 from fq_kernels.runtime.elementwise import Activation, gated_activation
 
 
@@ -13,10 +13,9 @@ class Int4MLP(nn.Module):
     """down(act(gate(x)) * up(x)); each QuantLinear applies its site's online transform and clipping.
 
     swiglu: act is SiLU, so a prompt's gate|up GEMM applies it in its epilogue
-    (`QuantLinear.forward(x, swiglu=True)`; that epilogue is our kernel's, so an fp8 prefill copy
-    made for cuBLASLt becomes int8, our kernel's faster exact storage); a decode step's runs it as
-    the fused elementwise pass it always was. Plain
-    `nn.Linear`s in place of the QuantLinears give the full-precision baseline of the static decoder."""
+    (`QuantLinear.forward(x, swiglu=True)`); a decode step's runs it as the fused elementwise pass
+    after the GEMM. Plain `nn.Linear`s (or the FP8 baseline's linears) in place of the QuantLinears
+    give the static decoder's baselines."""
 
     def __init__(
         self,
@@ -30,16 +29,12 @@ class Int4MLP(nn.Module):
         self.gate_up_proj = gate_up_proj
         self.down_proj = down_proj
         self.swiglu = swiglu and isinstance(gate_up_proj, QuantLinear)
-        copy = gate_up_proj.prefill_weight if self.swiglu else None
-        if copy is not None and copy.dtype != torch.int8:
-            decode = "tiles" if gate_up_proj.qweight.dim() == 3 else "packed"
-            gate_up_proj.prepare(PREFILL_WITH_EPILOGUE, decode)
 
     def activated(self, x: torch.Tensor, gated: Activation | None = None) -> torch.Tensor:
         """act(gate(x)) * up(x), the down projection's input; `gated` replaces `gated_activation`
         (the static decoder passes its compiled form)."""
         proj = self.gate_up_proj
-        if self.swiglu and not proj.uses_decode_path(x.numel() // x.shape[-1]):
+        if self.swiglu and proj.fuses_swiglu(x.numel() // x.shape[-1]):
             return proj(x, swiglu=True)
         return (gated or gated_activation)(self.act_fn, proj(x))
 
