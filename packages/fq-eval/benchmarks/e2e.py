@@ -1,12 +1,18 @@
-"""End to end on one GPU: a W4A4KV4 model against FP16 of the same shape, in the same run.
+"""End to end on one GPU: a W4A4KV4 model against FP16 and FP8 (W8A8) models of the same shape, in
+the same run.
 
-Measured per model (docs/benchmarks/e2e.md records a run):
+Models: `fp16` (transformers, 16-bit everything), `fp8` (per-channel e4m3 weights, per-token dynamic
+e4m3 activations, cuBLASLt's FP8 GEMM, 16-bit KV cache: `fq_kernels.runtime.quantize_fp8_`, the
+baseline a Hopper user picks) and `w4a4kv4` (ours: packed int4 weights for every token count, int4
+activations, int4 KV cache). Measured per model (docs/benchmarks/e2e.md records a run):
 - prefill: one forward over batch x seqlen prompt tokens into a fresh cache (transformers' model,
   `fq_eval.latency`), for several batches;
 - decode in transformers' own loop (`fq_eval.latency`: one `model(...)` call per token);
 - decode in the static CUDA-graph loop (`fq_kernels.runtime.StaticDecoder`): `--new` tokens after a
   `--prompt`-token prefill, per batch; ms per step and tokens/s;
-- peak GPU memory of each, and the largest batch whose decode state fits at `--fit-context` tokens.
+- memory: the weights as loaded (all of them, and bytes per linear weight), the KV cache per token,
+  the peak of each measurement, and the largest batch whose decode state fits at each
+  `--fit-context` length.
 
 Weights are random (latency does not depend on values): the W4A4KV4 model is an FP16 model of the
 shape made `as_if_calibrated` (fq_core.flat.testing) and read through the same checkpoint tensors
@@ -58,6 +64,49 @@ def int4_random_model(shape: str, device: torch.device, layers: int | None) -> n
     del fp
     release_memory(device)
     return int4_model(Checkpoint(*config_and_tensors), device, dtype=dtype)
+
+
+def fp8_random_model(shape: str, device: torch.device, layers: int | None) -> nn.Module:
+    """The FP8 baseline of a random FP16 model of `shape` (its 16-bit linears replaced, not kept)."""
+    from fq_kernels.runtime import quantize_fp8_
+
+    model = quantize_fp8_(random_model(shape, torch.float16, device, layers))
+    release_memory(device)
+    return model
+
+
+def _is_linear(module: nn.Module) -> bool:
+    from fq_kernels.quant_linear import QuantLinear
+    from fq_kernels.runtime import Fp8Linear
+
+    return isinstance(module, (nn.Linear, QuantLinear, Fp8Linear))
+
+
+def memory_row(model: nn.Module) -> dict[str, Any]:
+    """What the loaded model holds: GiB on the device, bytes per weight of its decoder linears (all
+    their parameters and buffers: packed weights, scales, transforms, epilogue terms), and the KV
+    cache's bytes per token of context (the static decoder's cache, all layers)."""
+    from fq_kernels.runtime import StaticDecoder
+
+    device = model.get_input_embeddings().weight.device
+    head = model.get_output_embeddings()
+    linear_bytes = weights = 0
+    for module in model.modules():
+        if _is_linear(module) and module is not head:
+            linear_bytes += sum(t.nbytes for t in (*module.parameters(False), *module.buffers(False)))
+            weights += module.in_features * module.out_features
+    held = sum(t.nbytes for t in {id(t): t for t in (*model.parameters(), *model.buffers())}.values())
+    length = 1024
+    decoder = StaticDecoder(model, max_batch=1, max_len=length, graph=False)
+    kv = sum(t.nbytes for layer in decoder.layers for t in (*layer.kv.keys, *layer.kv.values))
+    del decoder
+    release_memory(device)
+    return {
+        "phase": "memory",
+        "model_gib": held / 2**30,
+        "linear_bytes_per_weight": linear_bytes / weights,
+        "kv_bytes_per_token": kv / length,
+    }
 
 
 def static_decode_row(model: nn.Module, batch: int, prompt: int, new: int, repeats: int) -> dict[str, Any]:
@@ -170,11 +219,9 @@ def measure(model: nn.Module, label: str, args: argparse.Namespace) -> list[dict
     for batch in args.decode_batches:
         log(f"{label}: graph decode batch {batch}, {args.new} tokens after {args.prompt}")
         rows.append(static_decode_row(model, batch, args.prompt, args.new, args.graph_repeats))
-    if args.fit_context and model.get_input_embeddings().weight.is_cuda:
-        log(f"{label}: largest batch at {args.fit_context} tokens")
-        rows.append(
-            {"phase": "fit", "context": args.fit_context, "batch": largest_batch(model, args.fit_context)}
-        )
+    for context in args.fit_context if model.get_input_embeddings().weight.is_cuda else []:
+        log(f"{label}: largest batch at {context} tokens")
+        rows.append({"phase": "fit", "context": context, "batch": largest_batch(model, context)})
     return [{**row, "model": label} for row in rows]
 
 
@@ -229,6 +276,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         start = time.perf_counter()
         if label == "w4a4kv4":
             model = int4_random_model(args.shape, device, args.layers)
+        elif label == "fp8":
+            model = fp8_random_model(args.shape, device, args.layers)
         else:
             model = random_model(
                 args.shape, torch.float16 if device.type == "cuda" else torch.float32, device, args.layers
@@ -238,6 +287,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             log(f"{label}: profiling")
             profile(model, label, args)
         else:
+            record["rows"].append({**memory_row(model), "model": label})
             record["rows"] += measure(model, label, args)
         del model
         release_memory(device)
@@ -262,8 +312,12 @@ def write(record: dict[str, Any], out: Path) -> None:
 # Report: markdown tables and the plot, from the JSON of one or more runs.
 
 
-def _rows(record: dict[str, Any], phase: str) -> dict[tuple[str, int], dict[str, Any]]:
-    return {(r["model"], r["batch"]): r for r in record["rows"] if r["phase"] == phase}
+MODELS = (("fp16", "FP16"), ("fp8", "FP8"), ("w4a4kv4", "W4A4KV4"))
+"""The models of a record, in table order, with their column names."""
+
+
+def _rows(record: dict[str, Any], phase: str, key: str = "batch") -> dict[tuple[str, int], dict[str, Any]]:
+    return {(r["model"], r[key]): r for r in record["rows"] if r["phase"] == phase}
 
 
 def _ms(row: dict[str, Any] | None) -> str:
@@ -278,60 +332,85 @@ def _ratio(base: dict[str, Any] | None, ours: dict[str, Any] | None) -> str:
     return f"**{base['ms'] / ours['ms']:.2f}x**"
 
 
+def _gib(row: dict[str, Any] | None) -> str:
+    return f"{row['peak_gib']:.1f}" if row and row.get("peak_gib") else "-"
+
+
+def _timing_table(record: dict[str, Any], phase: str, title: str, tokens_per_s: bool) -> list[str]:
+    """One row per batch: each model's ms, W4A4KV4's speed-up over FP16 and FP8, peaks."""
+    rows = _rows(record, phase)
+    if not rows:
+        return []
+    present = [(m, name) for m, name in MODELS if any(model == m for model, _ in rows)]
+    names = [name for _, name in present]
+    head = [title, *(f"{n} ms" for n in names), "W4A4KV4 vs FP16", "W4A4KV4 vs FP8"]
+    head += ["W4A4KV4 tok/s"] if tokens_per_s else []
+    head += [f"peak GiB {' / '.join(names)}"]
+    lines = ["", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for batch in sorted({b for _, b in rows}):
+        got = {m: rows.get((m, batch)) for m, _ in present}
+        ours = got.get("w4a4kv4")
+        size = next(r for r in got.values() if r)
+        what = f"{batch} x {size['seqlen']}" if "seqlen" in size else str(batch)
+        cells = [what, *(_ms(got[m]) for m, _ in present), _ratio(got.get("fp16"), ours)]
+        cells += [_ratio(got.get("fp8"), ours)]
+        if tokens_per_s:
+            cells += [f"{ours['tokens_per_s']:.0f}" if ours and ours.get("ms") else "-"]
+        cells += [" / ".join(_gib(got[m]) for m, _ in present)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
 def report(record: dict[str, Any]) -> str:
-    lines = [f"### {record['shape']} ({record['date']})", ""]
-    prefill = _rows(record, "prefill")
-    lines += [
-        "| prefill batch x seqlen | FP16 ms | W4A4KV4 ms | speed-up | peak GiB FP16 / W4A4KV4 |",
-        "|---|---|---|---|---|",
-    ]
-    for batch in sorted({b for _, b in prefill}):
-        fp, q = prefill.get(("fp16", batch)), prefill.get(("w4a4kv4", batch))
-        seqlen = (fp or q)["seqlen"]
-        mem = " / ".join(f"{r['peak_gib']:.1f}" if r and r.get("peak_gib") else "-" for r in (fp, q))
-        lines.append(f"| {batch} x {seqlen} | {_ms(fp)} | {_ms(q)} | {_ratio(fp, q)} | {mem} |")
-    static = _rows(record, "prefill-graph")
-    if static:
-        lines += [
-            "",
-            "| static-loop prefill (CUDA graph) batch x seqlen | FP16 ms | W4A4KV4 ms | speed-up |",
-            "|---|---|---|---|",
-        ]
-        for batch in sorted({b for _, b in static}):
-            fp, q = static.get(("fp16", batch)), static.get(("w4a4kv4", batch))
-            lines.append(f"| {batch} x {(fp or q)['seqlen']} | {_ms(fp)} | {_ms(q)} | {_ratio(fp, q)} |")
-    lines.append("")
-    graph, hf = _rows(record, "decode-graph"), _rows(record, "decode-hf")
-    lines += [
-        "| decode batch | FP16 graph ms/step | W4A4KV4 graph ms/step | speed-up | W4A4KV4 tok/s "
-        "| FP16 transformers loop | W4A4KV4 transformers loop | peak GiB FP16 / W4A4KV4 |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for batch in sorted({b for _, b in graph} | {b for _, b in hf}):
-        fp, q = graph.get(("fp16", batch)), graph.get(("w4a4kv4", batch))
-        toks = f"{q['tokens_per_s']:.0f}" if q and q.get("ms") else "-"
-        mem = " / ".join(f"{r['peak_gib']:.1f}" if r and r.get("peak_gib") else "-" for r in (fp, q))
-        lines.append(
-            f"| {batch} | {_ms(fp)} | {_ms(q)} | {_ratio(fp, q)} | {toks} | {_ms(hf.get(('fp16', batch)))} | "
-            f"{_ms(hf.get(('w4a4kv4', batch)))} | {mem} |"
-        )
-    fits = {r["model"]: r for r in record["rows"] if r["phase"] == "fit"}
+    lines = [f"### {record['shape']} ({record['date']})"]
+    lines += _timing_table(record, "prefill", "prefill (transformers forward) batch x seqlen", False)
+    lines += _timing_table(record, "prefill-graph", "static-loop prefill (CUDA graph) batch x seqlen", False)
+    lines += _timing_table(record, "decode-graph", "graph decode batch", True)
+    lines += _timing_table(record, "decode-hf", "transformers decode loop batch", True)
+    memory = {r["model"]: r for r in record["rows"] if r["phase"] == "memory"}
+    if memory:
+        present = [(m, name) for m, name in MODELS if m in memory]
+        lines += ["", "| memory | " + " | ".join(name for _, name in present) + " |"]
+        lines.append("|" + "---|" * (len(present) + 1))
+        for what, key, fmt in (
+            ("model on the GPU, GiB", "model_gib", "{:.2f}"),
+            ("decoder linears, bytes per weight", "linear_bytes_per_weight", "{:.3f}"),
+            ("KV cache, KiB per token", "kv_bytes_per_token", "{:.1f}"),
+        ):
+            scale = 1 / 1024 if key == "kv_bytes_per_token" else 1
+            lines.append(
+                f"| {what} | " + " | ".join(fmt.format(memory[m][key] * scale) for m, _ in present) + " |"
+            )
+    fits = _rows(record, "fit", "context")
     if fits:
-        lines += ["", "| largest decode batch at context | FP16 | W4A4KV4 |", "|---|---|---|"]
-        context = next(iter(fits.values()))["context"]
-        fp, q = (fits.get(label, {}).get("batch", "-") for label in ("fp16", "w4a4kv4"))
-        lines.append(f"| {context} tokens | {fp} | {q} |")
+        present = [(m, name) for m, name in MODELS if any(model == m for model, _ in fits)]
+        head = ["largest decode batch at context", *(name for _, name in present), "W4A4KV4 / FP8"]
+        lines += ["", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for context in sorted({c for _, c in fits}):
+            got = {m: fits.get((m, context), {}).get("batch") for m, _ in present}
+            ratio = (
+                f"**{got['w4a4kv4'] / got['fp8']:.1f}x**" if got.get("w4a4kv4") and got.get("fp8") else "-"
+            )
+            lines.append(
+                f"| {context} tokens | "
+                + " | ".join(str(got[m] if got[m] is not None else "-") for m, _ in present)
+                + f" | {ratio} |"
+            )
     return "\n".join(lines) + "\n"
 
 
 def merged(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One record per shape; a later run's row replaces an earlier one of the same phase, model and
     batch (e.g. a decode-only rerun after a kernel change), and the dates of all runs are kept."""
+
+    def key(r: dict[str, Any]) -> tuple:
+        return r["phase"], r["model"], r["context"] if r["phase"] == "fit" else r.get("batch")
+
     by_shape: dict[str, dict[str, Any]] = {}
     for record in records:
         into = by_shape.setdefault(record["shape"], {**record, "rows": [], "date": ""})
-        keep = {(r["phase"], r["model"], r.get("batch")): r for r in into["rows"]}
-        keep.update({(r["phase"], r["model"], r.get("batch")): r for r in record["rows"]})
+        keep = {key(r): r for r in into["rows"]}
+        keep.update({key(r): r for r in record["rows"]})
         into["rows"] = list(keep.values())
         into["date"] = ", ".join(filter(None, [into["date"], record["date"]]))
     return list(by_shape.values())
@@ -347,13 +426,13 @@ def plot(records: list[dict[str, Any]], path: Path) -> None:
     for ax, record in zip(axes[0], records, strict=True):
         for phase, style in (("decode-graph", "-"), ("decode-hf", ":")):
             rows = _rows(record, phase)
-            for model, color in (("fp16", "tab:gray"), ("w4a4kv4", "tab:blue")):
+            for (model, name), color in zip(MODELS, ("tab:gray", "tab:orange", "tab:blue"), strict=True):
                 points = sorted(
                     (b, r["tokens_per_s"]) for (m, b), r in rows.items() if m == model and r.get("ms")
                 )
                 if points:
                     loop = "CUDA graph" if phase == "decode-graph" else "transformers loop"
-                    label = f"{'FP16' if model == 'fp16' else 'W4A4KV4'}, {loop}"
+                    label = f"{name}, {loop}"
                     ax.plot(*zip(*points, strict=True), style, marker="o", color=color, label=label)
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
@@ -370,7 +449,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--shape", default="llama-2-7b")
     parser.add_argument("--layers", type=int, default=None, help="fewer decoder layers (smoke tests)")
-    parser.add_argument("--models", default="w4a4kv4,fp16", type=lambda s: s.split(","))
+    parser.add_argument("--models", default="w4a4kv4,fp8,fp16", type=lambda s: s.split(","))
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ints = lambda s: [int(x) for x in s.split(",") if x]  # noqa: E731
     parser.add_argument("--prefill-batches", type=ints, default=[1, 4, 16])
@@ -385,7 +464,9 @@ def main() -> None:
     parser.add_argument("--new", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--graph-repeats", type=int, default=2)
-    parser.add_argument("--fit-context", type=int, default=4096)
+    parser.add_argument(
+        "--fit-context", type=ints, default=[4096, 32768], help="context lengths of the largest-batch search"
+    )
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--profile", type=Path, default=None, help="write per-kernel profiles here instead")
     parser.add_argument("--report", type=Path, nargs="*", help="print tables of these result JSONs and stop")

@@ -332,4 +332,3 @@ class QuantLinear(nn.Module):
             decode=decode,
             decode_max_tokens=decode_max_tokens,
         )
-

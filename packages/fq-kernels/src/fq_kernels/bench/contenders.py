@@ -102,9 +102,7 @@ def _ours_format(p: LinearProblem, prefill: str | None, decode: str) -> tuple[st
     return kind, activation_format(p.m, p.weight(kind))
 
 
-def _ours_weights(
-    p: LinearProblem, prefill: str | None, decode: str
-) -> tuple[list[torch.Tensor], str, int]:
+def _ours_weights(p: LinearProblem, prefill: str | None, decode: str) -> tuple[list[torch.Tensor], str, int]:
     kind, fmt = _ours_format(p, prefill, decode)
     count = copies_to_defeat_l2(p.n * p.k // 2 if kind in ("packed", "tiles") else p.n * p.k)
     return p.weight_copies(kind, count), fmt, count

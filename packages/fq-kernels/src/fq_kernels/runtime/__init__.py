@@ -24,6 +24,8 @@ _LAZY = {
     "Int4Attention": "fq_kernels.runtime.attention",
     "Int4MLP": "fq_kernels.runtime.mlp",
     "StaticDecoder": "fq_kernels.runtime.static_decode",
+    "Fp8Linear": "fq_kernels.runtime.fp8",
+    "quantize_fp8_": "fq_kernels.runtime.fp8",
 }
 
 __all__ = ["HF_EXTRA_HINT", "MissingExtraError", "require_transformers", *_LAZY]

@@ -209,23 +209,28 @@ def launch_tiles(
 
 
 def candidates(m: int, n: int, k: int, swiglu: bool = False) -> list[TilesConfig]:
-    """Tile choices by token count, the default first. SwiGLU's tiles hold a gate and an up
-    accumulator, so they take half the tokens or pairs (a 128 x 64 tile's four would spill)."""
+    """Tile choices, the default first: the fastest of the H100 sweep (2026-12-07,
+    docs/benchmarks/kernels.md) for this token count and shape class. SwiGLU's tiles hold a gate and
+    an up accumulator, so they take half the tokens (a 128 x 64 tile's four would spill)."""
     if interpreting():
         return [TilesConfig(block_m=16, block_p=16, block_k=128, group_m=2, num_warps=4, num_stages=1)]
     c = TilesConfig
     if swiglu:
-        return [c(128, 32, 128, 8, 4, 4), c(64, 64, 128, 8, 4, 4), c(64, 128, 128, 8, 8, 3), c(64, 128, 64, 8, 8, 4)]
-    if m <= 64:
-        return [c(64, 64, 128, 8, 4, 4), c(32, 64, 256, 8, 4, 4), c(64, 32, 256, 8, 4, 4), c(64, 128, 128, 8, 8, 4)]
+        return [c(64, 64, 128, 8, 4, 4), c(64, 64, 256, 8, 4, 3), c(64, 128, 128, 8, 8, 3)]
+    if m <= 64:  # weight-bound: small token tiles, deep K steps, many programs
+        return [c(32, 64, 256, 8, 4, 4), c(16, 64, 256, 8, 4, 4), c(64, 64, 256, 8, 4, 4)]
     if m <= 256:
-        return [c(128, 64, 128, 8, 4, 4), c(64, 64, 128, 8, 4, 4), c(128, 128, 128, 8, 8, 3), c(64, 32, 256, 8, 4, 3)]
+        if n >= 12288:
+            return [c(128, 64, 128, 8, 4, 4), c(64, 128, 128, 8, 8, 3), c(64, 64, 256, 8, 4, 4)]
+        if k > n:
+            return [c(64, 64, 256, 8, 4, 4), c(64, 64, 128, 8, 4, 4), c(128, 64, 128, 8, 4, 4)]
+        return [c(64, 64, 128, 8, 4, 3), c(128, 64, 128, 8, 4, 3), c(64, 128, 128, 8, 8, 3)]
     return [
         c(128, 64, 128, 8, 4, 4),
-        c(128, 128, 128, 8, 8, 3),
-        c(128, 128, 64, 8, 8, 4),
-        c(128, 64, 256, 8, 4, 3),
-        c(64, 64, 128, 8, 4, 4),
+        c(128, 64, 128, 8, 4, 3),
+        c(64, 128, 64, 8, 8, 4),
+        c(64, 128, 128, 8, 8, 3),
+        c(64, 64, 128, 8, 4, 3),
     ]
 
 
