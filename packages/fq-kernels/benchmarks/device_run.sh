@@ -5,7 +5,7 @@
 #
 #   STAGES="tests table e2e" bash packages/fq-kernels/benchmarks/device_run.sh
 #
-# Stages: tests (pytest -m gpu over $TEST_FILES, $TESTS selects), fuzz (the 200-shape GEMM fuzz, its
+# Stages: tests (pytest -m gpu over $TEST_FILES, $TESTS selects, within $TESTS_TIMEOUT s), fuzz (the 200-shape GEMM fuzz, its
 # 8 chunks in parallel processes), tune ($SECTIONS of tune_kernels.py at $TOKENS), table
 # (kernels_table.py at $TOKENS), e2e (7B FP16 / FP8 / W4A4KV4: static-loop prompt 1 x 2048, graph
 # decode at batch 1 and 16, memory, largest batch at 4096 and 32768 tokens), profile (the prompt's
@@ -32,7 +32,7 @@ E2E="packages/fq-eval/benchmarks/e2e.py --shape llama-2-7b --prefill-batches '' 
 for s in $STAGES; do
     stage "$s"
     case $s in
-        tests) timeout 300 python3 -m pytest -q -m gpu $TEST_FILES -k "$TESTS" \
+        tests) timeout ${TESTS_TIMEOUT:-300} python3 -m pytest -q -m gpu $TEST_FILES -k "$TESTS" \
             > "$R/tests.txt" 2>&1; tail -3 "$R/tests.txt" ;;
         fuzz) for c in 0 1 2 3 4 5 6 7; do
                 timeout 330 python3 -m pytest -q -m gpu "packages/fq-kernels/tests/test_kernels_gpu.py::test_gemm_fuzz_200_shapes[$c]" \
