@@ -169,6 +169,25 @@ def cases() -> list[tuple[str, Callable[[], object]]]:
                     )
                 )
 
+    from fq_core.quant.pack import pack_int4
+    from fq_kernels.layout import tile_decode_weight
+    from fq_kernels.triton import gemm_tiles
+
+    tiles = tile_decode_weight(pack_int4(torch.randint(-8, 8, (n, k), dtype=torch.int8)))
+    for m, swiglu in ((64, False), (256, False), (2048, False), (2048, True)):
+        a8, sx = torch.randint(-8, 8, (m, k), dtype=torch.int8), torch.ones(m)
+        c = torch.empty(m, n // 2 if swiglu else n, dtype=torch.bfloat16)
+        for cfg in gemm_tiles.candidates(m, n, k, swiglu):
+            name = f"tiles GEMM M={m} {cfg}{' swiglu' if swiglu else ''}"
+            out.append(
+                (
+                    name,
+                    lambda a8=a8, c=c, cfg=cfg, sx=sx, swiglu=swiglu: gemm_tiles.launch_tiles(
+                        a8, tiles, sx, sw, None, c, cfg, swiglu=swiglu
+                    ),
+                )
+            )
+
     for tokens in (40, 4096):  # 16- and 64-token programs
         qkv = torch.randn(1, tokens, 3 * 32 * 128).to(torch.bfloat16)
         x, cos = qkv[..., : 32 * 128].view(1, tokens, 32, 128), torch.randn(1, tokens, 128).to(torch.bfloat16)
