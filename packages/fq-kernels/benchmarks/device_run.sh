@@ -5,7 +5,7 @@
 #
 #   STAGES="tests table e2e" bash packages/fq-kernels/benchmarks/device_run.sh
 #
-# Stages: tests (pytest -m gpu over $TEST_FILES, $TESTS selects, within $TESTS_TIMEOUT s), fuzz (the 200-shape GEMM fuzz, its
+# Stages (each within its own limit, $<STAGE>_TIMEOUT s where set): tests (pytest -m gpu over $TEST_FILES, $TESTS selects), fuzz (the 200-shape GEMM fuzz, its
 # 8 chunks in parallel processes), tune ($SECTIONS of tune_kernels.py at $TOKENS), table
 # (kernels_table.py at $TOKENS), e2e (7B FP16 / FP8 / W4A4KV4: static-loop prompt 1 x 2048, graph
 # decode at batch 1 and 16, memory, largest batch at 4096 and 32768 tokens), profile (the prompt's
@@ -40,9 +40,9 @@ for s in $STAGES; do
             done; wait; tail -qn 1 "$R"/fuzz*.txt ;;
         tune) timeout 300 python3 packages/fq-kernels/benchmarks/tune_kernels.py --out "$R/tune" --workers 14 \
             --sections "$SECTIONS" --tokens "$TOKENS" --shapes "$SHAPES,4096x22016" > "$R/tune.txt" 2>&1; tail -24 "$R/tune.txt" ;;
-        table) timeout 200 python3 packages/fq-kernels/benchmarks/kernels_table.py --out "$R/table" --shapes "$SHAPES" \
+        table) timeout ${TABLE_TIMEOUT:-200} python3 packages/fq-kernels/benchmarks/kernels_table.py --out "$R/table" --shapes "$SHAPES" \
             --tokens "$TOKENS" > "$R/table.txt" 2>&1; grep -A40 "^| K x N" "$R/table.txt" ;;
-        e2e) timeout 330 bash -c "python3 $E2E --static-prefill-batches 1 --decode-batches 1,16 \
+        e2e) timeout ${E2E_TIMEOUT:-330} bash -c "python3 $E2E --static-prefill-batches 1 --decode-batches 1,16 \
             --fit-context 4096,32768 --out $R/e2e" > "$R/e2e.txt" 2>&1; grep -v "^\[" "$R/e2e.txt" | tail -32 ;;
         profile) timeout 120 bash -c "python3 $E2E --static-prefill-batches 1 --decode-batches 1,16 \
             --models w4a4kv4,fp8,fp16 --profile $R/profile" > "$R/profile.txt" 2>&1 ;;
