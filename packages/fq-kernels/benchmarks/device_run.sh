@@ -9,7 +9,7 @@
 # 8 chunks in parallel processes), tune ($SECTIONS of tune_kernels.py at $TOKENS), table
 # (kernels_table.py at $TOKENS), e2e (7B FP16 / FP8 / W4A4KV4: static-loop prompt 1 x 2048, graph
 # decode at batch 1 and 16, memory, largest batch at 4096 and 32768 tokens), profile (the prompt's
-# and decode steps' per-kernel tables). $SHAPES: the linear shapes of tune and table.
+# and decode steps' per-kernel tables). $SHAPES: the linear shapes of tune and table; $E2E_EXTRA: more e2e.py options.
 set -uo pipefail
 OUT=${OUT:-device-out}
 R=$(mktemp -d)/r
@@ -43,7 +43,7 @@ for s in $STAGES; do
         table) timeout ${TABLE_TIMEOUT:-200} python3 packages/fq-kernels/benchmarks/kernels_table.py --out "$R/table" --shapes "$SHAPES" \
             --tokens "$TOKENS" > "$R/table.txt" 2>&1; grep -A40 "^| K x N" "$R/table.txt" ;;
         e2e) timeout ${E2E_TIMEOUT:-330} bash -c "python3 $E2E --static-prefill-batches 1 --decode-batches 1,16 \
-            --fit-context 4096,32768 --out $R/e2e" > "$R/e2e.txt" 2>&1; grep -v "^\[" "$R/e2e.txt" | tail -32 ;;
+            --fit-context 4096,32768 ${E2E_EXTRA:-} --out $R/e2e" > "$R/e2e.txt" 2>&1; grep -v "^\[" "$R/e2e.txt" | tail -32 ;;
         profile) timeout 120 bash -c "python3 $E2E --static-prefill-batches 1 --decode-batches 1,16 \
             --models w4a4kv4,fp8,fp16 --profile $R/profile" > "$R/profile.txt" 2>&1 ;;
         *) echo "unknown stage $s" ;;
