@@ -153,6 +153,17 @@ def test_quant_linear_decode_layouts_agree_on_cpu() -> None:
         QuantLinear(pack_int4(_weights(40, 128)), torch.ones(40), decode="tiles")
 
 
+def test_shapes_without_whole_tiles_keep_packed_rows_and_no_copy() -> None:
+    """N % 16 != 0: the documented slower path (packed rows, the decode kernels at every token
+    count), never a silent one-byte copy; a prompt gives the reference's result."""
+    g = torch.Generator().manual_seed(8)
+    w = _weights(40, 128, seed=8)
+    layer = QuantLinear(pack_int4(w), torch.rand(40, generator=g) * 0.01 + 0.001)
+    assert layer.qweight.shape == (40, 64) and layer.prefill_weight is None
+    x = torch.randn(50, 128, generator=g)
+    torch.testing.assert_close(layer(x), layer.reference_forward(x), rtol=1e-5, atol=1e-5)
+
+
 def test_decode_path_takes_more_tokens_on_tiles() -> None:
     """Tiles serve up to TILES_MAX_TOKENS tokens, packed rows DECODE_MAX_TOKENS; an explicit
     decode_max_tokens wins."""

@@ -29,7 +29,7 @@ def _case(m: int, k: int, n: int, seed: int):
 
 def _launch(
     x, tiles, sx, sw, bias=None, out_dtype=torch.float32, raw=False, zx=None, wsum=None, swiglu=False
-):  # noqa: E501
+):
     from fq_kernels.triton.gemm_tiles import candidates, launch_tiles
 
     n = tiles.shape[0] * 16
