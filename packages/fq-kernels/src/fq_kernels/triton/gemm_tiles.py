@@ -9,22 +9,26 @@ pairs and a multiple of 64 k the bytes lie in runs of 64 (one per pair and tile)
 [pairs, K step] load brings a block of both rows' weights with plain vector loads.
 
 Unpacking needs no shuffle: the low and high nibbles of that block are two [pairs, K step] int8
-tiles of the same shape, each the A operand of its own dot against the same activation tile,
-accumulating the low rows and the high rows apart. A nibble moved to the top of its byte is its
-value times 16 (`triton.common.nibbles_times_16`: one or two 32-bit operations per four bytes), so
-the int32 accumulators hold 16 x the exact sums (|16 w a| <= 1024: exact for K < 2^21) and are
-shifted right by 4 before the epilogue.
+tiles of the same shape. A nibble moved to the top of its byte is its value times 16
+(`triton.common.nibbles_times_16`: one or two 32-bit operations per four bytes), so the int32
+accumulators hold 16 x the exact sums (|16 w a| <= 1024: exact for K < 2^21) and are shifted right
+by 4 before the epilogue. The two tiles are interleaved into one [2 x pairs, K step] operand in
+channel order (pair p's low row at 16 (p // 8) + p % 8, its high row 8 further), which is the order
+of the MMA's register fragments (a thread holds rows r and r + 8): the interleave relabels
+registers and moves no data (sm_90 SASS: no shared-memory round trip in the K loop), and one MMA per
+K step covers both rows of every pair. (Concatenating the low tiles above the high ones instead
+put a pair's rows in different warps below 64 pairs per program: 5-10x slower, H100, 2026-12-07.)
 
 Operand roles: out^T = W A^T. The weights are the MMA's row operand, which Hopper's wgmma reads from
 registers, where the nibbles were just unpacked (no round trip through shared memory; feeding
 unpacked weights as the B operand, which must come from shared memory, halved the speed on the
 H100: METHOD.md); the activations (int8 values, K contiguous) are the column operand, read from
-shared memory as the 8-bit wgmma wants (K-major). The accumulators [pairs, tokens] are transposed
-once, in the epilogue, which maps pair p to channels 16 (p // 8) + p % 8 (low) and 8 more (high).
+shared memory as the 8-bit wgmma wants (K-major). The accumulator [channels, tokens] is transposed
+once, in the epilogue.
 
 The epilogue is the prefill kernel's (`triton.common`): per-token and per-channel scales, the
 asymmetric zero-point term, bias, and SwiGLU (gate rows then up rows, N/2 each: a tile computes a
-block of gate pairs and the up pairs N/4 pairs further, four dots over one activation tile).
+block of gate pairs and the up pairs N/4 pairs further, two dots over one activation tile).
 """
 
 from __future__ import annotations
@@ -53,11 +57,15 @@ class TilesConfig:
 
 @triton.jit
 def _rows_times_16(w, NATIVE: tl.constexpr):
-    """[2 pairs, K step] int8: 16 x the low rows of a [pairs, K step] block of packed bytes, then
-    16 x its high rows."""
+    """[2 pairs, K step] int8: 16 x the weight rows of a [pairs, K step] block of packed bytes, in
+    channel order: pair p's low row at 16 (p // 8) + p % 8, its high row 8 further. That is also the
+    order of the MMA's register fragments (a thread holds rows r and r + 8), so the interleave is a
+    relabelling of registers, not a data movement."""
     lo, hi = nibbles_times_16(w, NATIVE)
-    both = tl.permute(tl.join(lo, hi), 2, 0, 1)
-    return tl.reshape(both, (2 * w.shape[0], w.shape[1]))
+    pairs: tl.constexpr = w.shape[0]
+    k: tl.constexpr = w.shape[1]
+    both = tl.reshape(tl.join(lo, hi), (pairs // 8, 8, k, 2))
+    return tl.reshape(tl.permute(both, 0, 3, 1, 2), (2 * pairs, k))
 
 
 @triton.jit
@@ -124,25 +132,18 @@ def _tiles_kernel(
             up_ptrs += BK * 8
         a_ptrs += BK
         w_ptrs += BK * 8
-    # rows [0, BP) of acc are the pairs' low rows, [BP, 2 BP) their high rows; pair p holds
-    # channels 16 (p // 8) + p % 8 (low nibbles) and 8 channels further (high)
-    halves = tl.split(tl.permute(tl.reshape(acc, (2, BP, BM)), 1, 2, 0))
+    offs_n = pid_p * 2 * BP + tl.arange(0, 2 * BP)  # acc's rows are channels (`_rows_times_16`)
+    acc = acc.T >> 4  # exact: a multiple of 16
     if SWIGLU:
-        up_halves = tl.split(tl.permute(tl.reshape(acc_up, (2, BP, BM)), 1, 2, 0))
-    offs_lo = (offs_p // 8) * 16 + offs_p % 8
-    for half in tl.static_range(2):
-        offs_n = offs_lo + 8 * half
-        acc_half = halves[half].T >> 4  # exact: a multiple of 16
-        if SWIGLU:
-            swiglu_epilogue(
-                acc_half, up_halves[half].T >> 4, offs_m, offs_n, M, n_out, c_ptr, stride_cm,
-                sx_ptr, sw_ptr, bias_ptr, zx_ptr, wsum_ptr, HAS_BIAS, HAS_ZERO,
-            )  # fmt: skip
-        else:
-            scaled_epilogue(
-                acc_half, offs_m, offs_n, M, N, c_ptr, stride_cm, sx_ptr, sw_ptr, bias_ptr, zx_ptr,
-                wsum_ptr, HAS_BIAS, HAS_ZERO, RAW,
-            )  # fmt: skip
+        swiglu_epilogue(
+            acc, acc_up.T >> 4, offs_m, offs_n, M, n_out, c_ptr, stride_cm,
+            sx_ptr, sw_ptr, bias_ptr, zx_ptr, wsum_ptr, HAS_BIAS, HAS_ZERO,
+        )  # fmt: skip
+    else:
+        scaled_epilogue(
+            acc, offs_m, offs_n, M, N, c_ptr, stride_cm, sx_ptr, sw_ptr, bias_ptr, zx_ptr, wsum_ptr,
+            HAS_BIAS, HAS_ZERO, RAW,
+        )  # fmt: skip
 
 
 def fused_swiglu_ok(n: int) -> bool:
@@ -210,27 +211,39 @@ def launch_tiles(
 
 def candidates(m: int, n: int, k: int, swiglu: bool = False) -> list[TilesConfig]:
     """Tile choices, the default first: the fastest of the H100 sweep (2026-12-07,
-    docs/benchmarks/kernels.md) for this token count and shape class. SwiGLU's tiles hold a gate and
-    an up accumulator, so they take half the tokens (a 128 x 64 tile's four would spill)."""
+    docs/benchmarks/kernels.md) for this token count and shape class; tiles of 32 pairs (timed only
+    before the channel-order interleave) follow, for autotuning and the next sweep. SwiGLU's tiles
+    hold a gate and an up accumulator, so they take half the tokens or pairs (a 128 x 64 tile's two
+    would spill)."""
     if interpreting():
         return [TilesConfig(block_m=16, block_p=16, block_k=128, group_m=2, num_warps=4, num_stages=1)]
     c = TilesConfig
     if swiglu:
-        return [c(64, 64, 128, 8, 4, 4), c(64, 64, 256, 8, 4, 3), c(64, 128, 128, 8, 8, 3)]
+        return [
+            c(64, 64, 128, 8, 4, 4),
+            c(64, 64, 256, 8, 4, 3),
+            c(128, 32, 128, 8, 4, 4),
+            c(64, 128, 128, 8, 8, 3),
+        ]
     if m <= 64:  # weight-bound: small token tiles, deep K steps, many programs
-        return [c(32, 64, 256, 8, 4, 4), c(16, 64, 256, 8, 4, 4), c(64, 64, 256, 8, 4, 4)]
+        return [
+            c(32, 64, 256, 8, 4, 4),
+            c(16, 64, 256, 8, 4, 4),
+            c(64, 64, 256, 8, 4, 4),
+            c(64, 32, 256, 8, 4, 4),
+        ]
     if m <= 256:
         if n >= 12288:
             return [c(128, 64, 128, 8, 4, 4), c(64, 128, 128, 8, 8, 3), c(64, 64, 256, 8, 4, 4)]
         if k > n:
             return [c(64, 64, 256, 8, 4, 4), c(64, 64, 128, 8, 4, 4), c(128, 64, 128, 8, 4, 4)]
-        return [c(64, 64, 128, 8, 4, 3), c(128, 64, 128, 8, 4, 3), c(64, 128, 128, 8, 8, 3)]
+        return [c(64, 64, 128, 8, 4, 3), c(128, 64, 128, 8, 4, 3), c(128, 32, 128, 8, 4, 4)]
     return [
         c(128, 64, 128, 8, 4, 4),
         c(128, 64, 128, 8, 4, 3),
         c(64, 128, 64, 8, 8, 4),
         c(64, 128, 128, 8, 8, 3),
-        c(64, 64, 128, 8, 4, 3),
+        c(128, 32, 128, 8, 4, 4),
     ]
 
 
