@@ -299,10 +299,19 @@ def kernels_only(session: nox.Session) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """ruff check and ruff format --check over packages/ and noxfile.py."""
+    """ruff check and ruff format --check over packages/, the site's hooks and noxfile.py."""
     install(session, ("-r", "requirements/lint.txt"), torch=False)
-    session.run("ruff", "check", "packages", "noxfile.py")
-    session.run("ruff", "format", "--check", "packages", "noxfile.py")
+    session.run("ruff", "check", "packages", "docs/_hooks", "noxfile.py")
+    session.run("ruff", "format", "--check", "packages", "docs/_hooks", "noxfile.py")
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """The documentation site (mkdocs.yml) built in strict mode into site/: a broken link, a missing
+    page or an unresolved API reference fails."""
+    packages = [arg for path in PACKAGES.values() for arg in ("-e", str(path.relative_to(ROOT)))]
+    install(session, ("-r", "requirements/docs.txt"), ("--no-deps", *packages))
+    session.run("mkdocs", "build", "--strict", "--site-dir", "site", env={"NO_MKDOCS_2_WARNING": "1"})
 
 
 @nox.session(venv_backend=GPU_BACKEND)
