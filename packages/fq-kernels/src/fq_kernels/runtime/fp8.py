@@ -13,6 +13,8 @@ q|k|v and gate|up fused like the int4 model's (one activation quantisation per s
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import nn
 
@@ -35,7 +37,13 @@ def quantize_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 def _library_gemm(device: torch.device) -> bool:
     """cuBLASLt's FP8 GEMM runs on CUDA GPUs with fp8 tensor cores (compute capability 8.9+)."""
-    return device.type == "cuda" and torch.cuda.get_device_capability(device) >= (8, 9)
+    return device.type == "cuda" and _fp8_tensor_cores(device.index or 0)
+
+
+@functools.cache
+def _fp8_tensor_cores(index: int) -> bool:
+    """Asked once per device, not once per linear call."""
+    return torch.cuda.get_device_capability(index) >= (8, 9)
 
 
 class Fp8Linear(nn.Module):
