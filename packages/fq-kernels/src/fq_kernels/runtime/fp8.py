@@ -37,7 +37,9 @@ def quantize_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 def _library_gemm(device: torch.device) -> bool:
     """cuBLASLt's FP8 GEMM runs on CUDA GPUs with fp8 tensor cores (compute capability 8.9+)."""
-    return device.type == "cuda" and _fp8_tensor_cores(device.index or 0)
+    if device.type != "cuda":
+        return False
+    return _fp8_tensor_cores(device.index if device.index is not None else torch.cuda.current_device())
 
 
 @functools.cache
